@@ -1,0 +1,11 @@
+"""fastnn: fast exact nearest neighbours and batch HOG for images.
+
+Numba-parallel and FAISS-backed kernels behind scikit-learn-compatible
+estimators, checked against scikit-image and scikit-learn.
+"""
+
+__version__ = "0.1.0"
+
+from .feature import hog  # noqa: E402
+
+__all__ = ["hog", "__version__"]

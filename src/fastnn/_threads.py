@@ -1,0 +1,65 @@
+"""Thread-count control shared by the engine functions.
+
+* ``n_jobs`` follows scikit-learn/joblib: ``None`` means numba's default
+  (all cores unless ``NUMBA_NUM_THREADS`` says otherwise), ``-1`` all cores,
+  ``-2`` all but one, a positive number that many threads.
+* numba's and BLAS' thread counts are restored in ``finally``.
+* numba's default ``workqueue`` threading layer aborts the process when two
+  Python threads enter a parallel region at once. Parallel kernels are
+  therefore entered under a lock; a call that finds the lock taken runs the
+  serial build of the same kernel instead (same arithmetic, same answer).
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+
+import numba
+
+_parallel_lock = threading.Lock()
+
+
+def resolve_n_jobs(n_jobs):
+    """Number of threads for ``n_jobs`` (sklearn conventions)."""
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    if n_jobs is None:
+        return max_threads
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int,)) and not hasattr(n_jobs, "__index__"):
+        raise TypeError(f"n_jobs must be an integer or None, got {n_jobs!r}")
+    n_jobs = int(n_jobs)
+    if n_jobs == 0:
+        raise ValueError("n_jobs == 0 has no meaning; use None, -1 or a positive integer")
+    if n_jobs < 0:
+        n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return max(1, min(n_jobs, max_threads))
+
+
+@contextmanager
+def limit_threads(n_threads):
+    """Run the block with ``n_threads`` numba threads and BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(n_threads)
+        with threadpool_limits(limits=n_threads, user_api="blas"):
+            yield n_threads
+    finally:
+        numba.set_num_threads(prev)
+
+
+def run_kernel(parallel_fn, serial_fn, n_threads, *args):
+    """Call the parallel build when it is safe and useful, else the serial one."""
+    if n_threads <= 1:
+        return serial_fn(*args)
+    if _parallel_lock.acquire(blocking=False):
+        try:
+            prev = numba.get_num_threads()
+            numba.set_num_threads(n_threads)
+            try:
+                return parallel_fn(*args)
+            finally:
+                numba.set_num_threads(prev)
+        finally:
+            _parallel_lock.release()
+    return serial_fn(*args)

@@ -1,0 +1,409 @@
+"""Numba kernels for skimage-compatible HOG.
+
+Each kernel is written once for one image (``_hog_image_*``) and driven by a
+parallel and a serial batch loop; the serial driver serves worker threads
+(Dask) where numba's parallel layer must not be entered.
+
+The arithmetic follows ``skimage.feature.hog`` (scikit-image 0.26) step by step
+so that results are bit-identical where the inputs allow it:
+
+* gradients: central differences without division by 2, zero on the border;
+* colour: per pixel the channel with the largest ``hypot(g_row, g_col)``
+  (first channel on ties);
+* orientation ``rad2deg(arctan2(g_row, g_col)) % 180`` in float64, hard
+  binning against the float64 bin edges ``(180 / n) * i``;
+* cell value: magnitudes summed in float32 (each addition rounded to float32)
+  in row-major pixel order, then divided in float32 by the cell area;
+* block norms in float64, with numpy's pairwise summation order.
+
+No scikit-learn, no scikit-image imports here: only arrays in, arrays out.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_RAD2DEG = 180.0 / np.pi
+
+
+# --------------------------------------------------------------------------
+# numpy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src), with
+# the -0.0 identity that np.add.reduce starts from.
+# --------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _pairwise_leaf(a, start, n):
+    if n < 8:
+        res = -0.0
+        for i in range(start, start + n):
+            res += a[i]
+        return res
+    r0 = a[start]
+    r1 = a[start + 1]
+    r2 = a[start + 2]
+    r3 = a[start + 3]
+    r4 = a[start + 4]
+    r5 = a[start + 5]
+    r6 = a[start + 6]
+    r7 = a[start + 7]
+    i = 8
+    stop = n - (n % 8)
+    while i < stop:
+        r0 += a[start + i]
+        r1 += a[start + i + 1]
+        r2 += a[start + i + 2]
+        r3 += a[start + i + 3]
+        r4 += a[start + i + 4]
+        r5 += a[start + i + 5]
+        r6 += a[start + i + 6]
+        r7 += a[start + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def numpy_sum(a):
+    """``np.sum`` of a contiguous 1-D float64 array, bit for bit.
+
+    numpy sums blocks of <= 128 values with 8 interleaved accumulators and
+    splits longer runs in two (the first half rounded down to a multiple of
+    8), adding the halves' sums; the reduction starts from -0.0. The
+    recursion is evaluated with an explicit stack (numba cannot cache
+    recursive functions).
+    """
+    n = a.shape[0]
+    if n <= 128:
+        return -0.0 + _pairwise_leaf(a, 0, n)
+    st_s = np.empty(256, np.int64)
+    st_n = np.empty(256, np.int64)   # -1 marks "add the two values on top"
+    vals = np.empty(128, np.float64)
+    top = 0
+    nv = 0
+    st_s[0] = 0
+    st_n[0] = n
+    top = 1
+    while top > 0:
+        top -= 1
+        s = st_s[top]
+        m = st_n[top]
+        if m < 0:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+        elif m <= 128:
+            vals[nv] = _pairwise_leaf(a, s, m)
+            nv += 1
+        else:
+            n2 = m // 2
+            n2 -= n2 % 8
+            st_s[top] = 0
+            st_n[top] = -1
+            st_s[top + 1] = s + n2
+            st_n[top + 1] = m - n2
+            st_s[top + 2] = s
+            st_n[top + 2] = n2
+            top += 3
+    return -0.0 + vals[0]
+
+
+# --------------------------------------------------------------------------
+# Block normalisation (float64), method codes: 0 L1, 1 L1-sqrt, 2 L2, 3 L2-Hys
+# --------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
+    """Normalise every block of ``hist`` (n_cells_row, n_cells_col, n_orient)
+    into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n_orient)."""
+    eps = 1e-5
+    eps2 = eps * eps
+    n_orient = hist.shape[2]
+    nbr = out.shape[0]
+    nbc = out.shape[1]
+    for br in range(nbr):
+        for bc in range(nbc):
+            k = 0
+            for r in range(b_row):
+                for c in range(b_col):
+                    for o in range(n_orient):
+                        buf[k] = hist[br + r, bc + c, o]
+                        k += 1
+            n = k
+            if method == 0 or method == 1:
+                for i in range(n):
+                    sq[i] = abs(buf[i])
+                s = numpy_sum(sq[:n]) + eps
+                for i in range(n):
+                    buf[i] = buf[i] / s
+                if method == 1:
+                    for i in range(n):
+                        buf[i] = math.sqrt(buf[i])
+            else:
+                for i in range(n):
+                    sq[i] = buf[i] * buf[i]
+                s = math.sqrt(numpy_sum(sq[:n]) + eps2)
+                for i in range(n):
+                    buf[i] = buf[i] / s
+                if method == 3:
+                    for i in range(n):
+                        v = buf[i]
+                        if v > 0.2:
+                            v = 0.2
+                        buf[i] = v
+                        sq[i] = v * v
+                    s = math.sqrt(numpy_sum(sq[:n]) + eps2)
+                    for i in range(n):
+                        buf[i] = buf[i] / s
+            k = 0
+            for r in range(b_row):
+                for c in range(b_col):
+                    for o in range(n_orient):
+                        out[br, bc, r, c, o] = buf[k]
+                        k += 1
+
+
+@njit(cache=True, nogil=True)
+def _finish_cells(acc, area, hist):
+    """float32 cell sums -> float32 mean (skimage's ``total / area``) -> float64."""
+    a = np.float32(area)
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            for o in range(acc.shape[2]):
+                hist[i, j, o] = np.float64(np.float32(acc[i, j, o] / a))
+
+
+@njit(cache=True, nogil=True)
+def orientation_bin(gr, gc, edges):
+    """skimage's bin of a float64 gradient; -1 when it falls in no bin.
+
+    ``edges[i] = (180 / n) * i`` for i in 0..n; bin i holds
+    ``edges[i] <= o < edges[i + 1]``.
+    """
+    o = math.atan2(gr, gc) * _RAD2DEG
+    # numpy's float remainder (npy_divmod) for divisor 180
+    m = np.fmod(o, 180.0)
+    if m != 0.0:
+        if m < 0.0:
+            m += 180.0
+    else:
+        m = 0.0
+    n = edges.shape[0] - 1
+    b = int(m * n / 180.0)
+    if b > n - 1:
+        b = n - 1
+    if b < 0:
+        b = 0
+    while b > 0 and m < edges[b]:
+        b -= 1
+    while b < n and m >= edges[b + 1]:
+        b += 1
+    if b >= n or m < edges[b]:
+        return -1
+    return b
+
+
+# --------------------------------------------------------------------------
+# Per-image cell histograms
+# --------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc):
+    """Cell sums for an integer image whose gradients lie in [-255, 255].
+
+    ``img`` is (rows, cols, channels) int16; the tables are indexed by
+    ``(g_row + 255) * 511 + (g_col + 255)`` and were built with numpy's own
+    ``hypot``/``arctan2``, so bins and magnitudes are the reference's exactly.
+    The colour channel with the largest magnitude is the one with the largest
+    integer ``g_row**2 + g_col**2`` (first channel on ties).
+    """
+    rows, cols, nch = img.shape
+    ncr = acc.shape[0]
+    ncc = acc.shape[1]
+    acc[:] = 0.0
+    for r in range(ncr * c_row):
+        ci = r // c_row
+        for c in range(ncc * c_col):
+            best = -1
+            bgr = 0
+            bgc = 0
+            for ch in range(nch):
+                if r == 0 or r == rows - 1:
+                    gr = 0
+                else:
+                    gr = np.int32(img[r + 1, c, ch]) - np.int32(img[r - 1, c, ch])
+                if c == 0 or c == cols - 1:
+                    gc = 0
+                else:
+                    gc = np.int32(img[r, c + 1, ch]) - np.int32(img[r, c - 1, ch])
+                s = gr * gr + gc * gc
+                if s > best:
+                    best = s
+                    bgr = gr
+                    bgc = gc
+            idx = (bgr + 255) * 511 + (bgc + 255)
+            b = lut_bin[idx]
+            if b >= 0:
+                cj = c // c_col
+                acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + lut_mag[idx])
+
+
+@njit(cache=True, nogil=True)
+def _cells_float(img, c_row, c_col, edges, acc):
+    """Cell sums for a float32 or float64 image (rows, cols, channels)."""
+    rows, cols, nch = img.shape
+    ncr = acc.shape[0]
+    ncc = acc.shape[1]
+    acc[:] = 0.0
+    zero = img[0, 0, 0] - img[0, 0, 0]
+    for r in range(ncr * c_row):
+        ci = r // c_row
+        for c in range(ncc * c_col):
+            best = zero
+            bgr = zero
+            bgc = zero
+            for ch in range(nch):
+                if r == 0 or r == rows - 1:
+                    gr = zero
+                else:
+                    gr = img[r + 1, c, ch] - img[r - 1, c, ch]
+                if c == 0 or c == cols - 1:
+                    gc = zero
+                else:
+                    gc = img[r, c + 1, ch] - img[r, c - 1, ch]
+                if nch == 1:
+                    bgr = gr
+                    bgc = gc
+                else:
+                    m = np.hypot(gr, gc)
+                    if ch == 0 or m > best:
+                        best = m
+                        bgr = gr
+                        bgc = gc
+            gr64 = np.float64(bgr)
+            gc64 = np.float64(bgc)
+            b = orientation_bin(gr64, gc64, edges)
+            if b >= 0:
+                cj = c // c_col
+                mag = np.hypot(gc64, gr64)
+                acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + mag)
+
+
+@njit(cache=True, nogil=True)
+def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
+    """skimage's HOG picture: for each cell (row-major) and bin (in order), add
+    the cell value to the pixels of its line segment. ``starts[r, c, o]`` is the
+    segment's first point, ``pattern[r, c, o]`` the id of its Bresenham offsets
+    (``line_r/line_c[line_start[id]:line_start[id + 1]]``). Negative indices
+    wrap as numpy's do."""
+    ncr, ncc, n_orient = hist.shape
+    rows, cols = hog_img.shape
+    hog_img[:] = 0
+    for r in range(ncr):
+        for c in range(ncc):
+            for o in range(n_orient):
+                v = hist[r, c, o]
+                pid = pattern[r, c, o]
+                r0 = starts[r, c, o, 0]
+                c0 = starts[r, c, o, 1]
+                for p in range(line_start[pid], line_start[pid + 1]):
+                    rr = r0 + line_r[p]
+                    cc = c0 + line_c[p]
+                    if rr < 0:
+                        rr += rows
+                    if cc < 0:
+                        cc += cols
+                    hog_img[rr, cc] = np.float64(hog_img[rr, cc]) + v
+
+
+@njit(cache=True, nogil=True)
+def hog_one_image(img, use_lut, c_row, c_col, b_row, b_col, method, edges,
+                  lut_bin, lut_mag, acc, hist, buf, sq, out):
+    """HOG of one image into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n)."""
+    if use_lut:
+        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc)
+    else:
+        _cells_float(img, c_row, c_col, edges, acc)
+    _finish_cells(acc, c_row * c_col, hist)
+    _normalize_blocks(hist, b_row, b_col, method, out, buf, sq)
+
+
+# Two distinct Python functions so each gets its own on-disk cache entry.
+def _hog_batch_parallel_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
+                           lut_bin, lut_mag, out, hists, keep_hist):
+    n = images.shape[0]
+    ncr = hists.shape[1]
+    ncc = hists.shape[2]
+    n_orient = hists.shape[3]
+    L = b_row * b_col * n_orient
+    for i in prange(n):
+        acc = np.empty((ncr, ncc, n_orient), np.float32)
+        buf = np.empty(L, np.float64)
+        sq = np.empty(L, np.float64)
+        if keep_hist:
+            hist = hists[i]
+        else:
+            hist = np.empty((ncr, ncc, n_orient), np.float64)
+        hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
+                      edges, lut_bin, lut_mag, acc, hist, buf, sq, out[i])
+
+
+def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
+                         lut_bin, lut_mag, out, hists, keep_hist):
+    n = images.shape[0]
+    ncr = hists.shape[1]
+    ncc = hists.shape[2]
+    n_orient = hists.shape[3]
+    L = b_row * b_col * n_orient
+    acc = np.empty((ncr, ncc, n_orient), np.float32)
+    buf = np.empty(L, np.float64)
+    sq = np.empty(L, np.float64)
+    tmp = np.empty((ncr, ncc, n_orient), np.float64)
+    for i in range(n):
+        if keep_hist:
+            hist = hists[i]
+        else:
+            hist = tmp
+        hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
+                      edges, lut_bin, lut_mag, acc, hist, buf, sq, out[i])
+
+
+hog_batch_parallel = njit(cache=True, parallel=True, nogil=True)(_hog_batch_parallel_py)
+hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
+
+
+def _draw_batch_py(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
+    for i in prange(hists.shape[0]):
+        _draw_hog_image(hists[i], starts, pattern, line_r, line_c, line_start, hog_imgs[i])
+
+
+draw_batch = njit(cache=True, parallel=True, nogil=True)(_draw_batch_py)
+
+
+def orientation_edges(orientations):
+    """Bin edges exactly as skimage computes them: ``(180. / n) * i`` in float64."""
+    per = 180.0 / orientations
+    return np.array([per * i for i in range(orientations + 1)], dtype=np.float64)
+
+
+def build_lut(orientations):
+    """Bin (int8, -1 = no bin) and float64 magnitude for every integer gradient
+    pair in [-255, 255]^2, computed with numpy's own ufuncs as skimage does."""
+    g = np.arange(-255, 256, dtype=np.float64)
+    g_row, g_col = np.meshgrid(g, g, indexing="ij")
+    mag = np.hypot(g_col, g_row)
+    ori = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    edges = orientation_edges(orientations)
+    bins = np.full(ori.shape, -1, dtype=np.int16)
+    for i in range(orientations):
+        inside = (ori >= edges[i]) & (ori < edges[i + 1])
+        bins[inside] = i
+    dtype = np.int8 if orientations <= 127 else np.int16
+    return bins.astype(dtype).ravel(), mag.ravel()
+
+
+def _draw_batch_serial_py(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
+    for i in range(hists.shape[0]):
+        _draw_hog_image(hists[i], starts, pattern, line_r, line_c, line_start, hog_imgs[i])
+
+
+draw_batch_serial = njit(cache=True, nogil=True)(_draw_batch_serial_py)
