@@ -207,44 +207,68 @@ def orientation_bin(gr, gc, edges):
 # Per-image cell histograms
 # --------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc):
+def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar):
     """Cell sums for an integer image whose gradients lie in [-255, 255].
 
-    ``img`` is (rows, cols, channels) int16; the tables are indexed by
+    ``img`` is (rows, cols, channels) uint8/int8; the tables are indexed by
     ``(g_row + 255) * 511 + (g_col + 255)`` and were built with numpy's own
     ``hypot``/``arctan2``, so bins and magnitudes are the reference's exactly.
     The colour channel with the largest magnitude is the one with the largest
     integer ``g_row**2 + g_col**2`` (first channel on ties).
+
+    Each image row is done in two passes: table indices for the whole row
+    (branch-free, vectorisable), then the float32 accumulation, interleaved
+    across the cells of the row so that the per-cell addition chains (whose
+    order is fixed: row-major within the cell) run independently.
     """
     rows, cols, nch = img.shape
     ncr = acc.shape[0]
     ncc = acc.shape[1]
     acc[:] = 0.0
-    for r in range(ncr * c_row):
+    cu = ncc * c_col
+    ru = ncr * c_row
+    rows_n = min(rows, ru + 1)
+    cols_n = min(cols, cu + 1)
+    # planar int16 copy of the rows/cols the cells need
+    for ch in range(nch):
+        for r in range(rows_n):
+            for c in range(cols_n):
+                planar[ch, r, c] = img[r, c, ch]
+    sh = 18
+    while (1 << (sh - 18)) <= nch:
+        sh += 1
+    # key = g2 << sh | (channel rank) << 18 | table index: the max over the
+    # channels is the first channel with the largest g_row**2 + g_col**2.
+    c_hi = min(cu, cols - 1)          # interior columns are 1 .. c_hi - 1
+    for r in range(ru):
         ci = r // c_row
-        for c in range(ncc * c_col):
-            best = -1
-            bgr = 0
-            bgc = 0
-            for ch in range(nch):
-                if r == 0 or r == rows - 1:
-                    gr = 0
-                else:
-                    gr = np.int32(img[r + 1, c, ch]) - np.int32(img[r - 1, c, ch])
-                if c == 0 or c == cols - 1:
-                    gc = 0
-                else:
-                    gc = np.int32(img[r, c + 1, ch]) - np.int32(img[r, c - 1, ch])
-                s = gr * gr + gc * gc
-                if s > best:
-                    best = s
-                    bgr = gr
-                    bgc = gc
-            idx = (bgr + 255) * 511 + (bgc + 255)
-            b = lut_bin[idx]
-            if b >= 0:
-                cj = c // c_col
-                acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + lut_mag[idx])
+        rp = r + 1
+        rm = r - 1
+        if r == 0 or r == rows - 1:   # g_row = 0 on the first/last row
+            rp = r
+            rm = r
+        for c in range(cu):
+            best[c] = -1
+        for ch in range(nch):
+            rank = np.int64(nch - ch) << 18
+            for c in range(1, c_hi):
+                gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
+                gc = np.int64(planar[ch, r, c + 1]) - np.int64(planar[ch, r, c - 1])
+                key = ((gr * gr + gc * gc) << sh) | rank | ((gr + 255) * 511 + (gc + 255))
+                best[c] = max(best[c], key)
+            for c in (0, c_hi):            # g_col = 0 on the first/last column
+                if c < cu and (c == 0 or c == cols - 1):
+                    gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
+                    key = ((gr * gr) << sh) | rank | ((gr + 255) * 511 + 255)
+                    best[c] = max(best[c], key)
+        for c in range(cu):
+            idxbuf[c] = np.int32(best[c] & 0x3FFFF)
+        for cin in range(c_col):
+            for cj in range(ncc):
+                idx = idxbuf[cj * c_col + cin]
+                b = lut_bin[idx]
+                if b >= 0:
+                    acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + lut_mag[idx])
 
 
 @njit(cache=True, nogil=True)
@@ -317,34 +341,28 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
 
 @njit(cache=True, nogil=True)
 def hog_one_image(img, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                  lut_bin, lut_mag, acc, hist, buf, sq, out):
+                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, planar, out):
     """HOG of one image into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n)."""
     if use_lut:
-        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc)
+        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar)
     else:
         _cells_float(img, c_row, c_col, edges, acc)
     _finish_cells(acc, c_row * c_col, hist)
     _normalize_blocks(hist, b_row, b_col, method, out, buf, sq)
 
 
-# Two distinct Python functions so each gets its own on-disk cache entry.
+# The parallel driver splits the batch into parts and runs the serial driver
+# on each, so per-thread buffers are allocated once per part.
 def _hog_batch_parallel_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
                            lut_bin, lut_mag, out, hists, keep_hist):
     n = images.shape[0]
-    ncr = hists.shape[1]
-    ncc = hists.shape[2]
-    n_orient = hists.shape[3]
-    L = b_row * b_col * n_orient
-    for i in prange(n):
-        acc = np.empty((ncr, ncc, n_orient), np.float32)
-        buf = np.empty(L, np.float64)
-        sq = np.empty(L, np.float64)
-        if keep_hist:
-            hist = hists[i]
-        else:
-            hist = np.empty((ncr, ncc, n_orient), np.float64)
-        hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
-                      edges, lut_bin, lut_mag, acc, hist, buf, sq, out[i])
+    n_parts = min(n, 64)
+    for part in prange(n_parts):
+        lo = part * n // n_parts
+        hi = (part + 1) * n // n_parts
+        hog_batch_serial(images[lo:hi], use_lut, c_row, c_col, b_row, b_col, method,
+                         edges, lut_bin, lut_mag, out[lo:hi],
+                         hists[lo:hi] if keep_hist else hists, keep_hist)
 
 
 def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
@@ -358,17 +376,20 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
     buf = np.empty(L, np.float64)
     sq = np.empty(L, np.float64)
     tmp = np.empty((ncr, ncc, n_orient), np.float64)
+    idxbuf = np.empty(images.shape[2], np.int32)
+    best = np.empty(images.shape[2], np.int64)
+    planar = np.empty((images.shape[3], images.shape[1], images.shape[2]), np.int16)
     for i in range(n):
         if keep_hist:
             hist = hists[i]
         else:
             hist = tmp
         hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
-                      edges, lut_bin, lut_mag, acc, hist, buf, sq, out[i])
+                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, planar, out[i])
 
 
-hog_batch_parallel = njit(cache=True, parallel=True, nogil=True)(_hog_batch_parallel_py)
 hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
+hog_batch_parallel = njit(cache=True, parallel=True, nogil=True)(_hog_batch_parallel_py)
 
 
 def _draw_batch_py(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
