@@ -207,14 +207,13 @@ def orientation_bin(gr, gc, edges):
 # Per-image cell histograms
 # --------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar):
+def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, planar):
     """Cell sums for an integer image whose gradients lie in [-255, 255].
 
     ``img`` is (rows, cols, channels) uint8/int8; the tables are indexed by
     ``(g_row + 255) * 511 + (g_col + 255)`` and were built with numpy's own
     ``hypot``/``arctan2``, so bins and magnitudes are the reference's exactly.
-    The colour channel with the largest magnitude is the one with the largest
-    integer ``g_row**2 + g_col**2`` (first channel on ties).
+    The colour channel is skimage's argmax of the float64 magnitudes (see below).
 
     Each image row is done in two passes: table indices for the whole row
     (branch-free, vectorisable), then the float32 accumulation, interleaved
@@ -237,8 +236,12 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar):
     sh = 18
     while (1 << (sh - 18)) <= nch:
         sh += 1
-    # key = g2 << sh | (channel rank) << 18 | table index: the max over the
-    # channels is the first channel with the largest g_row**2 + g_col**2.
+    # key = g2 << sh | (channel rank) << 18 | table index. Different g2 give
+    # magnitudes far apart, so the max key is skimage's argmax of hypot...
+    # except where two channels share g2 with different gradient pairs: hypot
+    # of equal sums of squares can differ in the last bit (hypot(28, -47) >
+    # hypot(17, -52) in float64). best_b (last channel wins ties) flags those
+    # pixels, which are then decided by the float64 magnitudes themselves.
     c_hi = min(cu, cols - 1)          # interior columns are 1 .. c_hi - 1
     for r in range(ru):
         ci = r // c_row
@@ -249,20 +252,36 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar):
             rm = r
         for c in range(cu):
             best[c] = -1
+            best_b[c] = -1
         for ch in range(nch):
             rank = np.int64(nch - ch) << 18
+            rank_b = np.int64(ch + 1) << 18
             for c in range(1, c_hi):
                 gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
                 gc = np.int64(planar[ch, r, c + 1]) - np.int64(planar[ch, r, c - 1])
-                key = ((gr * gr + gc * gc) << sh) | rank | ((gr + 255) * 511 + (gc + 255))
-                best[c] = max(best[c], key)
+                base = ((gr * gr + gc * gc) << sh) | ((gr + 255) * 511 + (gc + 255))
+                best[c] = max(best[c], base | rank)
+                best_b[c] = max(best_b[c], base | rank_b)
             for c in (0, c_hi):            # g_col = 0 on the first/last column
                 if c < cu and (c == 0 or c == cols - 1):
                     gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
-                    key = ((gr * gr) << sh) | rank | ((gr + 255) * 511 + 255)
-                    best[c] = max(best[c], key)
+                    base = ((gr * gr) << sh) | ((gr + 255) * 511 + 255)
+                    best[c] = max(best[c], base | rank)
+                    best_b[c] = max(best_b[c], base | rank_b)
         for c in range(cu):
-            idxbuf[c] = np.int32(best[c] & 0x3FFFF)
+            idx = np.int32(best[c] & 0x3FFFF)
+            if idx != np.int32(best_b[c] & 0x3FFFF):
+                m_best = -1.0
+                for ch in range(nch):
+                    gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
+                    gc = np.int64(0)
+                    if c != 0 and c != cols - 1:
+                        gc = np.int64(planar[ch, r, c + 1]) - np.int64(planar[ch, r, c - 1])
+                    j = np.int32((gr + 255) * 511 + (gc + 255))
+                    if lut_mag[j] > m_best:
+                        m_best = lut_mag[j]
+                        idx = j
+            idxbuf[c] = idx
         for cin in range(c_col):
             for cj in range(ncc):
                 idx = idxbuf[cj * c_col + cin]
@@ -341,10 +360,10 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
 
 @njit(cache=True, nogil=True)
 def hog_one_image(img, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, planar, out):
+                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, best_b, planar, out):
     """HOG of one image into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n)."""
     if use_lut:
-        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, planar)
+        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, planar)
     else:
         _cells_float(img, c_row, c_col, edges, acc)
     _finish_cells(acc, c_row * c_col, hist)
@@ -378,6 +397,7 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
     tmp = np.empty((ncr, ncc, n_orient), np.float64)
     idxbuf = np.empty(images.shape[2], np.int32)
     best = np.empty(images.shape[2], np.int64)
+    best_b = np.empty(images.shape[2], np.int64)
     planar = np.empty((images.shape[3], images.shape[1], images.shape[2]), np.int16)
     for i in range(n):
         if keep_hist:
@@ -385,7 +405,7 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
         else:
             hist = tmp
         hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
-                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, planar, out[i])
+                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, best_b, planar, out[i])
 
 
 hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
