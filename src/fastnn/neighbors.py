@@ -1,0 +1,410 @@
+"""Exact nearest-neighbour engine: an index built once, queried many times.
+
+Semantics (``docs/search-semantics`` of the project): distances are exact
+(integers in exact arithmetic, floats as a float64 sum of squared
+differences), neighbours are sorted by (distance, index) — for
+``farthest=True`` by (-distance, index) — so results never depend on the
+backend, the thread count or the chunk size. On integer data the neighbours
+are sklearn's ``NearestNeighbors(algorithm='brute')`` neighbours, index for
+index, and the Euclidean distances are bit-identical.
+
+Backends
+--------
+``'brute'``
+    BLAS float64 GEMM tiles, fused top-k in numba, exact re-rank.
+``'pruned'``
+    Exact search that skips candidates by the projection lower bound
+    ``|q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2`` (P: top principal
+    directions of a sample of the index), first with a float32 GEMM in a few
+    directions, then in all directions, then exactly.
+``'faiss'``
+    faiss ``IndexFlatL2`` (float32) for candidates, exact re-rank; queries
+    whose candidates cannot be proven complete are redone exactly.
+``'auto'``
+    ``'pruned'`` for nearest-neighbour queries on large enough indexes,
+    otherwise ``'brute'``.
+"""
+
+import numbers
+
+import numpy as np
+
+from ._threads import limit_threads, resolve_n_jobs, run_kernel
+from .kernels import distances as _k
+
+__all__ = ["NearestNeighborsIndex", "kneighbors", "pairwise_distances",
+           "pairwise_distances_chunked", "check_data", "METRICS", "BACKENDS"]
+
+METRICS = ("euclidean", "sqeuclidean")
+BACKENDS = ("auto", "brute", "pruned", "faiss")
+_U64 = 2.0 ** -53
+_U32 = 2.0 ** -24
+
+
+def check_data(X, name="X", allow_empty=False):
+    """Validate a 2-D numeric matrix; keep integers compact, float16 -> float32.
+
+    Returns ``(array, is_int)``: ``is_int`` means exact integer arithmetic
+    applies (squared distances below 2**52).
+    """
+    if hasattr(X, "toarray"):
+        raise TypeError(f"{name}: sparse matrices are not supported; pass a dense array")
+    X = np.asarray(X)
+    if X.dtype.kind not in "uif":
+        raise TypeError(f"{name} must have a numeric (integer or float) dtype, got {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got ndim={X.ndim}")
+    if not allow_empty and X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: 0 samples")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features")
+    if X.dtype.byteorder not in ("=", "|"):
+        X = X.astype(X.dtype.newbyteorder("="))
+    if X.dtype == np.float16:
+        X = X.astype(np.float32)
+    is_int = X.dtype.kind in "ui"
+    if is_int:
+        if X.size:
+            lo, hi = int(X.min()), int(X.max())
+            span = max(abs(lo), abs(hi)) * 2
+            if X.shape[1] * span * span >= 2 ** 52:
+                X = X.astype(np.float64)
+                is_int = False
+    elif X.size and not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return np.ascontiguousarray(X), is_int
+
+
+def _check_metric(metric):
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not supported; expected one of {METRICS}")
+
+
+def _check_k(n_neighbors, n_index):
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+        raise TypeError(f"n_neighbors must be an integer, got {n_neighbors!r}")
+    if n_neighbors < 1:
+        raise ValueError(f"Expected n_neighbors > 0, got {n_neighbors}")
+    if n_neighbors > n_index:
+        raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                         f"{n_neighbors}, n_samples_fit = {n_index}")
+    return int(n_neighbors)
+
+
+def _row_sqnorms(X, is_int, n_threads):
+    out = np.empty(X.shape[0], np.float64)
+    run_kernel(_k.row_sqnorms_parallel, _k.row_sqnorms_serial, n_threads, X, is_int, out)
+    return out
+
+
+def _tile_rows(n_features, budget_bytes=64 << 20):
+    return max(64, min(8192, budget_bytes // (8 * max(1, n_features))))
+
+
+class NearestNeighborsIndex:
+    """Exact k-nearest-neighbour index over the rows of ``X``.
+
+    Parameters
+    ----------
+    X : array_like (n_samples, n_features)
+        Integer or float data; uint8 stays uint8 in memory.
+    metric : {'euclidean', 'sqeuclidean'}
+    backend : {'auto', 'brute', 'pruned', 'faiss'}
+    n_components : int, optional
+        Projection directions for the pruned backend (default: 128, at most
+        n_features).
+    n_jobs : int or None
+        Threads (None: all numba threads).
+    random_state : int
+        Seed of the sample the projection is fitted on (answers never depend
+        on it, only the speed).
+
+    Attributes
+    ----------
+    stats_ : dict
+        Pruning statistics of the last pruned query (exact distance
+        computations per query: mean, max).
+    """
+
+    def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
+                 n_jobs=None, random_state=0):
+        _check_metric(metric)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        self.metric = metric
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.n_components = n_components
+        self.random_state = random_state
+        self.X, self.is_int = check_data(X, "X")
+        n_threads = resolve_n_jobs(n_jobs)
+        with limit_threads(n_threads):
+            self.xn = _row_sqnorms(self.X, self.is_int, n_threads)
+        self.first_stage_components = 96
+        self._proj = None
+        self._faiss = None
+        self.stats_ = {}
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    @property
+    def n_features(self):
+        return self.X.shape[1]
+
+    # -- pickling: arrays and parameters only, never faiss objects --------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_faiss"] = None
+        return state
+
+    def _err_scale(self, is_int):
+        """Relative error of a float64 GEMM distance (0 for exact integers)."""
+        if is_int:
+            return 0.0
+        return (4.0 * self.n_features + 16.0) * _U64
+
+    # ---------------------------------------------------------------------
+    def kneighbors(self, Q, n_neighbors=1, return_distance=True, farthest=False,
+                   backend=None, n_jobs=None, chunk_size=None):
+        """The ``n_neighbors`` nearest (or farthest) index rows of each query.
+
+        Returns ``(distances, indices)`` as sklearn's ``kneighbors`` (or only
+        indices with ``return_distance=False``); distances are float64.
+        """
+        Q, q_int = check_data(Q, "query", allow_empty=True)
+        if Q.shape[1] != self.n_features:
+            raise ValueError(f"query has {Q.shape[1]} features, but the index has "
+                             f"{self.n_features} features")
+        # exact integer arithmetic only when both sides are integers
+        is_int = self.is_int and q_int
+        k = _check_k(n_neighbors, self.n_samples)
+        backend = self.backend if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        if backend == "auto":
+            backend = "pruned" if (not farthest and self.n_samples >= 512
+                                   and self.n_features >= 16 and k <= 64) else "brute"
+        if farthest and backend == "pruned":
+            backend = "brute"   # lower bounds prune near neighbours only
+        n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
+        nq = Q.shape[0]
+        dist = np.empty((nq, k), np.float64)
+        ind = np.empty((nq, k), np.int64)
+        if nq:
+            with limit_threads(n_threads):
+                args = (Q, is_int, k, dist, ind, n_threads, chunk_size)
+                if backend == "pruned":
+                    self._search_pruned(*args)
+                elif backend == "faiss":
+                    self._search_faiss(*args, farthest=farthest)
+                else:
+                    self._search_brute(*args, farthest=farthest)
+        if self.metric == "euclidean":
+            np.sqrt(dist, out=dist)
+        if return_distance:
+            return dist, ind
+        return ind
+
+    # ---------------------------------------------------------------------
+    def _finish_with_rerank(self, Q, is_int, qn, cand_d, cand_i, counts, sign, k, dist,
+                            ind, n_threads):
+        nq = Q.shape[0]
+        err = self._err_scale(is_int)
+        err_q = err * qn
+        err_x_max = err * float(self.xn.max())
+        need = np.zeros(nq, np.bool_)
+        run_kernel(_k.rerank_parallel, _k.rerank_serial, n_threads,
+                   Q, self.X, cand_i, cand_d, counts, sign, is_int, err_q,
+                   err_x_max, k, dist, ind, need)
+        rows = np.flatnonzero(need)
+        if rows.size:
+            run_kernel(_k.exact_scan_parallel, _k.exact_scan_serial, n_threads,
+                       Q, self.X, rows.astype(np.int64), sign, is_int, dist, ind)
+        return rows.size
+
+    def _search_brute(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
+        sign = -1.0 if farthest else 1.0
+        kk = min(self.n_samples, k + 8)
+        tile = _tile_rows(self.n_features)
+        qchunk = chunk_size or max(256, _tile_rows(self.n_features, 128 << 20))
+        qn_all = _row_sqnorms(Q, is_int, n_threads)
+        fallbacks = 0
+        for s in range(0, Q.shape[0], qchunk):
+            e = min(Q.shape[0], s + qchunk)
+            Qc = Q[s:e]
+            Qf = Qc.astype(np.float64)
+            cand_d = np.empty((e - s, kk), np.float64)
+            cand_i = np.empty((e - s, kk), np.int64)
+            counts = np.zeros(e - s, np.int64)
+            for j0 in range(0, self.n_samples, tile):
+                j1 = min(self.n_samples, j0 + tile)
+                G = Qf @ self.X[j0:j1].astype(np.float64).T
+                run_kernel(_k.merge_tile_parallel, _k.merge_tile_serial, n_threads,
+                           G, qn_all[s:e], self.xn[j0:j1], j0, sign, cand_d, cand_i, counts)
+            fallbacks += self._finish_with_rerank(Qc, is_int, qn_all[s:e], cand_d, cand_i,
+                                                  counts, sign, k, dist[s:e], ind[s:e],
+                                                  n_threads)
+        self.stats_ = {"backend": "brute", "full_scans": fallbacks}
+
+    # -- faiss ------------------------------------------------------------
+    def _search_faiss(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
+        try:
+            import faiss
+        except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
+            raise ImportError("backend='faiss' needs faiss-cpu (pip install faiss-cpu)") from exc
+        if farthest:
+            # faiss has no farthest search for L2; the brute backend serves it
+            return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size, farthest)
+        if self._faiss is None:
+            index = faiss.IndexFlatL2(self.n_features)
+            index.add(np.ascontiguousarray(self.X, dtype=np.float32))
+            self._faiss = index
+        kk = min(self.n_samples, k + 8)
+        prev = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(n_threads)
+        try:
+            D, I = self._faiss.search(np.ascontiguousarray(Q, dtype=np.float32), kk)
+        finally:
+            faiss.omp_set_num_threads(prev)
+        qn = _row_sqnorms(Q, is_int, n_threads)
+        # float32 distances: error bounded relative to the norms (float32
+        # rounding of the data is exact for |ints| < 2**24, else bounded too)
+        err = (4.0 * self.n_features + 16.0) * _U32
+        nq = Q.shape[0]
+        need = np.zeros(nq, np.bool_)
+        counts = np.full(nq, kk, np.int64)
+        I = I.astype(np.int64)
+        bad = (I < 0).any(axis=1)
+        I[I < 0] = 0
+        run_kernel(_k.rerank_parallel, _k.rerank_serial, n_threads,
+                   Q, self.X, I, D.astype(np.float64), counts, 1.0, is_int,
+                   err * qn, err * float(self.xn.max()), k, dist, ind, need)
+        rows = np.flatnonzero(need | bad)
+        if rows.size:
+            run_kernel(_k.exact_scan_parallel, _k.exact_scan_serial, n_threads,
+                       Q, self.X, rows.astype(np.int64), 1.0, is_int, dist, ind)
+        self.stats_ = {"backend": "faiss", "full_scans": int(rows.size)}
+
+    # -- pruned -----------------------------------------------------------
+    def _projection(self, n_threads):
+        if self._proj is not None:
+            return self._proj
+        from sklearn.utils.extmath import randomized_svd
+
+        n, d = self.X.shape
+        m = self.n_components or 128
+        m = int(max(1, min(m, d, n - 1 if n > 1 else 1)))
+        m1 = min(self.first_stage_components, m)
+        rs = np.random.RandomState(self.random_state)
+        sample = self.X if n <= 10000 else self.X[np.sort(rs.choice(n, 10000, replace=False))]
+        mu = sample.mean(axis=0, dtype=np.float64)
+        S = (sample - mu).astype(np.float32)
+        _, _, Vt = randomized_svd(S, m, n_iter=3, random_state=rs)
+        # exact orthonormality in float64 (the bound needs it, not PCA optimality)
+        P, _ = np.linalg.qr(Vt.astype(np.float64).T)
+        P = np.ascontiguousarray(P.T)                      # (m, d)
+        Z, xc2 = self._project(self.X, mu, P)
+        r = np.sqrt(np.maximum(xc2 - np.einsum("ij,ij->i", Z, Z), 0.0))
+        z1 = self._first_stage(Z, xc2, m1)
+        # |z1'|^2 = |x - mu|^2 exactly; the float32 GEMM error is taken off here
+        rel1 = (2.0 * (m1 + 1) + 16.0) * _U32
+        self._proj = dict(mu=mu, P=P, m1=m1, Z=Z, z1f=z1, ax=(1.0 - rel1) * xc2, r=r,
+                          xc2=xc2, rel1=rel1)
+        return self._proj
+
+    @staticmethod
+    def _first_stage(Z, c2, m1):
+        """First m1 projected coordinates plus the residual norm as one more
+        coordinate (float32): their squared distance is the lower bound."""
+        r1 = np.sqrt(np.maximum(c2 - np.einsum("ij,ij->i", Z[:, :m1], Z[:, :m1]), 0.0))
+        out = np.empty((Z.shape[0], m1 + 1), np.float32)
+        out[:, :m1] = Z[:, :m1]
+        out[:, m1] = r1
+        return out
+
+    def _project(self, A, mu, P):
+        """Centred projections (float64) and centred squared norms of rows of A."""
+        tile = _tile_rows(A.shape[1])
+        Z = np.empty((A.shape[0], P.shape[0]), np.float64)
+        c2 = np.empty(A.shape[0], np.float64)
+        for s in range(0, A.shape[0], tile):
+            C = A[s:s + tile].astype(np.float64) - mu
+            Z[s:s + tile] = C @ P.T
+            c2[s:s + tile] = np.einsum("ij,ij->i", C, C)
+        return Z, c2
+
+    def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
+        pr = self._projection(n_threads)
+        m1 = pr["m1"]
+        Zq, qc2 = self._project(Q, pr["mu"], pr["P"])
+        zq1 = self._first_stage(Zq, qc2, m1)
+        rq = np.sqrt(np.maximum(qc2 - np.einsum("ij,ij->i", Zq, Zq), 0.0))
+        bq = (1.0 - pr["rel1"]) * qc2
+        n_exact = np.empty(Q.shape[0], np.int64)
+        qchunk = chunk_size or max(64, min(1024, (64 << 20) // (4 * self.n_samples)))
+        for s in range(0, Q.shape[0], qchunk):
+            e = min(Q.shape[0], s + qchunk)
+            G1 = zq1[s:e] @ pr["z1f"].T
+            run_kernel(_k.pruned_parallel, _k.pruned_serial, n_threads,
+                       Q[s:e], self.X, is_int, G1, bq[s:e], pr["ax"], Zq[s:e], pr["Z"],
+                       rq[s:e], pr["r"], qc2[s:e], pr["xc2"], k, dist[s:e], ind[s:e],
+                       n_exact[s:e])
+        self.stats_ = {"backend": "pruned", "n_components": pr["P"].shape[0],
+                       "first_stage_components": m1,
+                       "exact_per_query_mean": float(n_exact.mean()),
+                       "exact_per_query_max": int(n_exact.max()),
+                       "n_samples": self.n_samples}
+
+
+def kneighbors(X, Y, n_neighbors=1, *, metric="euclidean", return_distance=True,
+               farthest=False, backend="auto", n_jobs=None, chunk_size=None):
+    """For each row of ``X``, its ``n_neighbors`` nearest (or farthest) rows of ``Y``.
+
+    Equivalent to ``NearestNeighbors(algorithm='brute').fit(Y).kneighbors(X)``
+    with ties broken by the lower index. Returns ``(distances, indices)``.
+    """
+    index = NearestNeighborsIndex(Y, metric=metric, backend=backend, n_jobs=n_jobs)
+    return index.kneighbors(X, n_neighbors, return_distance=return_distance,
+                            farthest=farthest, chunk_size=chunk_size)
+
+
+def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
+                               chunk_size=None):
+    """Yield row blocks of the distance matrix (for matrices that do not fit)."""
+    _check_metric(metric)
+    X, x_int = check_data(X, "X")
+    same = Y is None
+    Y, y_int = (X, x_int) if same else check_data(Y, "Y")
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"Incompatible dimension for X and Y matrices: X.shape[1] == "
+                         f"{X.shape[1]} while Y.shape[1] == {Y.shape[1]}")
+    out_dtype = np.float32 if (X.dtype == np.float32 and Y.dtype == np.float32) else np.float64
+    n_threads = resolve_n_jobs(n_jobs)
+    rows = chunk_size or max(16, (128 << 20) // (8 * max(Y.shape[0], X.shape[1])))
+    with limit_threads(n_threads):
+        xn = _row_sqnorms(X, x_int, n_threads)
+        yn = xn if same else _row_sqnorms(Y, y_int, n_threads)
+        Yf = Y.astype(np.float64)
+        for s in range(0, X.shape[0], rows):
+            e = min(X.shape[0], s + rows)
+            G = X[s:e].astype(np.float64) @ Yf.T
+            out = np.empty((e - s, Y.shape[0]), np.float64)
+            run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                       G, xn[s:e], yn, metric == "sqeuclidean", out)
+            if same:
+                idx = np.arange(s, e)
+                out[idx - s, idx] = 0.0
+            yield out.astype(out_dtype, copy=False)
+
+
+def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size=None):
+    """Distance matrix between the rows of X and Y, equal to sklearn's.
+
+    Same arithmetic as ``sklearn.metrics.pairwise_distances`` (float64
+    ``|x|^2 - 2 x.y + |y|^2`` clamped at 0, zero diagonal when ``Y`` is None,
+    float32 result for float32 input): exact on integer data.
+    """
+    return np.vstack(list(pairwise_distances_chunked(X, Y, metric, n_jobs=n_jobs,
+                                                     chunk_size=chunk_size)))
