@@ -1,0 +1,384 @@
+"""scikit-learn estimators on top of fastnn's engine.
+
+Thin classes: validate, keep arrays, call :mod:`fastnn.feature` and
+:mod:`fastnn.neighbors`. Pickled state holds arrays and parameters only.
+"""
+
+import numbers
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .feature import BLOCK_NORMS, hog, hog_output_shape
+from .neighbors import NearestNeighborsIndex
+
+__all__ = ["KNeighborsClassifier", "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
+
+
+def _resolve_metric(metric, p):
+    if metric == "minkowski":
+        if p != 2:
+            raise ValueError(f"metric='minkowski' is supported with p=2 only, got p={p}")
+        return "euclidean"
+    if metric in ("euclidean", "l2"):
+        return "euclidean"
+    if metric == "sqeuclidean":
+        return "sqeuclidean"
+    raise ValueError(f"metric={metric!r} is not supported; use 'minkowski' (p=2), "
+                     "'euclidean' or 'sqeuclidean'")
+
+
+def _check_weights(weights):
+    if weights in (None, "uniform", "distance") or callable(weights):
+        return weights
+    raise ValueError(f"weights not recognized: should be 'uniform', 'distance', or a "
+                     f"callable function, got {weights!r}")
+
+
+def _weights_from_distances(dist, weights):
+    """sklearn's neighbour weights (zero distances take all the weight)."""
+    if weights in (None, "uniform"):
+        return None
+    if weights == "distance":
+        with np.errstate(divide="ignore"):
+            w = 1.0 / dist
+        inf_mask = np.isinf(w)
+        inf_row = np.any(inf_mask, axis=1)
+        w[inf_row] = inf_mask[inf_row]
+        return w
+    return weights(dist)
+
+
+class _NeighborsBase(BaseEstimator):
+    """Shared fit / kneighbors / kneighbors_graph."""
+
+    def _fit_index(self, X):
+        if isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, numbers.Integral):
+            raise TypeError(f"n_neighbors does not take {type(self.n_neighbors)} value, "
+                            "enter integer value")
+        if self.n_neighbors < 1:
+            raise ValueError(f"Expected n_neighbors > 0. Got {self.n_neighbors}")
+        metric = _resolve_metric(self.metric, self.p)
+        self._index = NearestNeighborsIndex(X, metric=metric, backend=self.backend,
+                                            n_jobs=self.n_jobs)
+        self.n_samples_fit_ = X.shape[0]
+        self.effective_metric_ = metric
+        return self
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True, farthest=False):
+        """Neighbours of each query (sklearn semantics; ``X=None`` queries the
+        training points, each excluding itself). ``farthest=True`` returns the
+        most distant points instead."""
+        check_is_fitted(self, "_index")
+        if n_neighbors is None:
+            n_neighbors = self.n_neighbors
+        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+            raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, "
+                            "enter integer value")
+        if n_neighbors < 1:
+            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+        query_is_train = X is None
+        if query_is_train:
+            X = self._index.X
+            n_neighbors += 1
+        else:
+            X = validate_data(self, X, reset=False, dtype=None, accept_sparse=False)
+            if X.dtype.kind not in "uif":
+                X = X.astype(np.float64)
+        if n_neighbors > self.n_samples_fit_:
+            raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
+                             f"{n_neighbors}, n_samples_fit = {self.n_samples_fit_}, "
+                             f"n_samples = {X.shape[0]}")
+        dist, ind = self._index.kneighbors(X, n_neighbors, farthest=farthest)
+        if query_is_train:
+            n = ind.shape[0]
+            keep = ind != np.arange(n)[:, None]
+            # as sklearn: when duplicates push the point itself out, drop the first
+            keep[:, 0][np.all(keep, axis=1)] = False
+            ind = ind[keep].reshape(n, n_neighbors - 1)
+            dist = dist[keep].reshape(n, n_neighbors - 1)
+        if return_distance:
+            return dist, ind
+        return ind
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """CSR graph of the k nearest neighbours (as sklearn)."""
+        check_is_fitted(self, "_index")
+        if n_neighbors is None:
+            n_neighbors = self.n_neighbors
+        if mode == "connectivity":
+            ind = self.kneighbors(X, n_neighbors, return_distance=False)
+            data = np.ones(ind.size)
+        elif mode == "distance":
+            dist, ind = self.kneighbors(X, n_neighbors, return_distance=True)
+            data = dist.ravel()
+        else:
+            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
+                             f'"distance" but got "{mode}" instead')
+        n_queries, k = ind.shape
+        indptr = np.arange(0, n_queries * k + 1, k)
+        return sparse.csr_matrix((data, ind.ravel(), indptr),
+                                 shape=(n_queries, self.n_samples_fit_))
+
+
+class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
+    """k-nearest-neighbours vote, a drop-in for ``sklearn.neighbors.KNeighborsClassifier``.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+    weights : {'uniform', 'distance'} or callable, default='uniform'
+    algorithm, leaf_size : ignored (accepted for compatibility); the search is
+        always exact.
+    p : int, default=2
+        Only p=2 (Euclidean) is supported.
+    metric : {'minkowski', 'euclidean', 'sqeuclidean'}, default='minkowski'
+    metric_params : None
+    n_jobs : int, default=None
+    backend : {'auto', 'brute', 'pruned', 'faiss'}, default='auto'
+        fastnn's search backend; answers never depend on it.
+
+    Notes
+    -----
+    Neighbours are sorted by (distance, index) and class ties go to the
+    smallest label, so predictions equal sklearn's on integer data.
+    """
+
+    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
+                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def fit(self, X, y):
+        """Store the training data and labels."""
+        _check_weights(self.weights)
+        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=False)
+        if X.dtype.kind not in "uif":
+            X = X.astype(np.float64)
+        check_classification_targets(y)
+        enc = LabelEncoder()
+        self._y = enc.fit_transform(y)
+        self.classes_ = enc.classes_
+        self.outputs_2d_ = False
+        return self._fit_index(X)
+
+    def predict_proba(self, X):
+        """Class probabilities (neighbour weights per class, normalised)."""
+        check_is_fitted(self, "_index")
+        weights = _check_weights(self.weights)
+        if X is None:
+            dist, ind = self.kneighbors(None)
+        else:
+            dist, ind = self.kneighbors(X)
+        w = _weights_from_distances(dist, weights)
+        if w is None:
+            w = np.ones_like(dist)
+        labels = self._y[ind]
+        proba = np.zeros((ind.shape[0], len(self.classes_)))
+        rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
+        np.add.at(proba, (rows, labels.ravel()), w.ravel())
+        normalizer = proba.sum(axis=1)[:, None]
+        normalizer[normalizer == 0.0] = 1.0
+        return proba / normalizer
+
+    def predict(self, X):
+        """Majority (or weighted) vote; ties go to the smallest class label."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class KNeighborsTransformer(TransformerMixin, _NeighborsBase):
+    """Sparse k-NN graph, sklearn's ``KNeighborsTransformer`` contract.
+
+    ``transform`` returns a CSR graph with ``n_neighbors`` neighbours per row
+    (``n_neighbors + 1`` in ``mode='distance'``, as sklearn), to plug a fast
+    exact k-NN into sklearn pipelines (``metric='precomputed'`` estimators).
+    """
+
+    def __init__(self, *, mode="distance", n_neighbors=5, algorithm="auto", leaf_size=30,
+                 metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
+        self.mode = mode
+        self.n_neighbors = n_neighbors
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.metric = metric
+        self.p = p
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype=None, accept_sparse=False)
+        if X.dtype.kind not in "uif":
+            X = X.astype(np.float64)
+        if self.mode not in ("distance", "connectivity"):
+            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
+                             f'"distance" but got "{self.mode}" instead')
+        self._fit_index(X)
+        self._n_features_out = self.n_samples_fit_
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "_index")
+        add_one = self.mode == "distance"
+        return self.kneighbors_graph(X, mode=self.mode, n_neighbors=self.n_neighbors + add_one)
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X).transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "_index")
+        return np.asarray([f"{type(self).__name__.lower()}{i}"
+                           for i in range(self.n_samples_fit_)], dtype=object)
+
+
+def _image_batch(X, image_shape, channel_axis):
+    """Images from an image stack or from flat rows (with ``image_shape``)."""
+    X = np.asarray(X) if not hasattr(X, "to_numpy") else X.to_numpy()
+    if X.ndim == 2 and image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        if int(np.prod(shape)) != X.shape[1]:
+            raise ValueError(f"image_shape={shape} does not match rows of {X.shape[1]} values")
+        X = X.reshape((X.shape[0],) + shape)
+    elif X.ndim == 2:
+        raise ValueError("HOG needs images: pass an image stack (n, rows, cols[, channels]) "
+                         "or set image_shape for flat rows")
+    if channel_axis == "auto":
+        channel_axis = -1 if X.ndim == 4 else None
+    return X, channel_axis
+
+
+class HOGTransformer(TransformerMixin, BaseEstimator):
+    """HOG features as a stateless sklearn transformer (skimage's parameters).
+
+    Parameters
+    ----------
+    orientations, pixels_per_cell, cells_per_block, block_norm, transform_sqrt :
+        as :func:`skimage.feature.hog`.
+    channel_axis : int, None or 'auto', default='auto'
+        'auto': the last axis of 4-D stacks is colour, 3-D stacks are grey.
+    image_shape : tuple, optional
+        Shape of one image when rows arrive flat (Pipelines, DataFrames).
+    dtype : float32 or float64 or None
+        Output dtype (None: skimage's rule).
+    n_jobs : int or None
+    """
+
+    def __init__(self, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
+                 block_norm="L2-Hys", transform_sqrt=False, channel_axis="auto",
+                 image_shape=None, dtype=None, n_jobs=None):
+        self.orientations = orientations
+        self.pixels_per_cell = pixels_per_cell
+        self.cells_per_block = cells_per_block
+        self.block_norm = block_norm
+        self.transform_sqrt = transform_sqrt
+        self.channel_axis = channel_axis
+        self.image_shape = image_shape
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+
+    def _hog(self, X):
+        X, channel_axis = _image_batch(X, self.image_shape, self.channel_axis)
+        return hog(X, self.orientations, self.pixels_per_cell, self.cells_per_block,
+                   self.block_norm, transform_sqrt=self.transform_sqrt,
+                   channel_axis=channel_axis, dtype=self.dtype, n_jobs=self.n_jobs)
+
+    def fit(self, X, y=None):
+        """Check the parameters on X (nothing is learned)."""
+        if self.block_norm not in BLOCK_NORMS:
+            raise ValueError(f"block_norm={self.block_norm!r} is not one of {BLOCK_NORMS}")
+        Xb, channel_axis = _image_batch(X, self.image_shape, self.channel_axis)
+        spatial = Xb.shape[1:3] if channel_axis is None or channel_axis in (-1, 2) else None
+        if spatial is not None:
+            self._n_out = int(np.prod(hog_output_shape(spatial, self.orientations,
+                                                       self.pixels_per_cell,
+                                                       self.cells_per_block)))
+        else:
+            self._n_out = self._hog(Xb[:1]).shape[1]
+        self.n_features_in_ = int(np.prod(Xb.shape[1:]))
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "_n_out")
+        return self._hog(X)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "_n_out")
+        return np.asarray([f"hog{i}" for i in range(self._n_out)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags
+
+
+class HOGKNN(ClassifierMixin, BaseEstimator):
+    """HOG features + exact k-NN vote in one classifier.
+
+    ``HOGKNN(n_neighbors=1).fit(x_train, y_train).predict(x_test)`` equals
+    skimage's ``hog`` per image followed by sklearn's
+    ``KNeighborsClassifier(n_neighbors=1)``. Defaults follow sklearn
+    (``n_neighbors=5``) and skimage (HOG parameters), with colour detected
+    from 4-D stacks (``channel_axis='auto'``).
+    """
+
+    def __init__(self, n_neighbors=5, *, weights="uniform", orientations=9,
+                 pixels_per_cell=(8, 8), cells_per_block=(3, 3), block_norm="L2-Hys",
+                 transform_sqrt=False, channel_axis="auto", image_shape=None,
+                 hog_dtype=np.float32, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.orientations = orientations
+        self.pixels_per_cell = pixels_per_cell
+        self.cells_per_block = cells_per_block
+        self.block_norm = block_norm
+        self.transform_sqrt = transform_sqrt
+        self.channel_axis = channel_axis
+        self.image_shape = image_shape
+        self.hog_dtype = hog_dtype
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def _transformer(self):
+        return HOGTransformer(self.orientations, self.pixels_per_cell, self.cells_per_block,
+                              self.block_norm, self.transform_sqrt, self.channel_axis,
+                              self.image_shape, self.hog_dtype, self.n_jobs)
+
+    def fit(self, X, y):
+        feats = self._transformer().fit(X).transform(X)
+        self.knn_ = KNeighborsClassifier(self.n_neighbors, weights=self.weights,
+                                         n_jobs=self.n_jobs, backend=self.backend)
+        self.knn_.fit(feats, y)
+        self.classes_ = self.knn_.classes_
+        return self
+
+    def transform(self, X):
+        return self._transformer().fit(X).transform(X)
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "knn_")
+        return self.knn_.predict_proba(self.transform(X))
+
+    def predict(self, X):
+        check_is_fitted(self, "knn_")
+        return self.knn_.predict(self.transform(X))
+
+    def kneighbors(self, X, n_neighbors=None, return_distance=True, farthest=False):
+        check_is_fitted(self, "knn_")
+        return self.knn_.kneighbors(self.transform(X), n_neighbors, return_distance, farthest)

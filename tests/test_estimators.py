@@ -1,0 +1,142 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier as SkKNN
+from sklearn.neighbors import KNeighborsTransformer as SkKNT
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from skimage.feature import hog as sk_hog
+
+from fastnn import HOGKNN, HOGTransformer, KNeighborsClassifier, KNeighborsTransformer
+
+
+@parametrize_with_checks([KNeighborsClassifier(), KNeighborsTransformer()])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def _data(rng, n=300, d=20, classes=4):
+    X = rng.integers(0, 8, (n, d)).astype(np.uint8)   # small range: many exact ties
+    y = rng.integers(0, classes, n)
+    return X, y
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_predictions_equal_sklearn(weights, k, rng):
+    X, y = _data(rng)
+    Xt = rng.integers(0, 8, (120, 20)).astype(np.uint8)
+    ours = KNeighborsClassifier(k, weights=weights).fit(X, y)
+    ref = SkKNN(k, weights=weights, algorithm="brute").fit(X, y)
+    d0, i0 = ref.kneighbors(Xt)
+    d1, i1 = ours.kneighbors(Xt)
+    np.testing.assert_array_equal(d1, d0)      # exact on integers, ties included
+    if k == 1:
+        # fastnn keeps the lowest index among equal distances (sklearn's
+        # argpartition does not promise an order among ties)
+        D = ((Xt[:, None, :].astype(np.int64) - X[None].astype(np.int64)) ** 2).sum(-1)
+        lowest = np.argmin(D, axis=1)                     # first minimum
+        np.testing.assert_array_equal(i1[:, 0], lowest)
+        np.testing.assert_array_equal(ours.predict(Xt), y[lowest])
+    np.testing.assert_allclose(ours.predict_proba(Xt).sum(1), 1.0)
+
+
+def test_predictions_equal_sklearn_no_ties(rng):
+    X = rng.integers(0, 256, (400, 50)).astype(np.uint8)
+    y = np.array(["cat", "dog", "emu"])[rng.integers(0, 3, 400)]
+    Xt = rng.integers(0, 256, (100, 50)).astype(np.uint8)
+    for k in (1, 5):
+        for w in ("uniform", "distance"):
+            ours = KNeighborsClassifier(k, weights=w).fit(X, y)
+            ref = SkKNN(k, weights=w, algorithm="brute").fit(X, y)
+            np.testing.assert_array_equal(ours.predict(Xt), ref.predict(Xt))
+            np.testing.assert_allclose(ours.predict_proba(Xt), ref.predict_proba(Xt))
+
+
+def test_kneighbors_self_exclusion_and_graph(rng):
+    X, y = _data(rng, n=80)
+    X = np.unique(X, axis=0)
+    ours = KNeighborsClassifier(3).fit(X, np.zeros(len(X)))
+    ref = SkKNN(3, algorithm="brute").fit(X, np.zeros(len(X)))
+    np.testing.assert_array_equal(ours.kneighbors()[0], ref.kneighbors()[0])
+    g0 = ref.kneighbors_graph(X, mode="distance").toarray()
+    g1 = ours.kneighbors_graph(X, mode="distance").toarray()
+    np.testing.assert_array_equal(np.sort(g1, 1), np.sort(g0, 1))
+
+
+def test_transformer_matches_sklearn(rng):
+    X = rng.random((60, 5))
+    a = KNeighborsTransformer(n_neighbors=4).fit_transform(X).toarray()
+    b = SkKNT(n_neighbors=4).fit_transform(X).toarray()
+    np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_pipeline_gridsearch_clone_pickle(rng):
+    X = rng.integers(0, 256, (90, 16, 16)).astype(np.uint8)
+    y = rng.integers(0, 3, 90)
+    pipe = Pipeline([("hog", HOGTransformer(pixels_per_cell=(4, 4), cells_per_block=(2, 2))),
+                     ("knn", KNeighborsClassifier())])
+    gs = GridSearchCV(pipe, {"knn__n_neighbors": [1, 3]}, cv=3).fit(X, y)
+    assert gs.best_params_["knn__n_neighbors"] in (1, 3)
+    scores = cross_val_score(clone(pipe), X, y, cv=3)
+    assert scores.shape == (3,)
+    m = HOGKNN(1, pixels_per_cell=(4, 4), cells_per_block=(2, 2)).fit(X, y)
+    m2 = pickle.loads(pickle.dumps(m))
+    np.testing.assert_array_equal(m.predict(X), m2.predict(X))
+
+
+def test_hog_transformer_flat_rows_and_names(rng):
+    X = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
+    t = HOGTransformer(pixels_per_cell=(4, 4), cells_per_block=(2, 2), image_shape=(16, 16, 3))
+    flat = t.fit_transform(X.reshape(5, -1))
+    ref = np.stack([sk_hog(i, pixels_per_cell=(4, 4), cells_per_block=(2, 2),
+                           channel_axis=-1) for i in X])
+    np.testing.assert_array_equal(flat, ref.astype(flat.dtype))
+    assert len(t.get_feature_names_out()) == flat.shape[1]
+    with pytest.raises(ValueError, match="image_shape"):
+        HOGTransformer().fit_transform(X.reshape(5, -1))
+
+
+def test_hogknn_equals_skimage_sklearn_pipeline(rng):
+    Xtr = rng.integers(0, 256, (400, 32, 32, 3)).astype(np.uint8)
+    ytr = rng.integers(0, 10, 400)
+    Xte = rng.integers(0, 256, (100, 32, 32, 3)).astype(np.uint8)
+    yte = rng.integers(0, 10, 100)
+    Ftr = np.stack([sk_hog(i, channel_axis=-1) for i in Xtr])
+    Fte = np.stack([sk_hog(i, channel_axis=-1) for i in Xte])
+    for k in (1, 5):
+        ref = SkKNN(k).fit(Ftr, ytr)
+        ours = HOGKNN(k, hog_dtype=np.float64).fit(Xtr, ytr)
+        np.testing.assert_array_equal(ours.predict(Xte), ref.predict(Fte))
+        assert ours.score(Xte, yte) == ref.score(Fte, yte)
+
+
+def test_bad_input_errors(rng):
+    X, y = _data(rng, n=20)
+    m = KNeighborsClassifier(3).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        m.predict(X[:, :5])
+    with pytest.raises(ValueError, match="n_neighbors"):
+        KNeighborsClassifier(50).fit(X, y).predict(X)
+    with pytest.raises(ValueError):
+        KNeighborsClassifier(0).fit(X, y)
+    Xn = X.astype(float)
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        KNeighborsClassifier().fit(Xn, y)
+    with pytest.raises(ValueError, match="metric"):
+        KNeighborsClassifier(metric="cosine").fit(X, y)
+
+
+@pytest.mark.cifar
+def test_hogknn_cifar_subset_equals_reference(cifar):
+    xtr, ytr = cifar.x_train[:5000], cifar.y_train[:5000]
+    xte, yte = cifar.x_test[:1000], cifar.y_test[:1000]
+    Ftr = np.stack([sk_hog(i, channel_axis=-1) for i in xtr])
+    Fte = np.stack([sk_hog(i, channel_axis=-1) for i in xte])
+    ref = SkKNN(1).fit(Ftr, ytr).predict(Fte)
+    ours = HOGKNN(1).fit(xtr, ytr).predict(xte)
+    assert (ours == ref).mean() >= 0.999
