@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from sklearn.metrics import pairwise_distances as sk_pd
+from sklearn.neighbors import NearestNeighbors
+
+from fastnn import NearestNeighborsIndex, kneighbors, pairwise_distances
+
+BACKENDS = ["brute", "pruned", "faiss"]
+
+
+def _reference(Q, X, k, farthest=False):
+    """float64/int64 numpy brute force, sorted by (distance, index)."""
+    if X.dtype.kind in "ui" and Q.dtype.kind in "ui":
+        D = ((Q[:, None, :].astype(np.int64) - X[None].astype(np.int64)) ** 2).sum(-1).astype(float)
+    else:
+        D = ((Q[:, None, :].astype(np.float64) - X[None].astype(np.float64)) ** 2).sum(-1)
+    key = -D if farthest else D
+    order = np.lexsort((np.broadcast_to(np.arange(X.shape[0]), D.shape), key), axis=1)[:, :k]
+    return np.sqrt(np.take_along_axis(D, order, 1)), order
+
+
+@st.composite
+def search_case(draw):
+    n = draw(st.integers(1, 60))
+    d = draw(st.integers(1, 40))
+    nq = draw(st.integers(0, 20))
+    k = draw(st.integers(1, n))
+    dtype = draw(st.sampled_from(["uint8", "int16", "float32", "float64"]))
+    levels = draw(st.sampled_from([2, 4, 256]))       # few levels -> many exact ties
+    seed = draw(st.integers(0, 2**31))
+    return n, d, nq, k, dtype, levels, seed
+
+
+@given(search_case(), st.sampled_from(BACKENDS), st.booleans())
+def test_kneighbors_matches_reference(case, backend, farthest):
+    n, d, nq, k, dtype, levels, seed = case
+    r = np.random.default_rng(seed)
+    X = r.integers(0, levels, (n, d)).astype(dtype)
+    Q = r.integers(0, levels, (nq, d)).astype(dtype)
+    if n > 2:
+        X[n // 2] = X[0]                               # duplicated rows
+    idx = NearestNeighborsIndex(X, backend=backend)
+    dist, ind = idx.kneighbors(Q, k, farthest=farthest)
+    rd, ri = _reference(Q, X, k, farthest)
+    np.testing.assert_array_equal(ind, ri)
+    np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+
+
+def test_backends_threads_chunks_agree(rng):
+    X = rng.normal(size=(3000, 48)).astype(np.float32)
+    Q = rng.normal(size=(200, 48)).astype(np.float32)
+    X[10] = X[20]
+    Q[0] = X[10]
+    base = NearestNeighborsIndex(X, backend="brute").kneighbors(Q, 7, n_jobs=1, chunk_size=17)
+    for b in BACKENDS:
+        for nj in (1, 2):
+            for cs in (None, 33):
+                got = NearestNeighborsIndex(X, backend=b).kneighbors(Q, 7, n_jobs=nj, chunk_size=cs)
+                np.testing.assert_array_equal(got[1], base[1])
+                np.testing.assert_array_equal(got[0], base[0])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_equals_sklearn_integer_valued(dtype, rng):
+    X = rng.integers(0, 256, (2000, 96)).astype(dtype)
+    Q = rng.integers(0, 256, (100, 96)).astype(dtype)
+    d0, i0 = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(X).kneighbors(Q)
+    d1, i1 = kneighbors(Q, X, 5)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_allclose(d1, d0, rtol=1e-6 if dtype == "float32" else 0)
+
+
+def test_pairwise_distances_equals_sklearn(rng):
+    X = rng.integers(0, 256, (300, 70)).astype(np.uint8)
+    Y = rng.integers(0, 256, (200, 70)).astype(np.uint8)
+    np.testing.assert_array_equal(pairwise_distances(X, Y), sk_pd(X, Y))
+    np.testing.assert_array_equal(pairwise_distances(X), sk_pd(X))
+    Xf = rng.normal(size=(100, 30)).astype(np.float32)
+    a = pairwise_distances(Xf)
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a, sk_pd(Xf), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pairwise_distances(Xf, metric="sqeuclidean", chunk_size=7),
+                               sk_pd(Xf, metric="sqeuclidean"), rtol=1e-5, atol=1e-4)
+
+
+def test_bad_input(rng):
+    X = rng.random((10, 3))
+    with pytest.raises(ValueError, match="n_neighbors"):
+        kneighbors(X, X, 11)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        kneighbors(X, X, 0)
+    with pytest.raises(ValueError, match="features"):
+        kneighbors(X[:, :2], X, 1)
+    bad = X.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        kneighbors(X, bad, 1)
+    with pytest.raises(ValueError, match="2-D"):
+        kneighbors(X, X[0], 1)
+    with pytest.raises(ValueError, match="empty"):
+        kneighbors(X, X[:0], 1)
+    with pytest.raises(TypeError, match="numeric"):
+        kneighbors(X, X.astype(complex), 1)
+    with pytest.raises(ValueError, match="metric"):
+        kneighbors(X, X, 1, metric="cosine")
+
+
+@pytest.mark.cifar
+def test_cifar_raw_1nn_identical_to_sklearn(cifar):
+    X = cifar.x_train.reshape(len(cifar.x_train), -1)
+    Q = cifar.x_test[:1000].reshape(1000, -1)
+    d0, i0 = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(X).kneighbors(Q)
+    idx = NearestNeighborsIndex(X)
+    d1, i1 = idx.kneighbors(Q, 1)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(d1, d0)
+    assert idx.stats_["backend"] == "pruned"
+    # every backend against the pruned one
+    for b in ("brute", "faiss"):
+        np.testing.assert_array_equal(idx.kneighbors(Q[:200], 5, backend=b)[1],
+                                      idx.kneighbors(Q[:200], 5)[1])
