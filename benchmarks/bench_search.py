@@ -1,0 +1,53 @@
+"""CIFAR-10 test vs train k-NN: fastnn (index build included) vs sklearn vs faiss.
+
+    pytest benchmarks/bench_search.py --benchmark-only -p no:cacheprovider
+"""
+
+import numpy as np
+import pytest
+
+from fastnn import NearestNeighborsIndex, hog
+
+
+def _features(cifar, kind):
+    if kind == "raw":
+        return (cifar.x_train.reshape(50000, -1), cifar.x_test.reshape(10000, -1))
+    return (hog(cifar.x_train, channel_axis=-1, dtype=np.float32),
+            hog(cifar.x_test, channel_axis=-1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_fastnn(benchmark, cifar, kind, k):
+    X, Q = _features(cifar, kind)
+    benchmark.group = f"{kind}-k{k}"
+
+    def run():
+        idx = NearestNeighborsIndex(X)
+        out = idx.kneighbors(Q, k)
+        benchmark.extra_info.update(idx.stats_)
+        return out
+    benchmark.pedantic(run, rounds=1, warmup_rounds=1 if k == 1 else 0)
+
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_faiss_flat(benchmark, cifar, kind, k):
+    faiss = pytest.importorskip("faiss")
+    X, Q = _features(cifar, kind)
+    benchmark.group = f"{kind}-k{k}"
+
+    def run():
+        index = faiss.IndexFlatL2(X.shape[1])
+        index.add(np.ascontiguousarray(X, dtype=np.float32))
+        return index.search(np.ascontiguousarray(Q, dtype=np.float32), k)
+    benchmark.pedantic(run, rounds=1)
+
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+def test_sklearn_kneighbors(benchmark, cifar, kind):
+    from sklearn.neighbors import NearestNeighbors
+    X, Q = _features(cifar, kind)
+    benchmark.group = f"{kind}-k1"
+    benchmark.pedantic(lambda: NearestNeighbors(n_neighbors=1, algorithm="brute")
+                       .fit(X).kneighbors(Q), rounds=1)
