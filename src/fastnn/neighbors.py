@@ -39,6 +39,9 @@ METRICS = ("euclidean", "sqeuclidean")
 BACKENDS = ("auto", "brute", "pruned", "faiss")
 _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
+_PCA_SAMPLE = 2048
+# above this variance fraction outside 32 directions, auto prefers faiss
+_PRUNE_MAX_RESIDUAL = 0.25
 
 
 def check_data(X, name="X", allow_empty=False):
@@ -134,13 +137,19 @@ class NearestNeighborsIndex:
         self.metric = metric
         self.backend = backend
         self.n_jobs = n_jobs
+        if n_components is not None and (
+                isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral)
+                or not 1 <= n_components <= 4096):
+            raise ValueError(f"n_components must be an integer in [1, 4096] or None, "
+                             f"got {n_components!r}")
         self.n_components = n_components
         self.random_state = random_state
         self.X, self.is_int = check_data(X, "X")
         n_threads = resolve_n_jobs(n_jobs)
         with limit_threads(n_threads):
             self.xn = _row_sqnorms(self.X, self.is_int, n_threads)
-        self.first_stage_components = 96
+        self.first_stage_components = None
+        self._pca_cache = None
         self._proj = None
         self._faiss = None
         self.stats_ = {}
@@ -184,8 +193,7 @@ class NearestNeighborsIndex:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if backend == "auto":
-            backend = "pruned" if (not farthest and self.n_samples >= 512
-                                   and self.n_features >= 16 and k <= 64) else "brute"
+            backend = self._choose_backend(k, farthest)
         if farthest and backend == "pruned":
             backend = "brute"   # lower bounds prune near neighbours only
         n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
@@ -288,71 +296,160 @@ class NearestNeighborsIndex:
         self.stats_ = {"backend": "faiss", "full_scans": int(rows.size)}
 
     # -- pruned -----------------------------------------------------------
-    def _projection(self, n_threads):
-        if self._proj is not None:
-            return self._proj
+    def _choose_backend(self, k, farthest):
+        """``'auto'``: the pruned search where the data's principal directions
+        make its bounds tight, else faiss (or brute force without faiss)."""
+        if farthest or self.n_samples < 512 or self.n_features < 16 or k > 64:
+            return "brute"
+        pca = self._pca()
+        if pca["resid"] <= _PRUNE_MAX_RESIDUAL:
+            return "pruned"
+        try:
+            import faiss  # noqa: F401
+        except ImportError:  # pragma: no cover - faiss-cpu is a dependency
+            return "brute"
+        return "faiss"
+
+    def _pca(self):
+        """Principal directions of a sample of the index (cached).
+
+        ``resid`` is the fraction of the sample's variance left outside the
+        first 32 directions: how loose the first-stage bound will be.
+        """
+        if self._pca_cache is not None:
+            return self._pca_cache
         from sklearn.utils.extmath import randomized_svd
 
         n, d = self.X.shape
-        m = self.n_components or 128
-        m = int(max(1, min(m, d, n - 1 if n > 1 else 1)))
-        m1 = min(self.first_stage_components, m)
+        m = int(self.n_components or 128)
+        m = max(1, min(m, d, max(1, n - 1)))
         rs = np.random.RandomState(self.random_state)
-        sample = self.X if n <= 10000 else self.X[np.sort(rs.choice(n, 10000, replace=False))]
+        n_sample = min(n, _PCA_SAMPLE)
+        rows = np.arange(n) if n_sample == n else np.sort(rs.choice(n, n_sample, replace=False))
+        sample = self.X[rows]
         mu = sample.mean(axis=0, dtype=np.float64)
         S = (sample - mu).astype(np.float32)
-        _, _, Vt = randomized_svd(S, m, n_iter=3, random_state=rs)
+        if m < min(S.shape) - 1:
+            _, sv, Vt = randomized_svd(S, m, n_iter=2, random_state=rs)
+        else:
+            _, sv, Vt = np.linalg.svd(S.astype(np.float64), full_matrices=False)
+            sv, Vt = sv[:m], Vt[:m]
+        total = float(np.einsum("ij,ij->", S, S, dtype=np.float64))
+        captured = float(np.sum(sv[:32].astype(np.float64) ** 2))
+        resid = max(0.0, 1.0 - captured / total) if total > 0 else 0.0
+        self._pca_cache = dict(mu=mu, Vt=Vt, resid=resid)
+        return self._pca_cache
+
+    def _projection(self, n_threads):
+        """Project the index on the sample's principal directions (cached)."""
+        if self._proj is not None:
+            return self._proj
+        pca = self._pca()
+        mu, Vt = pca["mu"], pca["Vt"]
+        m = Vt.shape[0]
         # exact orthonormality in float64 (the bound needs it, not PCA optimality)
         P, _ = np.linalg.qr(Vt.astype(np.float64).T)
         P = np.ascontiguousarray(P.T)                      # (m, d)
-        Z, xc2 = self._project(self.X, mu, P)
-        r = np.sqrt(np.maximum(xc2 - np.einsum("ij,ij->i", Z, Z), 0.0))
-        z1 = self._first_stage(Z, xc2, m1)
-        # |z1'|^2 = |x - mu|^2 exactly; the float32 GEMM error is taken off here
-        rel1 = (2.0 * (m1 + 1) + 16.0) * _U32
-        self._proj = dict(mu=mu, P=P, m1=m1, Z=Z, z1f=z1, ax=(1.0 - rel1) * xc2, r=r,
-                          xc2=xc2, rel1=rel1)
-        return self._proj
+        delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max())
+        # a loose first stage (variance spread over many directions) needs more
+        m1 = self.first_stage_components
+        if m1 is None:
+            m1 = 32 if pca["resid"] <= _PRUNE_MAX_RESIDUAL else 64
+        m1 = min(m1, m)
+        pr = dict(mu=mu, P=P, muP=P @ mu, mu_norm=float(np.sqrt(mu @ mu)), delta=delta,
+                  m=P.shape[0], m1=m1, mh=min(m, 2 * m1))
+        proj = self._project(self.X, self.xn, pr, n_threads)
+        pr.update(Z=proj["Z"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
+                  nx1=proj["nx1"], a1_max=float(proj["a1"].max()),
+                  E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
+        self._proj = pr
+        return pr
 
-    @staticmethod
-    def _first_stage(Z, c2, m1):
-        """First m1 projected coordinates plus the residual norm as one more
-        coordinate (float32): their squared distance is the lower bound."""
-        r1 = np.sqrt(np.maximum(c2 - np.einsum("ij,ij->i", Z[:, :m1], Z[:, :m1]), 0.0))
-        out = np.empty((Z.shape[0], m1 + 1), np.float32)
-        out[:, :m1] = Z[:, :m1]
-        out[:, m1] = r1
-        return out
+    def _project(self, A, an, pr, n_threads):
+        """Project rows of ``A`` (squared norms ``an``) with proven error bounds.
 
-    def _project(self, A, mu, P):
-        """Centred projections (float64) and centred squared norms of rows of A."""
-        tile = _tile_rows(A.shape[1])
-        Z = np.empty((A.shape[0], P.shape[0]), np.float64)
-        c2 = np.empty(A.shape[0], np.float64)
-        for s in range(0, A.shape[0], tile):
-            C = A[s:s + tile].astype(np.float64) - mu
-            Z[s:s + tile] = C @ P.T
-            c2[s:s + tile] = np.einsum("ij,ij->i", C, C)
-        return Z, c2
+        Returns the float32 projections ``Z``; the residual norms ``r``
+        beyond the first ``mh`` and beyond all ``m`` coordinates and the error
+        bounds ``E`` of the vectors ``(Z[:mh], r[:, 0])`` and ``(Z, r[:, 1])``
+        (distance between the stored and the exact vector); the float32
+        first-stage vectors ``W1`` (first ``m1`` coordinates plus their
+        residual norm), their norms ``a1``, ``nx1 = float32(a1**2)`` and
+        their error bound ``E1``.
+        """
+        P, mu, m1 = pr["P"], pr["mu"], pr["m1"]
+        m, d = P.shape
+        n = A.shape[0]
+        Z = np.empty((n, m), np.float64)
+        tile = max(64, min(n, (32 << 20) // (8 * d)))
+        buf = np.empty((tile, d), np.float64)
+        PT = np.ascontiguousarray(P.T)
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            np.copyto(buf[:e - s], A[s:e], casting="unsafe")
+            np.matmul(buf[:e - s], PT, out=Z[s:e])
+        Z -= pr["muP"]
+        c2 = np.empty(n, np.float64)
+        run_kernel(_k.centered_sqnorms_parallel, _k.centered_sqnorms_serial, n_threads,
+                   A, mu, c2)
+        # --- error bounds (u: unit roundoff) ---------------------------------
+        # Z: GEMM error <= sqrt(m) * gamma_d * (|x| + |mu|), plus the rounding of
+        # the centring and the departure of P from exact orthonormality.
+        cn = np.sqrt(c2)
+        zn = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+        dl = pr["delta"]
+        e_z = (np.sqrt(m) * (d + 4) * _U64 * 1.01 * (np.sqrt(an) + pr["mu_norm"])
+               + 4 * _U64 * zn + m * dl * cn)
+        c2_err = (2 * d + m + 16) * _U64 * c2 + 4 * m * dl * c2
+
+        def residual(cut):
+            zz2 = np.einsum("ij,ij->i", Z[:, :cut], Z[:, :cut])
+            rr = np.sqrt(np.maximum(c2 - zz2, 0.0))
+            delta_sq = e_z * (2 * np.sqrt(zz2) + e_z) + c2_err
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e_r = np.where(rr > 0, np.minimum(np.sqrt(delta_sq), delta_sq / rr),
+                               np.sqrt(delta_sq))
+            # the stored float32 coordinates add at most u32 * |w|
+            f32 = 1.01 * _U32 * np.sqrt(np.maximum(c2, zz2))
+            return rr, e_z + e_r + 2 * _U64 * rr + f32
+
+        mh = pr["mh"]
+        r = np.empty((n, 2), np.float64)
+        E = np.empty((n, 2), np.float64)
+        r[:, 0], E[:, 0] = residual(mh)
+        r[:, 1], E[:, 1] = residual(m)
+        r1, E1 = residual(m1)
+        W1 = np.empty((n, m1 + 1), np.float32)
+        W1[:, :m1] = Z[:, :m1]
+        W1[:, m1] = r1
+        a1 = np.sqrt(np.einsum("ij,ij->i", W1.astype(np.float64), W1.astype(np.float64)))
+        return dict(Z=Z.astype(np.float32), r=r, E=E, W1=W1, a1=a1,
+                    nx1=(a1 * a1).astype(np.float32), E1=E1)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         pr = self._projection(n_threads)
-        m1 = pr["m1"]
-        Zq, qc2 = self._project(Q, pr["mu"], pr["P"])
-        zq1 = self._first_stage(Zq, qc2, m1)
-        rq = np.sqrt(np.maximum(qc2 - np.einsum("ij,ij->i", Zq, Zq), 0.0))
-        bq = (1.0 - pr["rel1"]) * qc2
+        qn = _row_sqnorms(Q, is_int, n_threads)
+        pq = self._project(Q, qn, pr, n_threads)
+        m1p = pr["m1"] + 1
+        aq = pq["a1"]
+        # stage 1 margin: float32 products of m1+1 terms, float32 rounding of
+        # the stored norms and keys; -|w1(q)|^2 moves the query term over.
+        slack1 = (2 * m1p + 16) * _U32 * (aq + pr["a1_max"]) ** 2
+        lim1_add = pq["E1"] + pr["E1_max"]
+        lim1_pad = slack1 - aq * aq
+        pad2 = pq["E"] + pr["E_max"]
+        n_seed = min(self.n_samples, k + 8)
+        acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
+                     and self.n_features * 255 ** 2 < 2 ** 31)
         n_exact = np.empty(Q.shape[0], np.int64)
-        qchunk = chunk_size or max(64, min(1024, (64 << 20) // (4 * self.n_samples)))
+        qchunk = chunk_size or Q.shape[0]
         for s in range(0, Q.shape[0], qchunk):
             e = min(Q.shape[0], s + qchunk)
-            G1 = zq1[s:e] @ pr["z1f"].T
             run_kernel(_k.pruned_parallel, _k.pruned_serial, n_threads,
-                       Q[s:e], self.X, is_int, G1, bq[s:e], pr["ax"], Zq[s:e], pr["Z"],
-                       rq[s:e], pr["r"], qc2[s:e], pr["xc2"], k, dist[s:e], ind[s:e],
-                       n_exact[s:e])
-        self.stats_ = {"backend": "pruned", "n_components": pr["P"].shape[0],
-                       "first_stage_components": m1,
+                       Q[s:e], self.X, is_int, acc32, pq["W1"][s:e], pr["W1T"], pr["nx1"],
+                       lim1_add[s:e], lim1_pad[s:e], pq["Z"][s:e], pr["Z"], pq["r"][s:e],
+                       pr["r"], pr["mh"], pad2[s:e], k, n_seed, dist[s:e], ind[s:e], n_exact[s:e])
+        self.stats_ = {"backend": "pruned", "n_components": pr["m"],
+                       "first_stage_components": pr["m1"],
                        "exact_per_query_mean": float(n_exact.mean()),
                        "exact_per_query_max": int(n_exact.max()),
                        "n_samples": self.n_samples}

@@ -35,8 +35,22 @@ def sqdist_float(a, b):
 
 
 @njit(cache=True, nogil=True)
-def sqdist(a, b, is_int):
+def sqdist_int32(a, b):
+    # byte data: |a - b|^2 summed in int32 is exact while d * 255**2 < 2**31
+    s = np.int32(0)
+    for t in range(a.shape[0]):
+        d = np.int32(a[t]) - np.int32(b[t])
+        s += d * d
+    return np.float64(s)
+
+
+@njit(cache=True, nogil=True)
+def sqdist(a, b, is_int, acc32=False):
+    """Exact squared distance: int64 (or int32 when ``acc32``) for integers,
+    a float64 sum in index order for floats."""
     if is_int:
+        if acc32:
+            return sqdist_int32(a, b)
         return sqdist_int(a, b)
     return sqdist_float(a, b)
 
@@ -140,74 +154,204 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 
 # --------------------------------------------------------------------------
 # Pruned exact search with projection lower bounds
-#   |q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2
+#   |q - x| >= |w(q) - w(x)|,  w(v) = (P(v - mu), |residual of v - mu|)
 # --------------------------------------------------------------------------
-def _pruned_py(Q, X, is_int, G1, bq, ax, Zq, Z, rq, r, qn, xn, k, kd_out, ki_out, n_exact):
-    """Exact k-NN of the queries ``Q`` among ``X`` with projection pruning.
+_QBLOCK = 8        # queries sharing one pass over the first-stage index
+_JBLOCK = 1024     # index points per first-stage tile (accumulators stay in L1)
 
-    First stage: ``lb1[j] = bq[i] + ax[j] - 2 * G1[i, j]`` is a safe lower
-    bound of the squared distance (the residual norm is an extra projected
-    coordinate, and the float32 GEMM error is already subtracted through
-    ``bq``/``ax``). The k smallest bounds seed the threshold with exact
-    distances; every other candidate whose bound reaches the threshold goes
-    through the full-dimension bound and, if it survives, the exact distance.
+
+def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq, r, mh,
+               pad2, k, n_seed, kd_out, ki_out, n_exact):
+    """Exact k-NN of the queries ``Q`` among ``X`` with a cascade of bounds.
+
+    Stage 1 (all points, float32): ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)``
+    with ``w1`` the first projected coordinates plus the matching residual
+    norm, so ``|w1(q)|^2 + key`` is the squared first-stage bound. The
+    ``n_seed`` smallest keys give a first exact threshold. Stage 2 (the
+    points whose first bound reaches it, float64): the bound over all
+    projected coordinates. Stage 3: exact distances in increasing order of
+    the stage-2 bound, until the bound passes the k-th exact distance.
+    Stage 2 reads the float32 projections ``Z`` in two steps: coordinates
+    ``[0, mh)`` with the residual norm ``r[:, 0]`` beyond them, then all
+    ``m`` with ``r[:, 1]`` (most points stop after the first step).
+
+    Every comparison carries a proven floating-point margin: a point is
+    skipped only when its true distance is strictly above the threshold,
+    so the answer is the exact top-k by (distance, index).
+
+    ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
+    ``key > (sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2 skips when
+    ``lb2 > (sqrt(thr) + pad2[i, s])**2`` (``s`` = 0, 1 for the two steps;
+    all margins precomputed).
     """
-    nq = G1.shape[0]
+    nq = Q.shape[0]
     n = X.shape[0]
-    m = Z.shape[1]
-    n_parts = min(nq, 64)
+    n_blocks = (nq + _QBLOCK - 1) // _QBLOCK
+    n_parts = min(n_blocks, 64)
     for part in prange(n_parts):
-        # per-part buffers: a fresh (n,) array per query costs page faults
+        # per-part buffers (fresh arrays per block would cost page faults)
+        keys = np.empty((_QBLOCK, n), np.float32)
+        sd = np.empty((_QBLOCK, n_seed), np.float64)
+        si = np.empty((_QBLOCK, n_seed), np.int64)
+        sc = np.zeros(_QBLOCK, np.int64)
         kd = np.empty(k, np.float64)
         ki = np.empty(k, np.int64)
-        sd = np.empty(k, np.float64)
-        si = np.empty(k, np.int64)
-        lb = np.empty(n, np.float64)
-        for i in range(part * nq // n_parts, (part + 1) * nq // n_parts):
-            _pruned_one(i, Q, X, is_int, G1, bq, ax, Zq, Z, rq, r, qn, xn, k,
-                        kd_out, ki_out, n_exact, kd, ki, sd, si, lb)
+        cb_d = np.empty(n, np.float64)
+        cb_i = np.empty(n, np.int64)
+        for blk in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
+            q0 = blk * _QBLOCK
+            nb = min(nq, q0 + _QBLOCK) - q0
+            _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc)
+            _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
+                          lim1_add, lim1_pad, pad2, k, kd_out, ki_out, n_exact,
+                          kd, ki, cb_d, cb_i)
 
 
 @njit(cache=True, nogil=True)
-def _pruned_one(i, Q, X, is_int, G1, bq, ax, Zq, Z, rq, r, qn, xn, k,
-                kd_out, ki_out, n_exact, kd, ki, sd, si, lb):
+def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
+    """Keys ``|w1(x)|^2 - 2 w1(q).w1(x)`` of ``nb`` queries against all points
+    (tiles of points, four coordinates per sweep: loads and stores of the
+    accumulators dominate) and the ``n_seed`` smallest keys of each query."""
+    n = W1T.shape[1]
+    m1p = W1T.shape[0]
+    n_seed = sd.shape[1]
+    for b in range(nb):
+        sc[b] = 0
+    for j0 in range(0, n, _JBLOCK):
+        L = min(n, j0 + _JBLOCK) - j0
+        for b in range(nb):
+            kb = keys[b, j0:j0 + L]
+            for j in range(L):
+                kb[j] = 0.0
+        t = 0
+        while t + 4 <= m1p:
+            r0 = W1T[t, j0:j0 + L]
+            r1 = W1T[t + 1, j0:j0 + L]
+            r2 = W1T[t + 2, j0:j0 + L]
+            r3 = W1T[t + 3, j0:j0 + L]
+            for b in range(nb):
+                w0 = Wq[q0 + b, t]
+                w1 = Wq[q0 + b, t + 1]
+                w2 = Wq[q0 + b, t + 2]
+                w3 = Wq[q0 + b, t + 3]
+                kb = keys[b, j0:j0 + L]
+                for j in range(L):
+                    kb[j] += (w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])
+            t += 4
+        while t < m1p:
+            r0 = W1T[t, j0:j0 + L]
+            for b in range(nb):
+                w0 = Wq[q0 + b, t]
+                kb = keys[b, j0:j0 + L]
+                for j in range(L):
+                    kb[j] += w0 * r0[j]
+            t += 1
+        nxb = nx1[j0:j0 + L]
+        for b in range(nb):
+            kb = keys[b, j0:j0 + L]
+            for j in range(L):
+                kb[j] = nxb[j] - 2.0 * kb[j]
+            c = sc[b]
+            sdb = sd[b]
+            for j in range(L):
+                if c < n_seed or kb[j] < sdb[n_seed - 1]:
+                    c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
+            sc[b] = c
+
+
+@njit(cache=True, nogil=True)
+def _sq_l2_part(a, b, start, stop):
+    """Squared distance over coordinates [start, stop) of two float32
+    vectors, accumulated in float64 with four independent partial sums (the
+    sequential sum is latency-bound); any order obeys the same rounding bound."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    t = start
+    while t + 4 <= stop:
+        d0 = np.float64(a[t]) - np.float64(b[t])
+        d1 = np.float64(a[t + 1]) - np.float64(b[t + 1])
+        d2 = np.float64(a[t + 2]) - np.float64(b[t + 2])
+        d3 = np.float64(a[t + 3]) - np.float64(b[t + 3])
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+        t += 4
+    while t < stop:
+        d0 = np.float64(a[t]) - np.float64(b[t])
+        s0 += d0 * d0
+        t += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, nogil=True)
+def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
+                  lim1_add, lim1_pad, pad2, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i):
     n = X.shape[0]
     m = Z.shape[1]
-    g = G1[i]
-    b = bq[i]
-    for j in range(n):
-        lb[j] = b + ax[j] - 2.0 * np.float64(g[j])
-    sc = 0
-    for j in range(n):
-        if sc < k or lb[j] < sd[k - 1]:
-            sc = topk_insert(sd, si, sc, lb[j], j)
-    c = 0
-    cnt = 0
-    for t in range(sc):
-        j = si[t]
-        c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int), j)
-        cnt += 1
-        lb[j] = np.inf          # done: never visit again
-    thr = kd[k - 1]
-    for j in range(n):
-        if lb[j] > thr:
-            continue
-        s2 = 0.0
-        for t in range(m):
-            dz = Zq[i, t] - Z[j, t]
-            s2 += dz * dz
-        dr = rq[i] - r[j]
-        lb2 = (s2 + dr * dr) * (1.0 - 1e-9) - 1e-9 * (qn[i] + xn[j])
-        if lb2 > thr:
-            continue
-        d = sqdist(Q[i], X[j], is_int)
-        cnt += 1
-        c = topk_insert(kd, ki, c, d, j)
+    for b in range(nb):
+        i = q0 + b
+        kb = keys[b]
+        zq = Zq[i]
+        # ---- seeds: exact distances of the smallest first-stage keys
+        c = 0
+        for t in range(sc[b]):
+            j = si[b, t]
+            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+        cnt = sc[b]
         thr = kd[k - 1]
-    n_exact[i] = cnt
-    for t in range(k):
-        kd_out[i, t] = kd[t]
-        ki_out[i, t] = ki[t]
+        st = math.sqrt(thr) + lim1_add[i]
+        lim1 = st * st * (1.0 + 1e-12) + lim1_pad[i]
+        sm = math.sqrt(thr) + pad2[i, 0]
+        limm = sm * sm * (1.0 + 1e-12)
+        s2 = math.sqrt(thr) + pad2[i, 1]
+        lim2 = s2 * s2 * (1.0 + 1e-12)
+        # ---- stage 2 on the points the first bound cannot exclude
+        nc = 0
+        for j in range(n):
+            if kb[j] > lim1:
+                continue
+            seed = False
+            for t in range(sc[b]):
+                if si[b, t] == j:
+                    seed = True
+                    break
+            if seed:
+                continue
+            zx = Z[j]
+            part = _sq_l2_part(zq, zx, 0, mh)
+            dr = rq[i, 0] - r[j, 0]
+            acc = part + dr * dr
+            if acc > limm:
+                continue
+            if mh < m:
+                part += _sq_l2_part(zq, zx, mh, m)
+                dr = rq[i, 1] - r[j, 1]
+                acc = part + dr * dr
+                if acc > lim2:
+                    continue
+            cb_d[nc] = acc
+            cb_i[nc] = j
+            nc += 1
+        # ---- stage 3: exact distances in increasing bound order
+        order = np.argsort(cb_d[:nc])
+        for t in range(nc):
+            u = order[t]
+            if cb_d[u] > lim2:
+                break
+            j = cb_i[u]
+            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            cnt += 1
+            if kd[k - 1] < thr:
+                thr = kd[k - 1]
+                s2 = math.sqrt(thr) + pad2[i, 1]
+                lim2 = s2 * s2 * (1.0 + 1e-12)
+        n_exact[i] = cnt
+        for t in range(k):
+            kd_out[i, t] = kd[t]
+            ki_out[i, t] = ki[t]
 
 
 pruned_parallel = njit(cache=True, parallel=True, nogil=True)(_pruned_py)
@@ -248,6 +392,18 @@ def _row_sqnorms_py(X, is_int, out):
                 s += v * v
             out[j] = s
 
+
+def _centered_sqnorms_py(X, mu, out):
+    for j in prange(X.shape[0]):
+        s = 0.0
+        for t in range(X.shape[1]):
+            v = np.float64(X[j, t]) - mu[t]
+            s += v * v
+        out[j] = s
+
+
+centered_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_centered_sqnorms_py)
+centered_sqnorms_serial = njit(cache=True, nogil=True)(_centered_sqnorms_py)
 
 row_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_row_sqnorms_py)
 row_sqnorms_serial = njit(cache=True, nogil=True)(_row_sqnorms_py)
