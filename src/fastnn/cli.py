@@ -1,16 +1,30 @@
-"""The ``fastnn`` command: the workshop's experiment table on real data.
+"""The ``fastnn`` command: the workshop's experiments on real data.
 
-``fastnn report`` runs random / 1-NN raw / 1-NN HOG / forest raw / forest HOG
-on the embedded digits (default) or CIFAR-10 (``--data cifar10|PATH``);
-``--reference`` also runs skimage + sklearn and adds speed-up and agreement.
+``fastnn report``   the table: random / 1-NN raw / 1-NN HOG / forest raw /
+                    forest HOG (MLP with ``--mlp``) with accuracy, macro F1 and
+                    times, on the embedded digits (default) or CIFAR-10;
+                    ``--reference`` adds skimage + sklearn side by side.
+``fastnn similar``  the k most similar and most dissimilar images of chosen
+                    queries, as an image grid.
+``fastnn fetch``    download the official CIFAR-10 archive (sha256-checked).
+
+Errors (missing path, unknown format, corrupt data, bad options) print one
+line and exit with status 2.
 """
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+WORKSHOP_QUERIES = (1, 6159, 100, 200, 1000, 3268)   # the workshop's similarity examples
+
+
+class UsageError(ValueError):
+    pass
 
 
 def _metrics(y, p):
@@ -24,6 +38,34 @@ def _timed(fn, *a, **kw):
     return out, time.perf_counter() - t
 
 
+def _show_progress(args):
+    return not args.quiet and sys.stderr.isatty()
+
+
+class _Steps:
+    """One tqdm bar over the named steps of a command (silent when quiet or
+    when stderr is not a terminal)."""
+
+    def __init__(self, total, enabled):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr,
+                            bar_format="{desc:<28}{bar:20}| {n_fmt}/{total_fmt} [{elapsed}]")
+
+    def start(self, name):
+        if self.bar is not None:
+            self.bar.set_description_str(name)
+
+    def done(self):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _load(args):
     from .datasets import default_cifar_path, load_cifar10, load_digits_images
     if args.data in (None, "digits"):
@@ -31,13 +73,26 @@ def _load(args):
     else:
         path = default_cifar_path() if args.data == "cifar10" else args.data
         if path is None:
-            raise FileNotFoundError("CIFAR-10 not found: pass --data PATH")
-        ds = load_cifar10(path, progress=not args.quiet and sys.stderr.isatty())
-    if args.train_size:
+            raise FileNotFoundError("CIFAR-10 not found: run `fastnn fetch` or pass --data PATH")
+        ds = load_cifar10(path, progress=_show_progress(args))
+    for name in ("train_size", "test_size"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    if getattr(args, "train_size", None):
         ds.x_train, ds.y_train = ds.x_train[:args.train_size], ds.y_train[:args.train_size]
-    if args.test_size:
+    if getattr(args, "test_size", None):
         ds.x_test, ds.y_test = ds.x_test[:args.test_size], ds.y_test[:args.test_size]
     return ds
+
+
+def _hog_params(ds):
+    """The workshop's ``hog(img)`` defaults for 32x32 images; smaller cells
+    and blocks for the 16x16 digits."""
+    ca = ds.channel_axis
+    if ds.x_train.shape[1] >= 24:
+        return dict(channel_axis=ca)
+    return dict(pixels_per_cell=(4, 4), cells_per_block=(3, 3), channel_axis=ca)
 
 
 def run_report(args):
@@ -47,61 +102,167 @@ def run_report(args):
     from .feature import hog
 
     ds = _load(args)
-    ca = ds.channel_axis
-    ppc = (8, 8) if ds.x_train.shape[1] >= 24 else (4, 4)
-    cpb = (2, 2) if ds.x_train.shape[1] >= 24 else (3, 3)
-    hk = dict(pixels_per_cell=ppc, cells_per_block=cpb, channel_axis=ca)
-    if ds.x_train.shape[1] == 32:
-        hk = dict(channel_axis=ca)                 # the workshop's hog(src) defaults
+    hk = _hog_params(ds)
     xtr = ds.x_train.reshape(len(ds.x_train), -1)
     xte = ds.x_test.reshape(len(ds.x_test), -1)
+    n_steps = 6 + 2 * bool(args.mlp) + 3 * bool(args.reference) + bool(args.figures)
+    steps = _Steps(n_steps, _show_progress(args))
     rows = []
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    try:
+        steps.start("random baseline")
+        rng = np.random.default_rng(0)
+        p = rng.integers(0, len(ds.class_names), len(ds.y_test))
+        acc, f1 = _metrics(ds.y_test, p)
+        rows.append(dict(method="random", accuracy=acc, f1=f1, fit_s=0.0, predict_s=0.0))
+        steps.done()
 
-    rng = np.random.default_rng(0)
-    p = rng.integers(0, len(ds.class_names), len(ds.y_test))
-    rows.append(dict(method="random", accuracy=_metrics(ds.y_test, p)[0],
-                     f1=_metrics(ds.y_test, p)[1], fit_s=0.0, predict_s=0.0))
+        steps.start("HOG features")
+        (htr, t_h1) = _timed(hog, ds.x_train, dtype=np.float32, **hk)
+        (hte, t_h2) = _timed(hog, ds.x_test, dtype=np.float32, **hk)
+        hog_s = t_h1 + t_h2
+        steps.done()
 
-    say("hog features ...")
-    (htr, t_h1) = _timed(hog, ds.x_train, dtype=np.float32, **hk)
-    (hte, t_h2) = _timed(hog, ds.x_test, dtype=np.float32, **hk)
-    hog_s = t_h1 + t_h2
-
-    preds = {}
-    for name, (a, b, extra) in {"1-NN raw": (xtr, xte, 0.0), "1-NN HOG": (htr, hte, hog_s)}.items():
-        say(name, "...")
-        m, tf = _timed(KNeighborsClassifier(1).fit, a, ds.y_train)
-        pr, tp = _timed(m.predict, b)
-        preds[name] = pr
-        acc, f1 = _metrics(ds.y_test, pr)
-        rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
-    for name, (a, b, extra) in {"forest raw": (xtr, xte, 0.0), "forest HOG": (htr, hte, hog_s)}.items():
-        say(name, "...")
-        m, tf = _timed(RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0).fit,
-                       a, ds.y_train)
-        pr, tp = _timed(m.predict, b)
-        acc, f1 = _metrics(ds.y_test, pr)
-        rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
-
-    if args.reference:
-        from skimage.feature import hog as sk_hog
-        from sklearn.neighbors import KNeighborsClassifier as SkKNN
-        say("reference skimage hog ...")
-        t = time.perf_counter()
-        rtr = np.stack([sk_hog(i, **hk) for i in ds.x_train])
-        rte = np.stack([sk_hog(i, **hk) for i in ds.x_test])
-        ref_hog = time.perf_counter() - t
+        preds = {}
         for name, (a, b, extra) in {"1-NN raw": (xtr, xte, 0.0),
-                                    "1-NN HOG": (rtr, rte, ref_hog)}.items():
-            say("reference", name, "...")
-            m, tf = _timed(SkKNN(1).fit, a, ds.y_train)
+                                    "1-NN HOG": (htr, hte, hog_s)}.items():
+            steps.start(name)
+            m, tf = _timed(KNeighborsClassifier(1).fit, a, ds.y_train)
             pr, tp = _timed(m.predict, b)
-            row = next(r for r in rows if r["method"] == name)
-            row["ref_s"] = tf + tp + extra
-            row["speedup"] = row["ref_s"] / (row["fit_s"] + row["predict_s"])
-            row["agreement"] = float((pr == preds[name]).mean())
-    return dict(dataset=ds.name, n_train=len(ds.y_train), n_test=len(ds.y_test), rows=rows)
+            preds[name] = pr
+            acc, f1 = _metrics(ds.y_test, pr)
+            rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
+            steps.done()
+        for name, (a, b, extra) in {"forest raw": (xtr, xte, 0.0),
+                                    "forest HOG": (htr, hte, hog_s)}.items():
+            steps.start(name)
+            m, tf = _timed(RandomForestClassifier(n_estimators=100, n_jobs=-1,
+                                                  random_state=0).fit, a, ds.y_train)
+            pr, tp = _timed(m.predict, b)
+            acc, f1 = _metrics(ds.y_test, pr)
+            rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
+            steps.done()
+        if args.mlp:
+            from sklearn.neural_network import MLPClassifier
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+            for name, (a, b, extra) in {"MLP raw": (xtr, xte, 0.0),
+                                        "MLP HOG": (htr, hte, hog_s)}.items():
+                steps.start(name)
+                mlp = make_pipeline(StandardScaler(), MLPClassifier(
+                    hidden_layer_sizes=(512,), early_stopping=True, max_iter=100,
+                    random_state=0))
+                m, tf = _timed(mlp.fit, a, ds.y_train)
+                pr, tp = _timed(m.predict, b)
+                acc, f1 = _metrics(ds.y_test, pr)
+                rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra,
+                                 predict_s=tp))
+                steps.done()
+
+        if args.reference:
+            from skimage.feature import hog as sk_hog
+            from sklearn.neighbors import KNeighborsClassifier as SkKNN
+            steps.start("reference skimage HOG")
+            t = time.perf_counter()
+            rtr = np.stack([sk_hog(i, **hk) for i in ds.x_train])
+            rte = np.stack([sk_hog(i, **hk) for i in ds.x_test])
+            ref_hog = time.perf_counter() - t
+            steps.done()
+            for name, (a, b, extra) in {"1-NN raw": (xtr, xte, 0.0),
+                                        "1-NN HOG": (rtr, rte, ref_hog)}.items():
+                steps.start(f"reference {name}")
+                m, tf = _timed(SkKNN(1).fit, a, ds.y_train)
+                pr, tp = _timed(m.predict, b)
+                row = next(r for r in rows if r["method"] == name)
+                row["ref_s"] = tf + tp + extra
+                row["speedup"] = row["ref_s"] / (row["fit_s"] + row["predict_s"])
+                row["agreement"] = float((pr == preds[name]).mean())
+                steps.done()
+
+        figures = []
+        if args.figures:
+            steps.start("figures")
+            figures = _report_figures(Path(args.figures), ds, hk, htr, hte, preds)
+            steps.done()
+    finally:
+        steps.close()
+    return dict(dataset=ds.name, n_train=len(ds.y_train), n_test=len(ds.y_test), rows=rows,
+                figures=[str(f) for f in figures])
+
+
+def _report_figures(folder, ds, hk, htr, hte, preds):
+    from . import figures as fg
+    folder.mkdir(parents=True, exist_ok=True)
+    out = [fg.sample_grid(ds.x_train, ds.y_train, ds.class_names, folder / "samples.png"),
+           fg.hog_figure(ds.x_test[0], folder / "hog.png",
+                         title=f"test image 0 ({ds.class_names[ds.y_test[0]]})", **hk),
+           fg.confusion_figure(ds.y_test, preds["1-NN HOG"], ds.class_names,
+                               folder / "confusion_1nn_hog.png",
+                               title="1-NN on HOG features: confusion matrix (test set)")]
+    queries = _default_queries(len(ds.y_test))[:4]
+    out.append(_similar_figure(ds, hte, queries, 5, folder / "similar_hog.png",
+                               "HOG space, test set"))
+    return out
+
+
+def _default_queries(n):
+    q = [i for i in WORKSHOP_QUERIES if i < n]
+    return q if len(q) >= 3 else list(range(min(n, 4)))
+
+
+def _similar(ds, feats, queries, k):
+    """k most similar / dissimilar test images of each query, the query excluded."""
+    from .neighbors import NearestNeighborsIndex
+    n = len(feats)
+    if not 1 <= k <= n - 1:
+        raise UsageError(f"-k must be between 1 and {n - 1} (test images - 1), got {k}")
+    bad = [q for q in queries if not 0 <= q < n]
+    if bad:
+        raise UsageError(f"query index {bad[0]} out of range: the test set has {n} images")
+    index = NearestNeighborsIndex(feats)
+    Q = feats[np.asarray(queries)]
+    out = []
+    for farthest in (False, True):
+        d, i = index.kneighbors(Q, k + 1, farthest=farthest)
+        keep = i != np.asarray(queries)[:, None]
+        d2 = np.stack([d[r][keep[r]][:k] for r in range(len(queries))])
+        i2 = np.stack([i[r][keep[r]][:k] for r in range(len(queries))])
+        out.append((d2, i2))
+    return out
+
+
+def _similar_figure(ds, feats, queries, k, path, space):
+    from . import figures as fg
+    near, far = _similar(ds, feats, queries, k)
+    return fg.neighbors_grid(ds.x_test[queries], ds.y_test[queries], near, far, ds.x_test,
+                             ds.y_test, ds.class_names, path,
+                             title=f"{k} most similar | {k} most dissimilar ({space})")
+
+
+def run_similar(args):
+    from .feature import hog
+    ds = _load(args)
+    queries = args.query if args.query else _default_queries(len(ds.y_test))
+    if args.space == "hog":
+        feats = hog(ds.x_test, dtype=np.float32, **_hog_params(ds))
+    else:
+        feats = ds.x_test.reshape(len(ds.x_test), -1)
+    near, far = _similar(ds, feats, queries, args.k)
+    path = None
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        path = _similar_figure(ds, feats, queries, args.k, args.out,
+                               f"{args.space} space, test set")
+    res = []
+    for r, q in enumerate(queries):
+        res.append(dict(query=int(q), label=ds.class_names[ds.y_test[q]],
+                        similar=[dict(index=int(j), label=ds.class_names[ds.y_test[j]],
+                                      distance=float(d))
+                                 for d, j in zip(near[0][r], near[1][r])],
+                        dissimilar=[dict(index=int(j), label=ds.class_names[ds.y_test[j]],
+                                         distance=float(d))
+                                    for d, j in zip(far[0][r], far[1][r])]))
+    return dict(dataset=ds.name, space=args.space, k=args.k, queries=res,
+                figure=str(path) if path else None)
 
 
 def _print_table(res):
@@ -117,30 +278,80 @@ def _print_table(res):
         if ref and "ref_s" in r:
             line += f"{r['ref_s']:>9.2f}{r['speedup']:>8.1f}x{r['agreement']:>7.3f}"
         print(line)
+    for f in res.get("figures", []):
+        print(f"figure: {f}")
 
 
-def main(argv=None):
+def _print_similar(res):
+    print(f"dataset {res['dataset']}, {res['space']} space, k={res['k']} (test set)")
+    for q in res["queries"]:
+        near = ", ".join(f"{s['index']}:{s['label']}({s['distance']:.1f})" for s in q["similar"])
+        far = ", ".join(f"{s['index']}:{s['label']}({s['distance']:.1f})"
+                        for s in q["dissimilar"])
+        print(f"query {q['query']} ({q['label']})\n  similar:    {near}\n  dissimilar: {far}")
+    if res["figure"]:
+        print(f"figure: {res['figure']}")
+
+
+def _add_data_args(p):
+    p.add_argument("--data", default=None, help="digits (default), cifar10, or a PATH "
+                   "(batches folder, cifar-10-python.tar.gz, image tree or its .tar.gz)")
+    p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
+    p.add_argument("--test-size", type=int, default=None, help="use the first N test images")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser():
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     rp = sub.add_parser("report", help="the workshop's table (accuracy, macro F1, times)")
-    rp.add_argument("--data", default=None, help="digits (default), cifar10, or a PATH")
-    rp.add_argument("--reference", action="store_true", help="also run skimage + sklearn")
-    rp.add_argument("--train-size", type=int, default=None)
-    rp.add_argument("--test-size", type=int, default=None)
-    rp.add_argument("--json", default=None, help="write the results to FILE")
-    rp.add_argument("--quiet", action="store_true")
+    _add_data_args(rp)
+    rp.add_argument("--reference", action="store_true",
+                    help="also run skimage HOG + sklearn k-NN: speed-up and agreement")
+    rp.add_argument("--mlp", action="store_true", help="add MLP rows (sklearn MLPClassifier)")
+    rp.add_argument("--json", default=None, metavar="FILE", help="write the results to FILE")
+    rp.add_argument("--figures", default=None, metavar="DIR",
+                    help="write PNG figures (samples, HOG, confusion, similar) to DIR")
+    sp = sub.add_parser("similar", help="most similar and most dissimilar images of queries")
+    _add_data_args(sp)
+    sp.add_argument("--query", type=int, nargs="+", default=None,
+                    help="test-set indices (default: the workshop's 1 6159 100 200 1000 3268)")
+    sp.add_argument("-k", type=int, default=5, help="images per side (default 5)")
+    sp.add_argument("--space", choices=("hog", "raw"), default="hog")
+    sp.add_argument("--out", default="similar.png", help="PNG file (default similar.png)")
+    sp.add_argument("--json", default=None, metavar="FILE")
+    fp = sub.add_parser("fetch", help="download the official CIFAR-10 archive")
+    fp.add_argument("--data-home", default=None,
+                    help="folder (default $FASTNN_DATA or ~/.cache/fastnn/data)")
+    fp.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["report"] + argv
     args = parser.parse_args(argv)
-    if args.cmd is None:
-        args = parser.parse_args(["report"] + (argv or []))
     try:
-        res = run_report(args)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+        if args.cmd == "fetch":
+            from .datasets import default_data_home, fetch_cifar10
+            ds = fetch_cifar10(args.data_home, progress=_show_progress(args))
+            print(f"CIFAR-10: {len(ds.y_train)} train / {len(ds.y_test)} test images in "
+                  f"{default_data_home(args.data_home) / 'cifar-10-batches-py'}")
+            return 0
+        if args.cmd == "similar":
+            res = run_similar(args)
+            _print_similar(res)
+        else:
+            res = run_report(args)
+            _print_table(res)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+    except (OSError, ValueError, TypeError) as exc:
         print(f"fastnn: error: {exc}", file=sys.stderr)
         return 2
-    _print_table(res)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
     return 0
 
 

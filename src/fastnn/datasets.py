@@ -12,16 +12,24 @@ Decoded image archives are cached as ``.npz`` under ``~/.cache/fastnn`` (or
 takes a fraction of a second.
 """
 
+import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "load_cifar10", "load_digits_images", "default_cifar_path"]
+__all__ = ["Dataset", "load_cifar10", "fetch_cifar10", "load_digits_images",
+           "default_cifar_path", "CIFAR10_URL", "CIFAR10_SHA256"]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -41,8 +49,17 @@ class Dataset:
         return -1 if self.x_train.ndim == 4 else None
 
 
+def default_data_home(data_home=None):
+    """Where ``fetch_cifar10`` keeps its files: ``data_home``, else
+    ``$FASTNN_DATA``, else ``~/.cache/fastnn/data``."""
+    if data_home is None:
+        data_home = os.environ.get("FASTNN_DATA", Path.home() / ".cache" / "fastnn" / "data")
+    return Path(data_home).expanduser()
+
+
 def default_cifar_path():
-    """The shared CIFAR-10 archive next to the project, if present."""
+    """CIFAR-10 on this machine: the shared archive next to the project,
+    ``$FASTNN_CIFAR10``, or a copy fetched by ``fetch_cifar10``; else None."""
     here = Path(__file__).resolve()
     for parent in list(here.parents)[:6] + [Path.cwd()]:
         cand = parent.parent / "shared" / "data" / "cifar10-images.tar.gz"
@@ -51,6 +68,9 @@ def default_cifar_path():
     env = os.environ.get("FASTNN_CIFAR10")
     if env and Path(env).exists():
         return Path(env)
+    fetched = default_data_home() / "cifar-10-batches-py"
+    if (fetched / "batches.meta").is_file():
+        return fetched
     return None
 
 
@@ -186,6 +206,134 @@ def load_cifar10(path=None, *, progress=False, cache=True):
                  y_test=ds.y_test, class_names=np.array(ds.class_names))
         os.replace(tmp, key)
     return ds
+
+
+def _download(url, dest, sha256, progress, timeout):
+    """Stream ``url`` into a temporary file next to ``dest``, check its
+    sha256, then rename it into place; nothing is left behind on failure."""
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}")
+            try:
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+            if total is not None and out.tell() != total:
+                raise ValueError(f"download of {url} truncated: {out.tell()} of {total} bytes")
+        got = digest.hexdigest()
+        if sha256 is not None and got != sha256.lower():
+            raise ValueError(f"sha256 mismatch for {url}: expected {sha256}, got {got}")
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        import http.client
+        if isinstance(exc, http.client.HTTPException):
+            raise ValueError(f"download of {url} failed (truncated?): {exc!r}") from None
+        if isinstance(exc, OSError):
+            raise ConnectionError(f"download of {url} failed: {exc}") from None
+        raise
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_extract(archive, target_parent, member_root):
+    """Extract ``archive`` into a temporary folder and move ``member_root``
+    into ``target_parent``. Refuses absolute paths, ``..`` components, links
+    and special files before anything is written; cleans up on failure."""
+    tmpdir = Path(tempfile.mkdtemp(prefix=".extract-", dir=target_parent))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tf:
+                members = tf.getmembers()
+                for m in members:
+                    parts = Path(m.name).parts
+                    if m.name.startswith(("/", "\\")) or Path(m.name).is_absolute() \
+                            or ".." in parts:
+                        raise ValueError(f"unsafe path in archive {archive.name}: {m.name!r}")
+                    if not (m.isfile() or m.isdir()):
+                        raise ValueError(f"archive {archive.name} holds a link or special "
+                                         f"file: {m.name!r}")
+                tf.extractall(tmpdir, members=members, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise ValueError(f"corrupt or truncated archive {archive}: {exc}") from None
+        src = tmpdir / member_root
+        if not (src / "batches.meta").is_file():
+            raise ValueError(f"archive {archive.name} has no {member_root}/batches.meta")
+        dest = target_parent / member_root
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(src, dest)
+        return dest
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def fetch_cifar10(data_home=None, *, url=CIFAR10_URL, sha256=CIFAR10_SHA256,
+                  progress=False, timeout=60):
+    """Download the official CIFAR-10 python archive (once) and load it.
+
+    The archive is streamed into a temporary file, checked against
+    ``sha256`` and only then renamed into ``data_home``; it is extracted into
+    a temporary folder (absolute paths, ``..``, links and special files are
+    refused) and moved into place as ``cifar-10-batches-py``. A failed
+    download or extraction leaves no partial files.
+
+    Parameters
+    ----------
+    data_home : str or Path, optional
+        Folder for the archive and the extracted batches (default
+        ``$FASTNN_DATA`` or ``~/.cache/fastnn/data``).
+    url, sha256 : str
+        Source and its expected SHA-256 (the official archive by default;
+        ``sha256=None`` skips the check, e.g. for a trusted mirror).
+    progress : bool
+        Show a download progress bar.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ValueError
+        Checksum mismatch, truncated or corrupt archive, unsafe member paths.
+    """
+    home = default_data_home(data_home)
+    home.mkdir(parents=True, exist_ok=True)
+    batches = home / "cifar-10-batches-py"
+    if (batches / "batches.meta").is_file():
+        return load_cifar10(batches)
+    archive = home / "cifar-10-python.tar.gz"
+    if archive.is_file() and sha256 is not None and _sha256_file(archive) != sha256.lower():
+        archive.unlink()                 # a stale or damaged earlier download
+    if not archive.is_file():
+        _download(url, archive, sha256, progress, timeout)
+    _safe_extract(archive, home, "cifar-10-batches-py")
+    return load_cifar10(batches)
 
 
 def load_digits_images(test_size=0.25, random_state=0):
