@@ -53,6 +53,21 @@ def _weights_from_distances(dist, weights):
     return weights(dist)
 
 
+def vote_proba(dist, ind, y_encoded, n_classes, weights):
+    """Class probabilities from neighbours (sklearn's weighted vote,
+    normalised); ``y_encoded`` holds the training labels as 0..n_classes-1."""
+    w = _weights_from_distances(dist, weights)
+    if w is None:
+        w = np.ones_like(dist)
+    labels = y_encoded[ind]
+    proba = np.zeros((ind.shape[0], n_classes))
+    rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
+    np.add.at(proba, (rows, labels.ravel()), w.ravel())
+    normalizer = proba.sum(axis=1)[:, None]
+    normalizer[normalizer == 0.0] = 1.0
+    return proba / normalizer
+
+
 class _NeighborsBase(BaseEstimator):
     """Shared fit / kneighbors / kneighbors_graph."""
 
@@ -181,16 +196,7 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
             dist, ind = self.kneighbors(None)
         else:
             dist, ind = self.kneighbors(X)
-        w = _weights_from_distances(dist, weights)
-        if w is None:
-            w = np.ones_like(dist)
-        labels = self._y[ind]
-        proba = np.zeros((ind.shape[0], len(self.classes_)))
-        rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
-        np.add.at(proba, (rows, labels.ravel()), w.ravel())
-        normalizer = proba.sum(axis=1)[:, None]
-        normalizer[normalizer == 0.0] = 1.0
-        return proba / normalizer
+        return vote_proba(dist, ind, self._y, len(self.classes_), weights)
 
     def predict(self, X):
         """Majority (or weighted) vote; ties go to the smallest class label."""
