@@ -265,6 +265,9 @@ def _image_batch(X, image_shape, channel_axis):
     elif X.ndim == 2:
         raise ValueError("HOG needs images: pass an image stack (n, rows, cols[, channels]) "
                          "or set image_shape for flat rows")
+    if X.ndim not in (3, 4):
+        raise ValueError(f"HOG needs an image stack (n, rows, cols[, channels]) or flat rows "
+                         f"with image_shape; got an array of ndim={X.ndim}, shape {X.shape}")
     if channel_axis == "auto":
         channel_axis = -1 if X.ndim == 4 else None
     return X, channel_axis
@@ -318,11 +321,16 @@ class HOGTransformer(TransformerMixin, BaseEstimator):
         else:
             self._n_out = self._hog(Xb[:1]).shape[1]
         self.n_features_in_ = int(np.prod(Xb.shape[1:]))
+        self._image_shape_in = tuple(Xb.shape[1:])
         return self
 
     def transform(self, X):
         check_is_fitted(self, "_n_out")
-        return self._hog(X)
+        Xb, _ = _image_batch(X, self.image_shape, self.channel_axis)
+        if tuple(Xb.shape[1:]) != self._image_shape_in:
+            raise ValueError(f"images of shape {tuple(Xb.shape[1:])}, but this transformer "
+                             f"was fitted on images of shape {self._image_shape_in}")
+        return self._hog(Xb)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "_n_out")
@@ -367,7 +375,8 @@ class HOGKNN(ClassifierMixin, BaseEstimator):
                               self.image_shape, self.hog_dtype, self.n_jobs)
 
     def fit(self, X, y):
-        feats = self._transformer().fit(X).transform(X)
+        self.hog_ = self._transformer().fit(X)
+        feats = self.hog_.transform(X)
         self.knn_ = KNeighborsClassifier(self.n_neighbors, weights=self.weights,
                                          n_jobs=self.n_jobs, backend=self.backend)
         self.knn_.fit(feats, y)
@@ -375,7 +384,9 @@ class HOGKNN(ClassifierMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        return self._transformer().fit(X).transform(X)
+        """HOG features of ``X`` (images of the fitted shape)."""
+        check_is_fitted(self, "hog_")
+        return self.hog_.transform(X)
 
     def predict_proba(self, X):
         check_is_fitted(self, "knn_")

@@ -1,0 +1,31 @@
+"""End-to-end HOG + 1-NN on CIFAR-10 (50,000 / 10,000): fastnn HOGKNN vs
+skimage hog per image + sklearn KNeighborsClassifier, in one run.
+
+    pytest benchmarks/bench_hogknn.py --benchmark-only -p no:cacheprovider
+"""
+
+import numpy as np
+
+
+def test_fastnn_hogknn(benchmark, cifar):
+    from fastnn import HOGKNN
+    benchmark.group = "hogknn-cifar10"
+    HOGKNN(1).fit(cifar.x_train[:500], cifar.y_train[:500]).predict(cifar.x_test[:10])
+
+    def run():
+        return HOGKNN(1).fit(cifar.x_train, cifar.y_train).predict(cifar.x_test)
+    pred = benchmark.pedantic(run, rounds=1)
+    benchmark.extra_info["accuracy"] = float((pred == cifar.y_test).mean())
+
+
+def test_skimage_sklearn(benchmark, cifar):
+    from skimage.feature import hog
+    from sklearn.neighbors import KNeighborsClassifier
+    benchmark.group = "hogknn-cifar10"
+
+    def run():
+        f_tr = np.stack([hog(i, channel_axis=-1) for i in cifar.x_train])
+        f_te = np.stack([hog(i, channel_axis=-1) for i in cifar.x_test])
+        return KNeighborsClassifier(1).fit(f_tr, cifar.y_train).predict(f_te)
+    pred = benchmark.pedantic(run, rounds=1)
+    benchmark.extra_info["accuracy"] = float((pred == cifar.y_test).mean())
