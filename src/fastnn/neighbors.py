@@ -265,15 +265,20 @@ class NearestNeighborsIndex:
         if farthest:
             # faiss has no farthest search for L2; the brute backend serves it
             return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size, farthest)
-        if self._faiss is None:
-            index = faiss.IndexFlatL2(self.n_features)
-            index.add(np.ascontiguousarray(self.X, dtype=np.float32))
-            self._faiss = index
         kk = min(self.n_samples, k + 8)
+        # faiss.knn works on float32 arrays in place: float32 data is not
+        # copied (an IndexFlatL2 would hold a second copy); other dtypes keep
+        # one float32 copy (dropped from pickles)
+        if self.X.dtype == np.float32:
+            Xf = self.X
+        else:
+            if self._faiss is None:
+                self._faiss = self.X.astype(np.float32)
+            Xf = self._faiss
         prev = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(n_threads)
         try:
-            D, I = self._faiss.search(np.ascontiguousarray(Q, dtype=np.float32), kk)
+            D, I = faiss.knn(np.ascontiguousarray(Q, dtype=np.float32), Xf, kk)
         finally:
             faiss.omp_set_num_threads(prev)
         qn = _row_sqnorms(Q, is_int, n_threads)

@@ -207,11 +207,17 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
                           kd, ki, cb_d, cb_i)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
     """Keys ``|w1(x)|^2 - 2 w1(q).w1(x)`` of ``nb`` queries against all points
-    (tiles of points, four coordinates per sweep: loads and stores of the
-    accumulators dominate) and the ``n_seed`` smallest keys of each query."""
+    and the ``n_seed`` smallest keys of each query.
+
+    Register-blocked product: tiles of points, four queries times four
+    coordinates per sweep (loads and stores of the accumulators dominate
+    otherwise). Only contraction to FMA is allowed (``fastmath={"contract"}``):
+    the order of operations is fixed, so results are deterministic, and an
+    FMA rounds less than a multiply and an add, inside the same error bound.
+    """
     n = W1T.shape[1]
     m1p = W1T.shape[0]
     n_seed = sd.shape[1]
@@ -229,22 +235,55 @@ def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
             r1 = W1T[t + 1, j0:j0 + L]
             r2 = W1T[t + 2, j0:j0 + L]
             r3 = W1T[t + 3, j0:j0 + L]
-            for b in range(nb):
-                w0 = Wq[q0 + b, t]
-                w1 = Wq[q0 + b, t + 1]
-                w2 = Wq[q0 + b, t + 2]
-                w3 = Wq[q0 + b, t + 3]
-                kb = keys[b, j0:j0 + L]
+            b = 0
+            while b + 4 <= nb:
+                ka = keys[b, j0:j0 + L]
+                kc = keys[b + 1, j0:j0 + L]
+                ke = keys[b + 2, j0:j0 + L]
+                kg = keys[b + 3, j0:j0 + L]
+                a0 = Wq[q0 + b, t]
+                a1 = Wq[q0 + b, t + 1]
+                a2 = Wq[q0 + b, t + 2]
+                a3 = Wq[q0 + b, t + 3]
+                c0 = Wq[q0 + b + 1, t]
+                c1 = Wq[q0 + b + 1, t + 1]
+                c2 = Wq[q0 + b + 1, t + 2]
+                c3 = Wq[q0 + b + 1, t + 3]
+                e0 = Wq[q0 + b + 2, t]
+                e1 = Wq[q0 + b + 2, t + 1]
+                e2 = Wq[q0 + b + 2, t + 2]
+                e3 = Wq[q0 + b + 2, t + 3]
+                g0 = Wq[q0 + b + 3, t]
+                g1 = Wq[q0 + b + 3, t + 1]
+                g2 = Wq[q0 + b + 3, t + 2]
+                g3 = Wq[q0 + b + 3, t + 3]
                 for j in range(L):
-                    kb[j] += (w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])
+                    x0 = r0[j]
+                    x1 = r1[j]
+                    x2 = r2[j]
+                    x3 = r3[j]
+                    ka[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                    kc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+                    ke[j] += (e0 * x0 + e1 * x1) + (e2 * x2 + e3 * x3)
+                    kg[j] += (g0 * x0 + g1 * x1) + (g2 * x2 + g3 * x3)
+                b += 4
+            while b < nb:
+                ka = keys[b, j0:j0 + L]
+                a0 = Wq[q0 + b, t]
+                a1 = Wq[q0 + b, t + 1]
+                a2 = Wq[q0 + b, t + 2]
+                a3 = Wq[q0 + b, t + 3]
+                for j in range(L):
+                    ka[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j])
+                b += 1
             t += 4
         while t < m1p:
             r0 = W1T[t, j0:j0 + L]
             for b in range(nb):
-                w0 = Wq[q0 + b, t]
-                kb = keys[b, j0:j0 + L]
+                a0 = Wq[q0 + b, t]
+                ka = keys[b, j0:j0 + L]
                 for j in range(L):
-                    kb[j] += w0 * r0[j]
+                    ka[j] += a0 * r0[j]
             t += 1
         nxb = nx1[j0:j0 + L]
         for b in range(nb):
@@ -253,9 +292,12 @@ def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
                 kb[j] = nxb[j] - 2.0 * kb[j]
             c = sc[b]
             sdb = sd[b]
+            lim = sdb[n_seed - 1] if c == n_seed else np.inf
             for j in range(L):
-                if c < n_seed or kb[j] < sdb[n_seed - 1]:
+                if kb[j] < lim or c < n_seed:
                     c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
+                    if c == n_seed:
+                        lim = sdb[n_seed - 1]
             sc[b] = c
 
 
