@@ -51,3 +51,18 @@ def test_sklearn_kneighbors(benchmark, cifar, kind):
     benchmark.group = f"{kind}-k1"
     benchmark.pedantic(lambda: NearestNeighbors(n_neighbors=1, algorithm="brute")
                        .fit(X).kneighbors(Q), rounds=1)
+
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+@pytest.mark.parametrize("impl", ["fastnn", "sklearn"])
+def test_pairwise_10k(benchmark, cifar, kind, impl):
+    """pairwise_distances of the 10,000 test images (10,000 x 10,000)."""
+    from sklearn.metrics import pairwise_distances as sk_pd
+
+    from fastnn import pairwise_distances
+    _, Q = _features(cifar, kind)
+    benchmark.group = f"pairwise-10k-{kind}"
+    fn = pairwise_distances if impl == "fastnn" else sk_pd
+    fn(Q[:100])
+    out = benchmark.pedantic(lambda: fn(Q), rounds=1)
+    assert out.shape == (10000, 10000)

@@ -472,9 +472,7 @@ def kneighbors(X, Y, n_neighbors=1, *, metric="euclidean", return_distance=True,
                             farthest=farthest, chunk_size=chunk_size)
 
 
-def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
-                               chunk_size=None):
-    """Yield row blocks of the distance matrix (for matrices that do not fit)."""
+def _pairwise_setup(X, Y, metric, n_jobs):
     _check_metric(metric)
     X, x_int = check_data(X, "X")
     same = Y is None
@@ -483,22 +481,42 @@ def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
         raise ValueError(f"Incompatible dimension for X and Y matrices: X.shape[1] == "
                          f"{X.shape[1]} while Y.shape[1] == {Y.shape[1]}")
     out_dtype = np.float32 if (X.dtype == np.float32 and Y.dtype == np.float32) else np.float64
-    n_threads = resolve_n_jobs(n_jobs)
+    return X, x_int, Y, y_int, same, out_dtype, resolve_n_jobs(n_jobs)
+
+
+def _pairwise_blocks(X, x_int, Y, y_int, same, metric, n_threads, rows, out_fn):
+    """Compute row blocks of the distance matrix; ``out_fn(s, e)`` gives the
+    array the block [s, e) is written into."""
+    xn = _row_sqnorms(X, x_int, n_threads)
+    yn = xn if same else _row_sqnorms(Y, y_int, n_threads)
+    YfT = Y.astype(np.float64).T
+    G = np.empty((min(rows, X.shape[0]), Y.shape[0]), np.float64)
+    xbuf = np.empty((min(rows, X.shape[0]), X.shape[1]), np.float64)
+    for s in range(0, X.shape[0], rows):
+        e = min(X.shape[0], s + rows)
+        np.copyto(xbuf[:e - s], X[s:e], casting="unsafe")
+        np.matmul(xbuf[:e - s], YfT, out=G[:e - s])
+        out = out_fn(s, e)
+        run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                   G[:e - s], xn[s:e], yn, metric == "sqeuclidean", out)
+        if same:
+            idx = np.arange(s, e)
+            out[idx - s, idx] = 0.0
+        yield out
+
+
+def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
+                               chunk_size=None):
+    """Yield row blocks of the distance matrix (for matrices that do not fit).
+
+    Each block is a fresh array of ``chunk_size`` rows (default: about
+    128 MB of float64 per block).
+    """
+    X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
     rows = chunk_size or max(16, (128 << 20) // (8 * max(Y.shape[0], X.shape[1])))
     with limit_threads(n_threads):
-        xn = _row_sqnorms(X, x_int, n_threads)
-        yn = xn if same else _row_sqnorms(Y, y_int, n_threads)
-        Yf = Y.astype(np.float64)
-        for s in range(0, X.shape[0], rows):
-            e = min(X.shape[0], s + rows)
-            G = X[s:e].astype(np.float64) @ Yf.T
-            out = np.empty((e - s, Y.shape[0]), np.float64)
-            run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
-                       G, xn[s:e], yn, metric == "sqeuclidean", out)
-            if same:
-                idx = np.arange(s, e)
-                out[idx - s, idx] = 0.0
-            yield out.astype(out_dtype, copy=False)
+        yield from _pairwise_blocks(X, x_int, Y, y_int, same, metric, n_threads, rows,
+                                    lambda s, e: np.empty((e - s, Y.shape[0]), out_dtype))
 
 
 def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size=None):
@@ -506,7 +524,48 @@ def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size
 
     Same arithmetic as ``sklearn.metrics.pairwise_distances`` (float64
     ``|x|^2 - 2 x.y + |y|^2`` clamped at 0, zero diagonal when ``Y`` is None,
-    float32 result for float32 input): exact on integer data.
+    float32 result for float32 input): exact on integer data. The result is
+    written block by block into one preallocated array (no stacking copy).
     """
-    return np.vstack(list(pairwise_distances_chunked(X, Y, metric, n_jobs=n_jobs,
-                                                     chunk_size=chunk_size)))
+    X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
+    rows = chunk_size or max(16, (64 << 20) // (8 * max(Y.shape[0], X.shape[1])))
+    result = np.empty((X.shape[0], Y.shape[0]), out_dtype)
+    with limit_threads(n_threads):
+        if same and out_dtype == np.float64 and chunk_size is None:
+            # one symmetric BLAS product straight into the result (as sklearn)
+            xn = _row_sqnorms(X, x_int, n_threads)
+            Xf = X.astype(np.float64)
+            np.matmul(Xf, Xf.T, out=result)
+            run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                       result, xn, xn, metric == "sqeuclidean", result)
+            np.fill_diagonal(result, 0.0)
+        elif same:
+            _pairwise_symmetric(X, x_int, metric, n_threads, rows, result)
+        else:
+            for _ in _pairwise_blocks(X, x_int, Y, y_int, same, metric, n_threads, rows,
+                                      lambda s, e: result[s:e]):
+                pass
+    return result
+
+
+def _pairwise_symmetric(X, x_int, metric, n_threads, rows, result):
+    """D(X, X): each row block computes only the columns from its diagonal on
+    and mirrors them (half the products; the matrix is exactly symmetric, as
+    sklearn's, whose ``X @ X.T`` is a symmetric BLAS product)."""
+    n = X.shape[0]
+    xn = _row_sqnorms(X, x_int, n_threads)
+    Xf = X.astype(np.float64)
+    G = np.empty((min(rows, n), n), np.float64)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        g = G[:e - s, :n - s]
+        np.matmul(Xf[s:e], Xf[s:].T, out=g)
+        out = result[s:e, s:]
+        run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                   g, xn[s:e], xn[s:], metric == "sqeuclidean", out)
+        sq = out[:, :e - s]
+        iu = np.triu_indices(e - s, 1)
+        sq[iu[1], iu[0]] = sq[iu]              # the square: lower := upper
+        idx = np.arange(e - s)
+        sq[idx, idx] = 0.0
+        result[e:, s:e] = out[:, e - s:].T     # mirror the rest of the block
