@@ -104,6 +104,20 @@ def _tile_rows(n_features, budget_bytes=64 << 20):
     return max(64, min(8192, budget_bytes // (8 * max(1, n_features))))
 
 
+def _orthonormal_rows(V):
+    """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
+    made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
+    a Householder QR of the tall matrix; the second pass brings the
+    departure from orthonormality to ~1e-15)."""
+    from scipy.linalg import cholesky, solve_triangular
+
+    P = np.ascontiguousarray(V, dtype=np.float64)
+    for _ in range(2):
+        L = cholesky(P @ P.T, lower=True)
+        P = solve_triangular(L, P, lower=True)
+    return np.ascontiguousarray(P)
+
+
 class NearestNeighborsIndex:
     """Exact k-nearest-neighbour index over the rows of ``X``.
 
@@ -149,6 +163,8 @@ class NearestNeighborsIndex:
         with limit_threads(n_threads):
             self.xn = _row_sqnorms(self.X, self.is_int, n_threads)
         self.first_stage_components = None
+        self._mid_step = 32          # stage 2 checks m1 + 32 coordinates first
+        self._extra_seeds = 8        # seeds beyond k for the first threshold
         self._pca_cache = None
         self._proj = None
         self._faiss = None
@@ -352,17 +368,17 @@ class NearestNeighborsIndex:
         pca = self._pca()
         mu, Vt = pca["mu"], pca["Vt"]
         m = Vt.shape[0]
-        # exact orthonormality in float64 (the bound needs it, not PCA optimality)
-        P, _ = np.linalg.qr(Vt.astype(np.float64).T)
-        P = np.ascontiguousarray(P.T)                      # (m, d)
+        # exact orthonormality in float64 (the bound needs it, not PCA
+        # optimality): two Cholesky-QR passes on the nearly orthonormal rows
+        P = _orthonormal_rows(Vt)                          # (m, d)
         delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max())
         # a loose first stage (variance spread over many directions) needs more
         m1 = self.first_stage_components
         if m1 is None:
-            m1 = 32 if pca["resid"] <= _PRUNE_MAX_RESIDUAL else 64
+            m1 = 63 if pca["resid"] <= _PRUNE_MAX_RESIDUAL else 95   # m1 + 1: a multiple of 4
         m1 = min(m1, m)
         pr = dict(mu=mu, P=P, muP=P @ mu, mu_norm=float(np.sqrt(mu @ mu)), delta=delta,
-                  m=P.shape[0], m1=m1, mh=min(m, 2 * m1))
+                  m=P.shape[0], m1=m1, mh=min(m, m1 + self._mid_step))
         proj = self._project(self.X, self.xn, pr, n_threads)
         pr.update(Z=proj["Z"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
                   nx1=proj["nx1"], a1_max=float(proj["a1"].max()),
@@ -384,27 +400,32 @@ class NearestNeighborsIndex:
         P, mu, m1 = pr["P"], pr["mu"], pr["m1"]
         m, d = P.shape
         n = A.shape[0]
-        Z = np.empty((n, m), np.float64)
+        # one GEMM gives the projections and x.mu (mu as an extra column)
+        ZX = np.empty((n, m + 1), np.float64)
         tile = max(64, min(n, (32 << 20) // (8 * d)))
-        buf = np.empty((tile, d), np.float64)
-        PT = np.ascontiguousarray(P.T)
+        buf = np.empty((min(tile, n), d), np.float64)
+        PT = np.empty((d, m + 1), np.float64)
+        PT[:, :m] = P.T
+        PT[:, m] = mu
         for s in range(0, n, tile):
             e = min(n, s + tile)
             np.copyto(buf[:e - s], A[s:e], casting="unsafe")
-            np.matmul(buf[:e - s], PT, out=Z[s:e])
+            np.matmul(buf[:e - s], PT, out=ZX[s:e])
+        Z = ZX[:, :m]
         Z -= pr["muP"]
-        c2 = np.empty(n, np.float64)
-        run_kernel(_k.centered_sqnorms_parallel, _k.centered_sqnorms_serial, n_threads,
-                   A, mu, c2)
+        mu2 = pr["mu_norm"] ** 2
+        c2 = np.maximum(an - 2.0 * ZX[:, m] + mu2, 0.0)    # |x - mu|^2
         # --- error bounds (u: unit roundoff) ---------------------------------
         # Z: GEMM error <= sqrt(m) * gamma_d * (|x| + |mu|), plus the rounding of
         # the centring and the departure of P from exact orthonormality.
         cn = np.sqrt(c2)
+        xnorm = np.sqrt(an)
         zn = np.sqrt(np.einsum("ij,ij->i", Z, Z))
         dl = pr["delta"]
-        e_z = (np.sqrt(m) * (d + 4) * _U64 * 1.01 * (np.sqrt(an) + pr["mu_norm"])
+        e_z = (np.sqrt(m) * (d + 4) * _U64 * 1.01 * (xnorm + pr["mu_norm"])
                + 4 * _U64 * zn + m * dl * cn)
-        c2_err = (2 * d + m + 16) * _U64 * c2 + 4 * m * dl * c2
+        c2_err = ((2 * d + m + 16) * _U64 * 1.01 * (an + 2 * xnorm * pr["mu_norm"] + mu2)
+                  + 4 * m * dl * c2)
 
         def residual(cut):
             zz2 = np.einsum("ij,ij->i", Z[:, :cut], Z[:, :cut])
@@ -442,7 +463,7 @@ class NearestNeighborsIndex:
         lim1_add = pq["E1"] + pr["E1_max"]
         lim1_pad = slack1 - aq * aq
         pad2 = pq["E"] + pr["E_max"]
-        n_seed = min(self.n_samples, k + 8)
+        n_seed = min(self.n_samples, k + self._extra_seeds)
         acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
                      and self.n_features * 255 ** 2 < 2 ** 31)
         n_exact = np.empty(Q.shape[0], np.int64)

@@ -435,17 +435,5 @@ def _row_sqnorms_py(X, is_int, out):
             out[j] = s
 
 
-def _centered_sqnorms_py(X, mu, out):
-    for j in prange(X.shape[0]):
-        s = 0.0
-        for t in range(X.shape[1]):
-            v = np.float64(X[j, t]) - mu[t]
-            s += v * v
-        out[j] = s
-
-
-centered_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_centered_sqnorms_py)
-centered_sqnorms_serial = njit(cache=True, nogil=True)(_centered_sqnorms_py)
-
 row_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_row_sqnorms_py)
 row_sqnorms_serial = njit(cache=True, nogil=True)(_row_sqnorms_py)
