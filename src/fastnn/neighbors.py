@@ -322,14 +322,30 @@ class NearestNeighborsIndex:
         make its bounds tight, else faiss (or brute force without faiss)."""
         if farthest or self.n_samples < 512 or self.n_features < 16 or k > 64:
             return "brute"
-        pca = self._pca()
-        if pca["resid"] <= _PRUNE_MAX_RESIDUAL:
+        if self._spectrum_residual() <= _PRUNE_MAX_RESIDUAL:
             return "pruned"
         try:
             import faiss  # noqa: F401
         except ImportError:  # pragma: no cover - faiss-cpu is a dependency
             return "brute"
         return "faiss"
+
+    def _spectrum_residual(self):
+        """Share of variance outside the first 32 principal directions,
+        estimated cheaply from the Gram matrix of 512 sampled rows (cached)."""
+        if self._pca_cache is not None:
+            return self._pca_cache["resid"]
+        if getattr(self, "_resid_estimate", None) is None:
+            n = self.n_samples
+            rs = np.random.RandomState(self.random_state)
+            rows = np.sort(rs.choice(n, min(n, 512), replace=False))
+            S = self.X[rows].astype(np.float64)
+            S -= S.mean(axis=0)
+            ev = np.linalg.eigvalsh(S @ S.T)[::-1]
+            total = float(ev.sum())
+            self._resid_estimate = (max(0.0, 1.0 - float(ev[:32].sum()) / total)
+                                    if total > 0 else 0.0)
+        return self._resid_estimate
 
     def _pca(self):
         """Principal directions of a sample of the index (cached).

@@ -158,6 +158,25 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 # --------------------------------------------------------------------------
 _QBLOCK = 8        # queries sharing one pass over the first-stage index
 _JBLOCK = 1024     # index points per first-stage tile (accumulators stay in L1)
+_SUB = 64          # keys per vectorised pre-test in the scalar scans
+
+
+@njit(cache=True, nogil=True)
+def _f32_above(x):
+    """The smallest float32 >= x (so ``key < x`` implies ``key < result``)."""
+    f = np.float32(x)
+    if np.float64(f) < x:
+        f = np.nextafter(f, np.float32(np.inf))
+    return f
+
+
+@njit(cache=True, nogil=True)
+def _count_below(keys, start, stop, lim):
+    """How many ``keys[start:stop] < lim`` (a vectorisable count)."""
+    cnt = 0
+    for j in range(start, stop):
+        cnt += keys[j] < lim
+    return cnt
 
 
 def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq, r, mh,
@@ -293,11 +312,15 @@ def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
             c = sc[b]
             sdb = sd[b]
             lim = sdb[n_seed - 1] if c == n_seed else np.inf
-            for j in range(L):
-                if kb[j] < lim or c < n_seed:
-                    c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
-                    if c == n_seed:
-                        lim = sdb[n_seed - 1]
+            for u0 in range(0, L, _SUB):
+                u1 = min(L, u0 + _SUB)
+                if c == n_seed and _count_below(kb, u0, u1, _f32_above(lim)) == 0:
+                    continue          # vectorised test: nothing here beats the seeds
+                for j in range(u0, u1):
+                    if kb[j] < lim or c < n_seed:
+                        c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
+                        if c == n_seed:
+                            lim = sdb[n_seed - 1]
             sc[b] = c
 
 
@@ -352,31 +375,41 @@ def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, m
         lim2 = s2 * s2 * (1.0 + 1e-12)
         # ---- stage 2 on the points the first bound cannot exclude
         nc = 0
-        for j in range(n):
-            if kb[j] > lim1:
-                continue
-            seed = False
-            for t in range(sc[b]):
-                if si[b, t] == j:
-                    seed = True
-                    break
-            if seed:
-                continue
-            zx = Z[j]
-            part = _sq_l2_part(zq, zx, 0, mh)
-            dr = rq[i, 0] - r[j, 0]
-            acc = part + dr * dr
-            if acc > limm:
-                continue
-            if mh < m:
-                part += _sq_l2_part(zq, zx, mh, m)
-                dr = rq[i, 1] - r[j, 1]
-                acc = part + dr * dr
-                if acc > lim2:
+        # float32 keys: key <= lim1  <=>  key < up, with up the float32 just
+        # above the largest float32 <= lim1 (so the pre-test is exact)
+        f = np.float32(lim1)
+        if np.float64(f) > lim1:
+            f = np.nextafter(f, np.float32(-np.inf))
+        up = np.nextafter(f, np.float32(np.inf))
+        for u0 in range(0, n, _SUB):
+            u1 = min(n, u0 + _SUB)
+            if _count_below(kb, u0, u1, up) == 0:
+                continue                  # vectorised test: the whole sub-block is out
+            for j in range(u0, u1):
+                if kb[j] > lim1:
                     continue
-            cb_d[nc] = acc
-            cb_i[nc] = j
-            nc += 1
+                seed = False
+                for t in range(sc[b]):
+                    if si[b, t] == j:
+                        seed = True
+                        break
+                if seed:
+                    continue
+                zx = Z[j]
+                part = _sq_l2_part(zq, zx, 0, mh)
+                dr = rq[i, 0] - r[j, 0]
+                acc = part + dr * dr
+                if acc > limm:
+                    continue
+                if mh < m:
+                    part += _sq_l2_part(zq, zx, mh, m)
+                    dr = rq[i, 1] - r[j, 1]
+                    acc = part + dr * dr
+                    if acc > lim2:
+                        continue
+                cb_d[nc] = acc
+                cb_i[nc] = j
+                nc += 1
         # ---- stage 3: exact distances in increasing bound order
         order = np.argsort(cb_d[:nc])
         for t in range(nc):
