@@ -140,3 +140,23 @@ def test_hogknn_cifar_subset_equals_reference(cifar):
     ref = SkKNN(1).fit(Ftr, ytr).predict(Fte)
     ours = HOGKNN(1).fit(xtr, ytr).predict(xte)
     assert (ours == ref).mean() >= 0.999
+
+
+def test_hog_transformer_set_output_pandas(rng):
+    """set_output(transform='pandas'): a DataFrame with the hog feature names,
+    from image stacks or from a DataFrame of flat rows (image_shape)."""
+    pd = pytest.importorskip("pandas")
+    from skimage.feature import hog as sk_hog
+    imgs = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    t = HOGTransformer().set_output(transform="pandas")
+    df = t.fit_transform(imgs)
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == list(t.get_feature_names_out())
+    np.testing.assert_allclose(df.to_numpy(),
+                               np.stack([sk_hog(i, channel_axis=-1) for i in imgs]),
+                               rtol=1e-6, atol=1e-7)
+    flat = pd.DataFrame(imgs.reshape(5, -1))
+    t2 = HOGTransformer(image_shape=(32, 32, 3)).set_output(transform="pandas")
+    np.testing.assert_array_equal(t2.fit_transform(flat).to_numpy(), df.to_numpy())
+    # and back to numpy
+    assert isinstance(t.set_output(transform="default").transform(imgs), np.ndarray)
