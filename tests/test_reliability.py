@@ -236,3 +236,31 @@ def test_eight_threads_share_estimators():
     assert len(results) == 24
     for kind, out in results:
         np.testing.assert_array_equal(out, expected[kind])
+
+
+@given(rows=st.integers(0, 40), cols=st.integers(0, 40), n=st.integers(0, 3),
+       channels=st.sampled_from([None, 1, 3]),
+       dtype=st.sampled_from([np.uint8, np.int32, np.float32, np.float64, np.bool_,
+                              np.complex64]),
+       ppc=st.integers(1, 9), cpb=st.integers(1, 4),
+       norm=st.sampled_from(["L1", "L1-sqrt", "L2", "L2-Hys", "L3"]),
+       seed=st.integers(0, 2 ** 16))
+def test_fuzz_hog(rows, cols, n, channels, dtype, ppc, cpb, norm, seed):
+    """Random batches and parameters: skimage's answer per image, or a
+    ValueError/TypeError when the input or the parameters are invalid."""
+    from skimage.feature import hog as sk_hog
+    rng = np.random.default_rng(seed)
+    shape = (n, rows, cols) + ((channels,) if channels else ())
+    imgs = rng.integers(0, 256, shape).astype(dtype)
+    kw = dict(pixels_per_cell=(ppc, ppc), cells_per_block=(cpb, cpb), block_norm=norm,
+              channel_axis=-1 if channels else None)
+    try:
+        out = hog(imgs, **kw)
+    except (ValueError, TypeError):
+        ok_dtype = np.dtype(dtype).kind in "uif"
+        fits = rows // ppc >= cpb and cols // ppc >= cpb
+        assert not (ok_dtype and fits and n > 0 and norm != "L3"), "a valid call raised"
+        return
+    assert n > 0 and np.dtype(dtype).kind in "uif" and norm != "L3"
+    for t in range(n):
+        np.testing.assert_allclose(out[t], sk_hog(imgs[t], **kw), rtol=1e-6, atol=1e-7)
