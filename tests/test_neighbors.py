@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from sklearn.metrics import pairwise_distances as sk_pd
 from sklearn.neighbors import NearestNeighbors
 
@@ -137,3 +137,31 @@ def test_pairwise_symmetric_blocks(rng):
     assert D.dtype == np.float32
     np.testing.assert_array_equal(D, D.T)
     np.testing.assert_allclose(D, pairwise_distances(Xf, Xf.copy()), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=40)
+@given(exp=st.sampled_from([-150, -60, -30, -10, 0, 10, 30, 60, 120]),
+       seed=st.integers(0, 2 ** 16), k=st.integers(1, 5),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_pruned_is_scale_invariant(exp, seed, k, dtype):
+    """Tiny and huge magnitudes: the pruned backend's float32 stages are
+    rescaled by a power of two, so they neither overflow nor underflow and
+    the answer stays the exact one (brute force, same data)."""
+    if dtype == np.float32 and abs(exp) > 30:
+        exp = 30 if exp > 0 else -30
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(600, 24)) * 2.0 ** exp).astype(dtype)
+    X[100:120] = X[:20]                                     # exact ties
+    Q = np.vstack([X[:5], (rng.normal(size=(40, 24)) * 2.0 ** exp).astype(dtype)])
+    index = NearestNeighborsIndex(X)
+    d1, i1 = index.kneighbors(Q, k, backend="pruned")
+    d2, i2 = index.kneighbors(Q, k, backend="brute")
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+
+
+def test_float64_beyond_1e150_is_refused():
+    X = np.ones((10, 3))
+    X[2, 1] = 1e200
+    with pytest.raises(ValueError, match="1e150"):
+        kneighbors(X, X, 1)

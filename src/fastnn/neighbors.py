@@ -75,6 +75,10 @@ def check_data(X, name="X", allow_empty=False):
                 is_int = False
     elif X.size and not np.isfinite(X).all():
         raise ValueError(f"{name} contains NaN or infinity")
+    elif X.size and X.dtype == np.float64 and max(X.max(), -X.min()) > 1e150:
+        # squared distances would overflow float64 (float32 data cannot)
+        raise ValueError(f"{name} has values beyond 1e150 in magnitude: squared distances "
+                         "would overflow float64; rescale the data")
     return np.ascontiguousarray(X), is_int
 
 
@@ -395,6 +399,10 @@ class NearestNeighborsIndex:
         m1 = min(m1, m)
         pr = dict(mu=mu, P=P, muP=P @ mu, mu_norm=float(np.sqrt(mu @ mu)), delta=delta,
                   m=P.shape[0], m1=m1, mh=min(m, m1 + self._mid_step))
+        # power-of-two scale from the largest centred norm (x - mu bounded by
+        # |x| + |mu|, known before projecting)
+        big = float(np.sqrt(self.xn.max())) + pr["mu_norm"]
+        pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, self.xn, pr, n_threads)
         pr.update(Z=proj["Z"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
                   nx1=proj["nx1"], a1_max=float(proj["a1"].max()),
@@ -460,17 +468,26 @@ class NearestNeighborsIndex:
         r[:, 0], E[:, 0] = residual(mh)
         r[:, 1], E[:, 1] = residual(m)
         r1, E1 = residual(m1)
+        # everything stored is multiplied by a power of two (exact) that
+        # brings the largest index vector near norm 1: float32 neither
+        # overflows nor underflows (a 1e-37 absolute term covers subnormals)
+        sc = pr["scale"]
+        tiny = 1e-37 * np.sqrt(m + 1)
         W1 = np.empty((n, m1 + 1), np.float32)
-        W1[:, :m1] = Z[:, :m1]
-        W1[:, m1] = r1
+        W1[:, :m1] = Z[:, :m1] * sc
+        W1[:, m1] = r1 * sc
         a1 = np.sqrt(np.einsum("ij,ij->i", W1.astype(np.float64), W1.astype(np.float64)))
-        return dict(Z=Z.astype(np.float32), r=r, E=E, W1=W1, a1=a1,
-                    nx1=(a1 * a1).astype(np.float32), E1=E1)
+        return dict(Z=(Z * sc).astype(np.float32), r=r * sc, E=E * sc + tiny,
+                    W1=W1, a1=a1, cmax=float(np.sqrt(c2.max())) if n else 0.0,
+                    nx1=(a1 * a1).astype(np.float32), E1=E1 * sc + tiny)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         pr = self._projection(n_threads)
         qn = _row_sqnorms(Q, is_int, n_threads)
         pq = self._project(Q, qn, pr, n_threads)
+        if pq["cmax"] * pr["scale"] > 2.0 ** 100:
+            # queries far larger than the index: float32 keys could overflow
+            return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size)
         m1p = pr["m1"] + 1
         aq = pq["a1"]
         # stage 1 margin: float32 products of m1+1 terms, float32 rounding of
@@ -489,7 +506,8 @@ class NearestNeighborsIndex:
             run_kernel(_k.pruned_parallel, _k.pruned_serial, n_threads,
                        Q[s:e], self.X, is_int, acc32, pq["W1"][s:e], pr["W1T"], pr["nx1"],
                        lim1_add[s:e], lim1_pad[s:e], pq["Z"][s:e], pr["Z"], pq["r"][s:e],
-                       pr["r"], pr["mh"], pad2[s:e], k, n_seed, dist[s:e], ind[s:e], n_exact[s:e])
+                       pr["r"], pr["mh"], pad2[s:e], pr["scale"], k, n_seed, dist[s:e],
+                       ind[s:e], n_exact[s:e])
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": pr["m1"],
                        "exact_per_query_mean": float(n_exact.mean()),

@@ -180,7 +180,7 @@ def _count_below(keys, start, stop, lim):
 
 
 def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq, r, mh,
-               pad2, k, n_seed, kd_out, ki_out, n_exact):
+               pad2, scale, k, n_seed, kd_out, ki_out, n_exact):
     """Exact k-NN of the queries ``Q`` among ``X`` with a cascade of bounds.
 
     Stage 1 (all points, float32): ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)``
@@ -199,9 +199,11 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
     so the answer is the exact top-k by (distance, index).
 
     ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
-    ``key > (sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2 skips when
-    ``lb2 > (sqrt(thr) + pad2[i, s])**2`` (``s`` = 0, 1 for the two steps;
-    all margins precomputed).
+    ``key > (scale * sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2
+    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2`` (``s`` = 0, 1 for
+    the two steps; all margins precomputed). ``scale`` is the power of two
+    the projected data were multiplied by (keeps float32 values near 1: no
+    overflow, no underflow); exact distances ``thr`` are unscaled.
     """
     nq = Q.shape[0]
     n = X.shape[0]
@@ -222,7 +224,7 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
             nb = min(nq, q0 + _QBLOCK) - q0
             _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc)
             _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
-                          lim1_add, lim1_pad, pad2, k, kd_out, ki_out, n_exact,
+                          lim1_add, lim1_pad, pad2, scale, k, kd_out, ki_out, n_exact,
                           kd, ki, cb_d, cb_i)
 
 
@@ -353,7 +355,8 @@ def _sq_l2_part(a, b, start, stop):
 
 @njit(cache=True, nogil=True)
 def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
-                  lim1_add, lim1_pad, pad2, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i):
+                  lim1_add, lim1_pad, pad2, scale, k, kd_out, ki_out, n_exact,
+                  kd, ki, cb_d, cb_i):
     n = X.shape[0]
     m = Z.shape[1]
     for b in range(nb):
@@ -367,11 +370,11 @@ def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, m
             c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
         cnt = sc[b]
         thr = kd[k - 1]
-        st = math.sqrt(thr) + lim1_add[i]
+        st = math.sqrt(thr) * scale + lim1_add[i]
         lim1 = st * st * (1.0 + 1e-12) + lim1_pad[i]
-        sm = math.sqrt(thr) + pad2[i, 0]
+        sm = math.sqrt(thr) * scale + pad2[i, 0]
         limm = sm * sm * (1.0 + 1e-12)
-        s2 = math.sqrt(thr) + pad2[i, 1]
+        s2 = math.sqrt(thr) * scale + pad2[i, 1]
         lim2 = s2 * s2 * (1.0 + 1e-12)
         # ---- stage 2 on the points the first bound cannot exclude
         nc = 0
@@ -421,7 +424,7 @@ def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, m
             cnt += 1
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
-                s2 = math.sqrt(thr) + pad2[i, 1]
+                s2 = math.sqrt(thr) * scale + pad2[i, 1]
                 lim2 = s2 * s2 * (1.0 + 1e-12)
         n_exact[i] = cnt
         for t in range(k):
