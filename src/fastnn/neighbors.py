@@ -285,6 +285,10 @@ class NearestNeighborsIndex:
         if farthest:
             # faiss has no farthest search for L2; the brute backend serves it
             return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size, farthest)
+        qn = _row_sqnorms(Q, is_int, n_threads)
+        if max(self.xn.max(), qn.max()) > 1e30:
+            # float32 would overflow (inf distances cannot prove anything)
+            return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size)
         kk = min(self.n_samples, k + 8)
         # faiss.knn works on float32 arrays in place: float32 data is not
         # copied (an IndexFlatL2 would hold a second copy); other dtypes keep
@@ -301,7 +305,6 @@ class NearestNeighborsIndex:
             D, I = faiss.knn(np.ascontiguousarray(Q, dtype=np.float32), Xf, kk)
         finally:
             faiss.omp_set_num_threads(prev)
-        qn = _row_sqnorms(Q, is_int, n_threads)
         # float32 distances: error bounded relative to the norms (float32
         # rounding of the data is exact for |ints| < 2**24, else bounded too)
         err = (4.0 * self.n_features + 16.0) * _U32
