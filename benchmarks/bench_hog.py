@@ -7,7 +7,6 @@ Ratios are printed at the end (``--benchmark-group-by=group``).
 
 import time
 
-import numpy as np
 import pytest
 
 from fastnn import hog

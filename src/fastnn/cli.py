@@ -199,7 +199,8 @@ def _report_figures(folder, ds, hk, htr, hte, preds):
                                folder / "confusion_1nn_hog.png",
                                title="1-NN on HOG features: confusion matrix (test set)")]
     queries = _default_queries(len(ds.y_test))[:4]
-    out.append(_similar_figure(ds, hte, queries, 5, folder / "similar_hog.png",
+    near, far = _similar(hte, queries, 5)
+    out.append(_similar_figure(ds, queries, near, far, folder / "similar_hog.png",
                                "HOG space, test set"))
     return out
 
@@ -209,7 +210,7 @@ def _default_queries(n):
     return q if len(q) >= 3 else list(range(min(n, 4)))
 
 
-def _similar(ds, feats, queries, k):
+def _similar(feats, queries, k):
     """k most similar / dissimilar test images of each query, the query excluded."""
     from .neighbors import NearestNeighborsIndex
     n = len(feats)
@@ -230,9 +231,9 @@ def _similar(ds, feats, queries, k):
     return out
 
 
-def _similar_figure(ds, feats, queries, k, path, space):
+def _similar_figure(ds, queries, near, far, path, space):
     from . import figures as fg
-    near, far = _similar(ds, feats, queries, k)
+    k = near[1].shape[1]
     return fg.neighbors_grid(ds.x_test[queries], ds.y_test[queries], near, far, ds.x_test,
                              ds.y_test, ds.class_names, path,
                              title=f"{k} most similar | {k} most dissimilar ({space})")
@@ -246,11 +247,11 @@ def run_similar(args):
         feats = hog(ds.x_test, dtype=np.float32, **_hog_params(ds))
     else:
         feats = ds.x_test.reshape(len(ds.x_test), -1)
-    near, far = _similar(ds, feats, queries, args.k)
+    near, far = _similar(feats, queries, args.k)
     path = None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        path = _similar_figure(ds, feats, queries, args.k, args.out,
+        path = _similar_figure(ds, queries, near, far, args.out,
                                f"{args.space} space, test set")
     res = []
     for r, q in enumerate(queries):

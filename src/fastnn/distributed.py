@@ -133,7 +133,8 @@ class ShardedIndex:
         if metric not in METRICS:
             raise ValueError(f"metric={metric!r} is not supported; expected one of {METRICS}")
         if not isinstance(X, da.Array):
-            X = da.from_array(check_data(X, "X")[0], chunks=(max(1, len(X) // 2 or 1), -1))
+            X = check_data(X, "X")[0]
+            X = da.from_array(X, chunks=(max(1, len(X) // 2), -1))   # two shards
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n_samples, n_features), got ndim={X.ndim}")
         if any(np.isnan(c) for c in X.chunks[0]):

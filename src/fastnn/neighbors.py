@@ -170,6 +170,7 @@ class NearestNeighborsIndex:
         self._mid_step = 32          # stage 2 checks m1 + 32 coordinates first
         self._extra_seeds = 8        # seeds beyond k for the first threshold
         self._pca_cache = None
+        self._resid_estimate = None
         self._proj = None
         self._faiss = None
         self.stats_ = {}
@@ -342,7 +343,7 @@ class NearestNeighborsIndex:
         estimated cheaply from the Gram matrix of 512 sampled rows (cached)."""
         if self._pca_cache is not None:
             return self._pca_cache["resid"]
-        if getattr(self, "_resid_estimate", None) is None:
+        if self._resid_estimate is None:
             n = self.n_samples
             rs = np.random.RandomState(self.random_state)
             rows = np.sort(rs.choice(n, min(n, 512), replace=False))
