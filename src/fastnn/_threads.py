@@ -63,3 +63,28 @@ def run_kernel(parallel_fn, serial_fn, n_threads, *args):
         finally:
             _parallel_lock.release()
     return serial_fn(*args)
+
+
+def map_threads(fn, items, n_threads):
+    """Call ``fn(part)`` on ``n_threads`` round-robin parts of ``items``,
+    one Python thread each, BLAS held to one thread per call.
+
+    For loops that alternate BLAS calls with serial (``nogil``) numba
+    kernels: BLAS' own threads keep spinning after a call and slow a numba
+    parallel region that follows, one thread per part avoids both pools.
+    ``fn`` must write disjoint outputs per item (then the answer does not
+    depend on the thread count).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    parts = [p for p in (items[i::n_threads] for i in range(max(1, n_threads))) if len(p)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        if len(parts) <= 1:
+            for p in parts:
+                fn(p)
+            return
+        with ThreadPoolExecutor(len(parts)) as ex:
+            for f in [ex.submit(fn, p) for p in parts]:
+                f.result()

@@ -29,7 +29,7 @@ import numbers
 
 import numpy as np
 
-from ._threads import limit_threads, resolve_n_jobs, run_kernel
+from ._threads import limit_threads, map_threads, resolve_n_jobs, run_kernel
 from .kernels import distances as _k
 
 __all__ = ["NearestNeighborsIndex", "kneighbors", "pairwise_distances",
@@ -390,7 +390,7 @@ class NearestNeighborsIndex:
         if self._proj is not None:
             return self._proj
         pca = self._pca()
-        mu, Vt = pca["mu"], pca["Vt"]
+        Vt = pca["Vt"]
         m = Vt.shape[0]
         # exact orthonormality in float64 (the bound needs it, not PCA
         # optimality): two Cholesky-QR passes on the nearly orthonormal rows
@@ -401,59 +401,70 @@ class NearestNeighborsIndex:
         if m1 is None:
             m1 = 63 if pca["resid"] <= _PRUNE_MAX_RESIDUAL else 95   # m1 + 1: a multiple of 4
         m1 = min(m1, m)
-        pr = dict(mu=mu, P=P, muP=P @ mu, mu_norm=float(np.sqrt(mu @ mu)), delta=delta,
-                  m=P.shape[0], m1=m1, mh=min(m, m1 + self._mid_step))
-        # power-of-two scale from the largest centred norm (x - mu bounded by
-        # |x| + |mu|, known before projecting)
-        big = float(np.sqrt(self.xn.max())) + pr["mu_norm"]
+        # the centre: the sample mean, rounded to integers for integer data
+        # (then x - c is exact in float32 and |x - c|^2 exact in int64)
+        c = np.rint(pca["mu"]) if self.is_int else pca["mu"].astype(np.float32).astype(np.float64)
+        pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
+                  m=m, m1=m1, mh=min(m, m1 + self._mid_step))
+        # a power of two brings the largest centred index vector near norm 1
+        # (|x - c| <= |x| + |c|): float32 values neither overflow nor underflow
+        big = float(np.sqrt(self.xn.max()) + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
-        proj = self._project(self.X, self.xn, pr, n_threads)
-        pr.update(Z=proj["Z"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
+        proj = self._project(self.X, pr, n_threads)
+        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
                   nx1=proj["nx1"], a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
         self._proj = pr
         return pr
 
-    def _project(self, A, an, pr, n_threads):
-        """Project rows of ``A`` (squared norms ``an``) with proven error bounds.
+    def _project(self, A, pr, n_threads):
+        """Project rows of ``A`` with proven error bounds (``None`` when the
+        rows are too large for the index's float32 scale).
 
-        Returns the float32 projections ``Z``; the residual norms ``r``
-        beyond the first ``mh`` and beyond all ``m`` coordinates and the error
-        bounds ``E`` of the vectors ``(Z[:mh], r[:, 0])`` and ``(Z, r[:, 1])``
-        (distance between the stored and the exact vector); the float32
-        first-stage vectors ``W1`` (first ``m1`` coordinates plus their
-        residual norm), their norms ``a1``, ``nx1 = float32(a1**2)`` and
-        their error bound ``E1``.
+        ``v = (a - c) * scale`` (exact for integers: ``c`` is then integer and
+        ``scale`` a power of two) times the directions, one float64 GEMM per
+        row tile, tiles spread over threads. Per coordinate the error is at
+        most ``(d + 3) u (1 + delta) |v|`` (GEMM of d terms, rounding of ``v``;
+        Cauchy-Schwarz with ``|P_t| <= 1 + delta``).
+
+        Returns, all multiplied by ``scale``: the float32 coordinates ``Z2``
+        on the directions ``m1 ..`` (``W1`` holds the first ``m1``); the
+        residual norms ``r`` beyond the first ``mh`` and beyond all ``m``
+        coordinates and the error bounds ``E`` of the vectors
+        ``(Z[:mh], r[:, 0])`` and ``(Z, r[:, 1])`` (distance between the stored
+        and the exact vector); the float32 first-stage vectors ``W1`` (first
+        ``m1`` coordinates plus their residual norm), their norms ``a1``,
+        ``nx1 = float32(a1**2)`` and their error bound ``E1``.
         """
-        P, mu, m1 = pr["P"], pr["mu"], pr["m1"]
-        m, d = P.shape
+        PT, m1, sc = pr["PT"], pr["m1"], pr["scale"]
+        d, m = PT.shape
         n = A.shape[0]
-        # one GEMM gives the projections and x.mu (mu as an extra column)
-        ZX = np.empty((n, m + 1), np.float64)
-        tile = max(64, min(n, (32 << 20) // (8 * d)))
-        buf = np.empty((min(tile, n), d), np.float64)
-        PT = np.empty((d, m + 1), np.float64)
-        PT[:, :m] = P.T
-        PT[:, m] = mu
-        for s in range(0, n, tile):
-            e = min(n, s + tile)
-            np.copyto(buf[:e - s], A[s:e], casting="unsafe")
-            np.matmul(buf[:e - s], PT, out=ZX[s:e])
-        Z = ZX[:, :m]
-        Z -= pr["muP"]
-        mu2 = pr["mu_norm"] ** 2
-        c2 = np.maximum(an - 2.0 * ZX[:, m] + mu2, 0.0)    # |x - mu|^2
-        # --- error bounds (u: unit roundoff) ---------------------------------
-        # Z: GEMM error <= sqrt(m) * gamma_d * (|x| + |mu|), plus the rounding of
-        # the centring and the departure of P from exact orthonormality.
-        cn = np.sqrt(c2)
-        xnorm = np.sqrt(an)
-        zn = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+        exact = bool(self.is_int and A.dtype.kind in "ui")
+        c2 = np.empty(n, np.float64)
+        Z = np.empty((n, m), np.float64)
+        rows = max(16, min(n, (4 << 20) // (8 * d)))
+
+        def work(starts):
+            buf = np.empty((rows, d), np.float64)
+            for s in starts:
+                e = min(n, s + rows)
+                _k.centred_sqnorms_serial(A[s:e], pr["c"], exact, c2[s:e])
+                _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
+                np.matmul(buf[:e - s], PT, out=Z[s:e])
+
+        map_threads(work, list(range(0, n, rows)), n_threads)
+        cn = np.sqrt(c2) * sc                              # |v|, scaled
+        if n and not cn.max() <= 2.0 ** 100:
+            return None                 # float32 may have overflowed: unusable
+        c2 = c2 * (sc * sc)
+        # --- error bounds (u: unit roundoff), scaled units -------------------
+        # per coordinate (see above), then the departure of P from exact
+        # orthonormality (m * delta * |v|) and the float64 sums
         dl = pr["delta"]
-        e_z = (np.sqrt(m) * (d + 4) * _U64 * 1.01 * (xnorm + pr["mu_norm"])
-               + 4 * _U64 * zn + m * dl * cn)
-        c2_err = ((2 * d + m + 16) * _U64 * 1.01 * (an + 2 * xnorm * pr["mu_norm"] + mu2)
-                  + 4 * m * dl * c2)
+        zn = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+        e_z = np.sqrt(m) * (d + 3) * _U64 * 1.01 * (1 + dl) * cn + 4 * _U64 * zn + m * dl * cn
+        c2_err = 0.0 if exact else (d + 4) * _U64 * 1.01 * c2
+        c2_err = c2_err + 4 * m * dl * c2
 
         def residual(cut):
             zz2 = np.einsum("ij,ij->i", Z[:, :cut], Z[:, :cut])
@@ -472,24 +483,21 @@ class NearestNeighborsIndex:
         r[:, 0], E[:, 0] = residual(mh)
         r[:, 1], E[:, 1] = residual(m)
         r1, E1 = residual(m1)
-        # everything stored is multiplied by a power of two (exact) that
-        # brings the largest index vector near norm 1: float32 neither
-        # overflows nor underflows (a 1e-37 absolute term covers subnormals)
-        sc = pr["scale"]
-        tiny = 1e-37 * np.sqrt(m + 1)
+        # subnormal float32 values (tiny rows) lose absolute accuracy: a
+        # 1e-37 absolute term covers them
+        tiny = 1e-37 * np.sqrt(m + 1) * (d + 1)
         W1 = np.empty((n, m1 + 1), np.float32)
-        W1[:, :m1] = Z[:, :m1] * sc
-        W1[:, m1] = r1 * sc
+        W1[:, :m1] = Z[:, :m1]
+        W1[:, m1] = r1
         a1 = np.sqrt(np.einsum("ij,ij->i", W1.astype(np.float64), W1.astype(np.float64)))
-        return dict(Z=(Z * sc).astype(np.float32), r=r * sc, E=E * sc + tiny,
-                    W1=W1, a1=a1, cmax=float(np.sqrt(c2.max())) if n else 0.0,
-                    nx1=(a1 * a1).astype(np.float32), E1=E1 * sc + tiny)
+        # coordinates m1 .. for stage 2 (the first m1 are in W1, same values)
+        return dict(Z2=Z[:, m1:].astype(np.float32), r=r, E=E + tiny,
+                    W1=W1, a1=a1, nx1=(a1 * a1).astype(np.float32), E1=E1 + tiny)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         pr = self._projection(n_threads)
-        qn = _row_sqnorms(Q, is_int, n_threads)
-        pq = self._project(Q, qn, pr, n_threads)
-        if pq["cmax"] * pr["scale"] > 2.0 ** 100:
+        pq = self._project(Q, pr, n_threads)
+        if pq is None:
             # queries far larger than the index: float32 keys could overflow
             return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size)
         m1p = pr["m1"] + 1
@@ -500,6 +508,7 @@ class NearestNeighborsIndex:
         lim1_add = pq["E1"] + pr["E1_max"]
         lim1_pad = slack1 - aq * aq
         pad2 = pq["E"] + pr["E_max"]
+        aq2 = aq * aq
         n_seed = min(self.n_samples, k + self._extra_seeds)
         acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
                      and self.n_features * 255 ** 2 < 2 ** 31)
@@ -509,9 +518,9 @@ class NearestNeighborsIndex:
             e = min(Q.shape[0], s + qchunk)
             run_kernel(_k.pruned_parallel, _k.pruned_serial, n_threads,
                        Q[s:e], self.X, is_int, acc32, pq["W1"][s:e], pr["W1T"], pr["nx1"],
-                       lim1_add[s:e], lim1_pad[s:e], pq["Z"][s:e], pr["Z"], pq["r"][s:e],
-                       pr["r"], pr["mh"], pad2[s:e], pr["scale"], k, n_seed, dist[s:e],
-                       ind[s:e], n_exact[s:e])
+                       aq2[s:e], lim1_add[s:e], lim1_pad[s:e], slack1[s:e], pq["Z2"][s:e],
+                       pr["Z2"], pq["r"][s:e], pr["r"], pr["mh"] - pr["m1"], pad2[s:e],
+                       pr["scale"], k, n_seed, dist[s:e], ind[s:e], n_exact[s:e])
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": pr["m1"],
                        "exact_per_query_mean": float(n_exact.mean()),

@@ -157,42 +157,25 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 #   |q - x| >= |w(q) - w(x)|,  w(v) = (P(v - mu), |residual of v - mu|)
 # --------------------------------------------------------------------------
 _QBLOCK = 8        # queries sharing one pass over the first-stage index
-_JBLOCK = 1024     # index points per first-stage tile (accumulators stay in L1)
-_SUB = 64          # keys per vectorised pre-test in the scalar scans
+_JBLOCK = 512     # index points per first-stage tile (accumulators stay in L1)
+_SUB = 64          # points per sub-block (its minimum key skips it whole)
 
 
-@njit(cache=True, nogil=True)
-def _f32_above(x):
-    """The smallest float32 >= x (so ``key < x`` implies ``key < result``)."""
-    f = np.float32(x)
-    if np.float64(f) < x:
-        f = np.nextafter(f, np.float32(np.inf))
-    return f
-
-
-@njit(cache=True, nogil=True)
-def _count_below(keys, start, stop, lim):
-    """How many ``keys[start:stop] < lim`` (a vectorisable count)."""
-    cnt = 0
-    for j in range(start, stop):
-        cnt += keys[j] < lim
-    return cnt
-
-
-def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq, r, mh,
-               pad2, scale, k, n_seed, kd_out, ki_out, n_exact):
+def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, aq2, lim1_add, lim1_pad, slack1, Zq2, Z2,
+               rq, r, h, pad2, scale, k, n_seed, kd_out, ki_out, n_exact):
     """Exact k-NN of the queries ``Q`` among ``X`` with a cascade of bounds.
 
     Stage 1 (all points, float32): ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)``
-    with ``w1`` the first projected coordinates plus the matching residual
-    norm, so ``|w1(q)|^2 + key`` is the squared first-stage bound. The
-    ``n_seed`` smallest keys give a first exact threshold. Stage 2 (the
-    points whose first bound reaches it, float64): the bound over all
-    projected coordinates. Stage 3: exact distances in increasing order of
-    the stage-2 bound, until the bound passes the k-th exact distance.
-    Stage 2 reads the float32 projections ``Z`` in two steps: coordinates
-    ``[0, mh)`` with the residual norm ``r[:, 0]`` beyond them, then all
-    ``m`` with ``r[:, 1]`` (most points stop after the first step).
+    with ``w1`` the first ``m1`` projected coordinates plus the residual norm
+    beyond them (``W1T`` holds the index's, transposed), so
+    ``|w1(q)|^2 + key`` is the squared first-stage bound. The ``n_seed``
+    smallest keys give a first exact threshold. Stage 2 (the points whose
+    first bound reaches it, float64) extends the bound with the coordinates
+    ``m1 ..`` (``Z2``), reusing the first ``m1`` from the key: first ``h``
+    more coordinates and the residual norm ``r[:, 0]`` beyond them, then all
+    of them with ``r[:, 1]`` (most points stop after the first step).
+    Stage 3: exact distances in increasing order of the stage-2 bound, until
+    the bound passes the k-th exact distance.
 
     Every comparison carries a proven floating-point margin: a point is
     skipped only when its true distance is strictly above the threshold,
@@ -200,8 +183,9 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
 
     ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
     ``key > (scale * sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2
-    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2`` (``s`` = 0, 1 for
-    the two steps; all margins precomputed). ``scale`` is the power of two
+    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
+    (``s`` = 0, 1 for the two steps; ``slack1`` bounds the float32 error of
+    ``aq2 + key``; all margins precomputed). ``scale`` is the power of two
     the projected data were multiplied by (keeps float32 values near 1: no
     overflow, no underflow); exact distances ``thr`` are unscaled.
     """
@@ -212,6 +196,7 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
     for part in prange(n_parts):
         # per-part buffers (fresh arrays per block would cost page faults)
         keys = np.empty((_QBLOCK, n), np.float32)
+        bmin = np.empty((_QBLOCK, (n + _SUB - 1) // _SUB), np.float32)
         sd = np.empty((_QBLOCK, n_seed), np.float64)
         si = np.empty((_QBLOCK, n_seed), np.int64)
         sc = np.zeros(_QBLOCK, np.int64)
@@ -222,90 +207,147 @@ def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, lim1_add, lim1_pad, Zq, Z, rq,
         for blk in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
             q0 = blk * _QBLOCK
             nb = min(nq, q0 + _QBLOCK) - q0
-            _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc)
-            _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
-                          lim1_add, lim1_pad, pad2, scale, k, kd_out, ki_out, n_exact,
-                          kd, ki, cb_d, cb_i)
+            _first_stage(Wq, q0, nb, W1T, nx1, keys, bmin, sd, si, sc)
+            _pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2,
+                          Zq2, Z2, rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k,
+                          kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
-    """Keys ``|w1(x)|^2 - 2 w1(q).w1(x)`` of ``nb`` queries against all points
-    and the ``n_seed`` smallest keys of each query.
+def _products8(Wq, q0, W1T, keys, j0, L):
+    """``keys[b, j0:j0+L] = w1(q_b).w1(x_j)`` for the eight queries
+    ``q0 .. q0+7``: four coordinates per sweep over the tile, each product
+    one FMA in a sequential chain (a fixed order: deterministic; a dot
+    product of m terms in any order obeys the same rounding bound)."""
+    m1p = W1T.shape[0]
+    k0 = keys[0, j0:j0 + L]
+    k1 = keys[1, j0:j0 + L]
+    k2 = keys[2, j0:j0 + L]
+    k3 = keys[3, j0:j0 + L]
+    k4 = keys[4, j0:j0 + L]
+    k5 = keys[5, j0:j0 + L]
+    k6 = keys[6, j0:j0 + L]
+    k7 = keys[7, j0:j0 + L]
+    for j in range(L):
+        k0[j] = 0.0
+        k1[j] = 0.0
+        k2[j] = 0.0
+        k3[j] = 0.0
+        k4[j] = 0.0
+        k5[j] = 0.0
+        k6[j] = 0.0
+        k7[j] = 0.0
+    t = 0
+    while t < m1p:
+        # coordinates t .. t+3 (a missing fourth reads a zero weight)
+        r0 = W1T[t, j0:j0 + L]
+        r1 = W1T[min(t + 1, m1p - 1), j0:j0 + L]
+        r2 = W1T[min(t + 2, m1p - 1), j0:j0 + L]
+        r3 = W1T[min(t + 3, m1p - 1), j0:j0 + L]
+        A = Wq[q0:q0 + 8]
+        a00, a01, a02, a03 = _w4(A[0], t, m1p)
+        a10, a11, a12, a13 = _w4(A[1], t, m1p)
+        a20, a21, a22, a23 = _w4(A[2], t, m1p)
+        a30, a31, a32, a33 = _w4(A[3], t, m1p)
+        a40, a41, a42, a43 = _w4(A[4], t, m1p)
+        a50, a51, a52, a53 = _w4(A[5], t, m1p)
+        a60, a61, a62, a63 = _w4(A[6], t, m1p)
+        a70, a71, a72, a73 = _w4(A[7], t, m1p)
+        for j in range(L):
+            x0 = r0[j]
+            x1 = r1[j]
+            x2 = r2[j]
+            x3 = r3[j]
+            k0[j] = k0[j] + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+            k1[j] = k1[j] + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+            k2[j] = k2[j] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+            k3[j] = k3[j] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+            k4[j] = k4[j] + a40 * x0 + a41 * x1 + a42 * x2 + a43 * x3
+            k5[j] = k5[j] + a50 * x0 + a51 * x1 + a52 * x2 + a53 * x3
+            k6[j] = k6[j] + a60 * x0 + a61 * x1 + a62 * x2 + a63 * x3
+            k7[j] = k7[j] + a70 * x0 + a71 * x1 + a72 * x2 + a73 * x3
+        t += 4
 
-    Register-blocked product: tiles of points, four queries times four
-    coordinates per sweep (loads and stores of the accumulators dominate
-    otherwise). Only contraction to FMA is allowed (``fastmath={"contract"}``):
-    the order of operations is fixed, so results are deterministic, and an
-    FMA rounds less than a multiply and an add, inside the same error bound.
+
+@njit(cache=True, nogil=True)
+def _w4(a, t, m1p):
+    """Weights ``a[t:t+4]``, zero past the end."""
+    w0 = a[t]
+    w1 = a[t + 1] if t + 1 < m1p else np.float32(0.0)
+    w2 = a[t + 2] if t + 2 < m1p else np.float32(0.0)
+    w3 = a[t + 3] if t + 3 < m1p else np.float32(0.0)
+    return w0, w1, w2, w3
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _products1(Wq, q, W1T, kb, j0, L):
+    """``kb[j0:j0+L] = w1(q).w1(x_j)`` for one query (a block's remainder)."""
+    m1p = W1T.shape[0]
+    kt = kb[j0:j0 + L]
+    for j in range(L):
+        kt[j] = 0.0
+    for t in range(m1p):
+        a = Wq[q, t]
+        row = W1T[t, j0:j0 + L]
+        for j in range(L):
+            kt[j] = kt[j] + a * row[j]
+
+
+@njit(cache=True, nogil=True)
+def _block_min(kb, u0, u1):
+    """``min(kb[u0:u1])`` (non-empty range); eight running minima in lanes
+    (a single running minimum does not vectorise)."""
+    if u1 - u0 < 16:
+        mn = kb[u0]
+        for j in range(u0 + 1, u1):
+            mn = min(mn, kb[j])
+        return mn
+    m0 = kb[u0]
+    m1 = kb[u0 + 1]
+    m2 = kb[u0 + 2]
+    m3 = kb[u0 + 3]
+    m4 = kb[u0 + 4]
+    m5 = kb[u0 + 5]
+    m6 = kb[u0 + 6]
+    m7 = kb[u0 + 7]
+    j = u0 + 8
+    while j + 8 <= u1:
+        m0 = min(m0, kb[j])
+        m1 = min(m1, kb[j + 1])
+        m2 = min(m2, kb[j + 2])
+        m3 = min(m3, kb[j + 3])
+        m4 = min(m4, kb[j + 4])
+        m5 = min(m5, kb[j + 5])
+        m6 = min(m6, kb[j + 6])
+        m7 = min(m7, kb[j + 7])
+        j += 8
+    while j < u1:
+        m0 = min(m0, kb[j])
+        j += 1
+    return min(min(min(m0, m1), min(m2, m3)), min(min(m4, m5), min(m6, m7)))
+
+
+@njit(cache=True, nogil=True)
+def _first_stage(Wq, q0, nb, W1T, nx1, keys, bmin, sd, si, sc):
+    """Keys ``|w1(x)|^2 - 2 w1(q).w1(x)`` of ``nb`` queries against all
+    points, the minimum key of every ``_SUB`` consecutive points (``bmin``:
+    whole sub-blocks are skipped on it later) and the ``n_seed`` smallest
+    keys of each query.
+
+    Tiles of ``_JBLOCK`` points stay in cache while eight queries sweep
+    them (``_products8``).
     """
     n = W1T.shape[1]
-    m1p = W1T.shape[0]
     n_seed = sd.shape[1]
     for b in range(nb):
         sc[b] = 0
     for j0 in range(0, n, _JBLOCK):
         L = min(n, j0 + _JBLOCK) - j0
-        for b in range(nb):
-            kb = keys[b, j0:j0 + L]
-            for j in range(L):
-                kb[j] = 0.0
-        t = 0
-        while t + 4 <= m1p:
-            r0 = W1T[t, j0:j0 + L]
-            r1 = W1T[t + 1, j0:j0 + L]
-            r2 = W1T[t + 2, j0:j0 + L]
-            r3 = W1T[t + 3, j0:j0 + L]
-            b = 0
-            while b + 4 <= nb:
-                ka = keys[b, j0:j0 + L]
-                kc = keys[b + 1, j0:j0 + L]
-                ke = keys[b + 2, j0:j0 + L]
-                kg = keys[b + 3, j0:j0 + L]
-                a0 = Wq[q0 + b, t]
-                a1 = Wq[q0 + b, t + 1]
-                a2 = Wq[q0 + b, t + 2]
-                a3 = Wq[q0 + b, t + 3]
-                c0 = Wq[q0 + b + 1, t]
-                c1 = Wq[q0 + b + 1, t + 1]
-                c2 = Wq[q0 + b + 1, t + 2]
-                c3 = Wq[q0 + b + 1, t + 3]
-                e0 = Wq[q0 + b + 2, t]
-                e1 = Wq[q0 + b + 2, t + 1]
-                e2 = Wq[q0 + b + 2, t + 2]
-                e3 = Wq[q0 + b + 2, t + 3]
-                g0 = Wq[q0 + b + 3, t]
-                g1 = Wq[q0 + b + 3, t + 1]
-                g2 = Wq[q0 + b + 3, t + 2]
-                g3 = Wq[q0 + b + 3, t + 3]
-                for j in range(L):
-                    x0 = r0[j]
-                    x1 = r1[j]
-                    x2 = r2[j]
-                    x3 = r3[j]
-                    ka[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                    kc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
-                    ke[j] += (e0 * x0 + e1 * x1) + (e2 * x2 + e3 * x3)
-                    kg[j] += (g0 * x0 + g1 * x1) + (g2 * x2 + g3 * x3)
-                b += 4
-            while b < nb:
-                ka = keys[b, j0:j0 + L]
-                a0 = Wq[q0 + b, t]
-                a1 = Wq[q0 + b, t + 1]
-                a2 = Wq[q0 + b, t + 2]
-                a3 = Wq[q0 + b, t + 3]
-                for j in range(L):
-                    ka[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j])
-                b += 1
-            t += 4
-        while t < m1p:
-            r0 = W1T[t, j0:j0 + L]
+        if nb == _QBLOCK:
+            _products8(Wq, q0, W1T, keys, j0, L)
+        else:
             for b in range(nb):
-                a0 = Wq[q0 + b, t]
-                ka = keys[b, j0:j0 + L]
-                for j in range(L):
-                    ka[j] += a0 * r0[j]
-            t += 1
+                _products1(Wq, q0 + b, W1T, keys[b], j0, L)
         nxb = nx1[j0:j0 + L]
         for b in range(nb):
             kb = keys[b, j0:j0 + L]
@@ -316,8 +358,10 @@ def _first_stage(Wq, q0, nb, W1T, nx1, keys, sd, si, sc):
             lim = sdb[n_seed - 1] if c == n_seed else np.inf
             for u0 in range(0, L, _SUB):
                 u1 = min(L, u0 + _SUB)
-                if c == n_seed and _count_below(kb, u0, u1, _f32_above(lim)) == 0:
-                    continue          # vectorised test: nothing here beats the seeds
+                mn = _block_min(kb, u0, u1)
+                bmin[b, (j0 + u0) // _SUB] = mn
+                if c == n_seed and not (mn < lim):
+                    continue          # nothing here beats the seeds
                 for j in range(u0, u1):
                     if kb[j] < lim or c < n_seed:
                         c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
@@ -354,68 +398,67 @@ def _sq_l2_part(a, b, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, mh,
-                  lim1_add, lim1_pad, pad2, scale, k, kd_out, ki_out, n_exact,
-                  kd, ki, cb_d, cb_i):
+def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2, Zq2, Z2,
+                  rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k, kd_out, ki_out,
+                  n_exact, kd, ki, cb_d, cb_i):
     n = X.shape[0]
-    m = Z.shape[1]
+    m1 = W1T.shape[0] - 1
+    m2 = Z2.shape[1]
+    rx1 = W1T[m1]                   # the index's first-stage residual norms
     for b in range(nb):
         i = q0 + b
         kb = keys[b]
-        zq = Zq[i]
+        zq = Zq2[i]
         # ---- seeds: exact distances of the smallest first-stage keys
         c = 0
         for t in range(sc[b]):
             j = si[b, t]
             c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            kb[j] = np.inf              # done: stage 2 must not see it again
         cnt = sc[b]
         thr = kd[k - 1]
         st = math.sqrt(thr) * scale + lim1_add[i]
         lim1 = st * st * (1.0 + 1e-12) + lim1_pad[i]
         sm = math.sqrt(thr) * scale + pad2[i, 0]
-        limm = sm * sm * (1.0 + 1e-12)
+        limm = sm * sm * (1.0 + 1e-12) + slack1[i]
         s2 = math.sqrt(thr) * scale + pad2[i, 1]
-        lim2 = s2 * s2 * (1.0 + 1e-12)
-        # ---- stage 2 on the points the first bound cannot exclude
+        lim2 = s2 * s2 * (1.0 + 1e-12) + slack1[i]
+        # ---- the points the first bound cannot exclude (whole sub-blocks
+        # skipped on their minimum key), listed first: the stage-2 loop then
+        # has no data-dependent branch before its memory reads
         nc = 0
-        # float32 keys: key <= lim1  <=>  key < up, with up the float32 just
-        # above the largest float32 <= lim1 (so the pre-test is exact)
-        f = np.float32(lim1)
-        if np.float64(f) > lim1:
-            f = np.nextafter(f, np.float32(-np.inf))
-        up = np.nextafter(f, np.float32(np.inf))
         for u0 in range(0, n, _SUB):
-            u1 = min(n, u0 + _SUB)
-            if _count_below(kb, u0, u1, up) == 0:
-                continue                  # vectorised test: the whole sub-block is out
-            for j in range(u0, u1):
-                if kb[j] > lim1:
-                    continue
-                seed = False
-                for t in range(sc[b]):
-                    if si[b, t] == j:
-                        seed = True
-                        break
-                if seed:
-                    continue
-                zx = Z[j]
-                part = _sq_l2_part(zq, zx, 0, mh)
-                dr = rq[i, 0] - r[j, 0]
-                acc = part + dr * dr
-                if acc > limm:
-                    continue
-                if mh < m:
-                    part += _sq_l2_part(zq, zx, mh, m)
-                    dr = rq[i, 1] - r[j, 1]
-                    acc = part + dr * dr
-                    if acc > lim2:
-                        continue
-                cb_d[nc] = acc
-                cb_i[nc] = j
-                nc += 1
-        # ---- stage 3: exact distances in increasing bound order
-        order = np.argsort(cb_d[:nc])
+            if bmin[b, u0 // _SUB] > lim1:
+                continue
+            for j in range(u0, min(n, u0 + _SUB)):
+                if kb[j] <= lim1:
+                    cb_i[nc] = j
+                    nc += 1
+        # ---- stage 2: |w1(q) - w1(x)|^2 (from the key) minus the first
+        # residual term, plus coordinates m1 .. of Z2 and the new residual
+        rq1 = np.float64(Wq[i, m1])
+        nk = 0
         for t in range(nc):
+            j = cb_i[t]
+            zx = Z2[j]
+            dr1 = rq1 - np.float64(rx1[j])
+            part = (aq2[i] + np.float64(kb[j]) - dr1 * dr1) + _sq_l2_part(zq, zx, 0, h)
+            dr = rq[i, 0] - r[j, 0]
+            acc = part + dr * dr
+            if acc > limm:
+                continue
+            if h < m2:
+                part += _sq_l2_part(zq, zx, h, m2)
+                dr = rq[i, 1] - r[j, 1]
+                acc = part + dr * dr
+                if acc > lim2:
+                    continue
+            cb_d[nk] = acc
+            cb_i[nk] = j
+            nk += 1
+        # ---- stage 3: exact distances in increasing bound order
+        order = np.argsort(cb_d[:nk])
+        for t in range(nk):
             u = order[t]
             if cb_d[u] > lim2:
                 break
@@ -425,7 +468,7 @@ def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, sd, si, sc, Zq, Z, rq, r, m
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
                 s2 = math.sqrt(thr) * scale + pad2[i, 1]
-                lim2 = s2 * s2 * (1.0 + 1e-12)
+                lim2 = s2 * s2 * (1.0 + 1e-12) + slack1[i]
         n_exact[i] = cnt
         for t in range(k):
             kd_out[i, t] = kd[t]
@@ -473,3 +516,36 @@ def _row_sqnorms_py(X, is_int, out):
 
 row_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_row_sqnorms_py)
 row_sqnorms_serial = njit(cache=True, nogil=True)(_row_sqnorms_py)
+
+
+def _centred_sqnorms_py(A, c, exact, out):
+    """``|a - c|^2`` per row; ``exact``: integer rows and centre, int64."""
+    for j in prange(A.shape[0]):
+        if exact:
+            s = np.int64(0)
+            for t in range(A.shape[1]):
+                v = np.int64(A[j, t]) - np.int64(c[t])
+                s += v * v
+            out[j] = np.float64(s)
+        else:
+            s = 0.0
+            for t in range(A.shape[1]):
+                v = np.float64(A[j, t]) - c[t]
+                s += v * v
+            out[j] = s
+
+
+centred_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_centred_sqnorms_py)
+centred_sqnorms_serial = njit(cache=True, nogil=True)(_centred_sqnorms_py)
+
+
+def _centre_scale_py(A, c, scale, out):
+    """``out = (A - c) * scale`` in float64 (exact for integers: ``c`` is then
+    integer, ``scale`` a power of two)."""
+    for j in prange(A.shape[0]):
+        for t in range(A.shape[1]):
+            out[j, t] = (np.float64(A[j, t]) - c[t]) * scale
+
+
+centre_scale_parallel = njit(cache=True, parallel=True, nogil=True)(_centre_scale_py)
+centre_scale_serial = njit(cache=True, nogil=True)(_centre_scale_py)
