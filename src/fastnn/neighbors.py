@@ -40,6 +40,7 @@ BACKENDS = ("auto", "brute", "pruned", "faiss")
 _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
+_STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 # above this variance fraction outside 32 directions, auto prefers faiss
 _PRUNE_MAX_RESIDUAL = 0.25
 
@@ -495,32 +496,66 @@ class NearestNeighborsIndex:
                     W1=W1, a1=a1, nx1=(a1 * a1).astype(np.float32), E1=E1 + tiny)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
+        """Pruned exact search: stage 1 as float32 GEMM tiles (BLAS) scanned
+        by ``scan_tile``, then ``pruned_block`` per block of queries; blocks
+        spread over threads (one BLAS thread each)."""
         pr = self._projection(n_threads)
-        pq = self._project(Q, pr, n_threads)
-        if pq is None:
-            # queries far larger than the index: float32 keys could overflow
-            return self._search_brute(Q, is_int, k, dist, ind, n_threads, chunk_size)
+        n = self.n_samples
         m1p = pr["m1"] + 1
-        aq = pq["a1"]
-        # stage 1 margin: float32 products of m1+1 terms, float32 rounding of
-        # the stored norms and keys; -|w1(q)|^2 moves the query term over.
-        slack1 = (2 * m1p + 16) * _U32 * (aq + pr["a1_max"]) ** 2
-        lim1_add = pq["E1"] + pr["E1_max"]
-        lim1_pad = slack1 - aq * aq
-        pad2 = pq["E"] + pr["E_max"]
-        aq2 = aq * aq
-        n_seed = min(self.n_samples, k + self._extra_seeds)
+        n_seed = min(n, k + self._extra_seeds)
         acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
                      and self.n_features * 255 ** 2 < 2 ** 31)
+        # queries per block: their keys (qb x n float32) stay within ~32 MB
+        qb = max(8, min(128, (32 << 20) // (4 * n)))
+        jt = min(n, _STAGE1_TILE)
+        nsub = (n + _k._SUB - 1) // _k._SUB
+        W1T, nx1 = pr["W1T"], pr["nx1"]
         n_exact = np.empty(Q.shape[0], np.int64)
         qchunk = chunk_size or Q.shape[0]
         for s in range(0, Q.shape[0], qchunk):
             e = min(Q.shape[0], s + qchunk)
-            run_kernel(_k.pruned_parallel, _k.pruned_serial, n_threads,
-                       Q[s:e], self.X, is_int, acc32, pq["W1"][s:e], pr["W1T"], pr["nx1"],
-                       aq2[s:e], lim1_add[s:e], lim1_pad[s:e], slack1[s:e], pq["Z2"][s:e],
-                       pr["Z2"], pq["r"][s:e], pr["r"], pr["mh"] - pr["m1"], pad2[s:e],
-                       pr["scale"], k, n_seed, dist[s:e], ind[s:e], n_exact[s:e])
+            Qc = Q[s:e]
+            pq = self._project(Qc, pr, n_threads)
+            if pq is None:
+                # queries far larger than the index: float32 keys could overflow
+                self._search_brute(Qc, is_int, k, dist[s:e], ind[s:e], n_threads, None)
+                n_exact[s:e] = n
+                continue
+            aq = pq["a1"]
+            # stage 1 margin: float32 products of m1+1 terms, float32 rounding
+            # of the stored norms and keys; -|w1(q)|^2 moves the query term over
+            slack1 = (2 * m1p + 16) * _U32 * (aq + pr["a1_max"]) ** 2
+            lim1_add = pq["E1"] + pr["E1_max"]
+            lim1_pad = slack1 - aq * aq
+            pad2 = pq["E"] + pr["E_max"]
+            aq2 = aq * aq
+            Wq = pq["W1"]
+            d_c, i_c, x_c = dist[s:e], ind[s:e], n_exact[s:e]
+
+            def work(starts):
+                G = np.empty((qb, jt), np.float32)
+                keys = np.empty((qb, n), np.float32)
+                bmin = np.empty((qb, nsub), np.float32)
+                sd = np.empty((qb, n_seed), np.float64)
+                si = np.empty((qb, n_seed), np.int64)
+                sc = np.zeros(qb, np.int64)
+                kd = np.empty(k, np.float64)
+                ki = np.empty(k, np.int64)
+                cb_d = np.empty(n, np.float64)
+                cb_i = np.empty(n, np.int64)
+                for q0 in starts:
+                    nb = min(e - s, q0 + qb) - q0
+                    sc[:] = 0
+                    for j0 in range(0, n, jt):
+                        j1 = min(n, j0 + jt)
+                        np.matmul(Wq[q0:q0 + nb], W1T[:, j0:j1], out=G[:nb, :j1 - j0])
+                        _k.scan_tile(G[:nb, :j1 - j0], nx1, j0, keys, bmin, sd, si, sc)
+                    _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc,
+                                    Wq, W1T, aq2, pq["Z2"], pr["Z2"], pq["r"], pr["r"],
+                                    pr["mh"] - pr["m1"], lim1_add, lim1_pad, slack1, pad2,
+                                    pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_d, cb_i)
+
+            map_threads(work, list(range(0, e - s, qb)), n_threads)
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": pr["m1"],
                        "exact_per_query_mean": float(n_exact.mean()),

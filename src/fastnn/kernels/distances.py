@@ -156,141 +156,7 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 # Pruned exact search with projection lower bounds
 #   |q - x| >= |w(q) - w(x)|,  w(v) = (P(v - mu), |residual of v - mu|)
 # --------------------------------------------------------------------------
-_QBLOCK = 8        # queries sharing one pass over the first-stage index
-_JBLOCK = 512     # index points per first-stage tile (accumulators stay in L1)
 _SUB = 64          # points per sub-block (its minimum key skips it whole)
-
-
-def _pruned_py(Q, X, is_int, acc32, Wq, W1T, nx1, aq2, lim1_add, lim1_pad, slack1, Zq2, Z2,
-               rq, r, h, pad2, scale, k, n_seed, kd_out, ki_out, n_exact):
-    """Exact k-NN of the queries ``Q`` among ``X`` with a cascade of bounds.
-
-    Stage 1 (all points, float32): ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)``
-    with ``w1`` the first ``m1`` projected coordinates plus the residual norm
-    beyond them (``W1T`` holds the index's, transposed), so
-    ``|w1(q)|^2 + key`` is the squared first-stage bound. The ``n_seed``
-    smallest keys give a first exact threshold. Stage 2 (the points whose
-    first bound reaches it, float64) extends the bound with the coordinates
-    ``m1 ..`` (``Z2``), reusing the first ``m1`` from the key: first ``h``
-    more coordinates and the residual norm ``r[:, 0]`` beyond them, then all
-    of them with ``r[:, 1]`` (most points stop after the first step).
-    Stage 3: exact distances in increasing order of the stage-2 bound, until
-    the bound passes the k-th exact distance.
-
-    Every comparison carries a proven floating-point margin: a point is
-    skipped only when its true distance is strictly above the threshold,
-    so the answer is the exact top-k by (distance, index).
-
-    ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
-    ``key > (scale * sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2
-    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
-    (``s`` = 0, 1 for the two steps; ``slack1`` bounds the float32 error of
-    ``aq2 + key``; all margins precomputed). ``scale`` is the power of two
-    the projected data were multiplied by (keeps float32 values near 1: no
-    overflow, no underflow); exact distances ``thr`` are unscaled.
-    """
-    nq = Q.shape[0]
-    n = X.shape[0]
-    n_blocks = (nq + _QBLOCK - 1) // _QBLOCK
-    n_parts = min(n_blocks, 64)
-    for part in prange(n_parts):
-        # per-part buffers (fresh arrays per block would cost page faults)
-        keys = np.empty((_QBLOCK, n), np.float32)
-        bmin = np.empty((_QBLOCK, (n + _SUB - 1) // _SUB), np.float32)
-        sd = np.empty((_QBLOCK, n_seed), np.float64)
-        si = np.empty((_QBLOCK, n_seed), np.int64)
-        sc = np.zeros(_QBLOCK, np.int64)
-        kd = np.empty(k, np.float64)
-        ki = np.empty(k, np.int64)
-        cb_d = np.empty(n, np.float64)
-        cb_i = np.empty(n, np.int64)
-        for blk in range(part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts):
-            q0 = blk * _QBLOCK
-            nb = min(nq, q0 + _QBLOCK) - q0
-            _first_stage(Wq, q0, nb, W1T, nx1, keys, bmin, sd, si, sc)
-            _pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2,
-                          Zq2, Z2, rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k,
-                          kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i)
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _products8(Wq, q0, W1T, keys, j0, L):
-    """``keys[b, j0:j0+L] = w1(q_b).w1(x_j)`` for the eight queries
-    ``q0 .. q0+7``: four coordinates per sweep over the tile, each product
-    one FMA in a sequential chain (a fixed order: deterministic; a dot
-    product of m terms in any order obeys the same rounding bound)."""
-    m1p = W1T.shape[0]
-    k0 = keys[0, j0:j0 + L]
-    k1 = keys[1, j0:j0 + L]
-    k2 = keys[2, j0:j0 + L]
-    k3 = keys[3, j0:j0 + L]
-    k4 = keys[4, j0:j0 + L]
-    k5 = keys[5, j0:j0 + L]
-    k6 = keys[6, j0:j0 + L]
-    k7 = keys[7, j0:j0 + L]
-    for j in range(L):
-        k0[j] = 0.0
-        k1[j] = 0.0
-        k2[j] = 0.0
-        k3[j] = 0.0
-        k4[j] = 0.0
-        k5[j] = 0.0
-        k6[j] = 0.0
-        k7[j] = 0.0
-    t = 0
-    while t < m1p:
-        # coordinates t .. t+3 (a missing fourth reads a zero weight)
-        r0 = W1T[t, j0:j0 + L]
-        r1 = W1T[min(t + 1, m1p - 1), j0:j0 + L]
-        r2 = W1T[min(t + 2, m1p - 1), j0:j0 + L]
-        r3 = W1T[min(t + 3, m1p - 1), j0:j0 + L]
-        A = Wq[q0:q0 + 8]
-        a00, a01, a02, a03 = _w4(A[0], t, m1p)
-        a10, a11, a12, a13 = _w4(A[1], t, m1p)
-        a20, a21, a22, a23 = _w4(A[2], t, m1p)
-        a30, a31, a32, a33 = _w4(A[3], t, m1p)
-        a40, a41, a42, a43 = _w4(A[4], t, m1p)
-        a50, a51, a52, a53 = _w4(A[5], t, m1p)
-        a60, a61, a62, a63 = _w4(A[6], t, m1p)
-        a70, a71, a72, a73 = _w4(A[7], t, m1p)
-        for j in range(L):
-            x0 = r0[j]
-            x1 = r1[j]
-            x2 = r2[j]
-            x3 = r3[j]
-            k0[j] = k0[j] + a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-            k1[j] = k1[j] + a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-            k2[j] = k2[j] + a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-            k3[j] = k3[j] + a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-            k4[j] = k4[j] + a40 * x0 + a41 * x1 + a42 * x2 + a43 * x3
-            k5[j] = k5[j] + a50 * x0 + a51 * x1 + a52 * x2 + a53 * x3
-            k6[j] = k6[j] + a60 * x0 + a61 * x1 + a62 * x2 + a63 * x3
-            k7[j] = k7[j] + a70 * x0 + a71 * x1 + a72 * x2 + a73 * x3
-        t += 4
-
-
-@njit(cache=True, nogil=True)
-def _w4(a, t, m1p):
-    """Weights ``a[t:t+4]``, zero past the end."""
-    w0 = a[t]
-    w1 = a[t + 1] if t + 1 < m1p else np.float32(0.0)
-    w2 = a[t + 2] if t + 2 < m1p else np.float32(0.0)
-    w3 = a[t + 3] if t + 3 < m1p else np.float32(0.0)
-    return w0, w1, w2, w3
-
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _products1(Wq, q, W1T, kb, j0, L):
-    """``kb[j0:j0+L] = w1(q).w1(x_j)`` for one query (a block's remainder)."""
-    m1p = W1T.shape[0]
-    kt = kb[j0:j0 + L]
-    for j in range(L):
-        kt[j] = 0.0
-    for t in range(m1p):
-        a = Wq[q, t]
-        row = W1T[t, j0:j0 + L]
-        for j in range(L):
-            kt[j] = kt[j] + a * row[j]
 
 
 @njit(cache=True, nogil=True)
@@ -328,46 +194,38 @@ def _block_min(kb, u0, u1):
 
 
 @njit(cache=True, nogil=True)
-def _first_stage(Wq, q0, nb, W1T, nx1, keys, bmin, sd, si, sc):
-    """Keys ``|w1(x)|^2 - 2 w1(q).w1(x)`` of ``nb`` queries against all
-    points, the minimum key of every ``_SUB`` consecutive points (``bmin``:
-    whole sub-blocks are skipped on it later) and the ``n_seed`` smallest
-    keys of each query.
+def scan_tile(G, nx1, j0, keys, bmin, sd, si, sc):
+    """Stage 1 on one tile of points ``j0 .. j0 + G.shape[1]``.
 
-    Tiles of ``_JBLOCK`` points stay in cache while eight queries sweep
-    them (``_products8``).
+    ``G[b, t] = w1(q_b).w1(x_{j0+t})`` (a float32 GEMM tile); stores the keys
+    ``|w1(x)|^2 - 2 w1(q).w1(x)`` in ``keys[b, j0:]``, the minimum key of
+    every ``_SUB`` points in ``bmin`` (whole sub-blocks are skipped on it
+    later; ``j0`` must be a multiple of ``_SUB``) and keeps the ``n_seed``
+    smallest keys of each query in ``(sd, si)`` (``sc``: how many so far).
     """
-    n = W1T.shape[1]
+    nb, L = G.shape
     n_seed = sd.shape[1]
+    nxb = nx1[j0:j0 + L]
     for b in range(nb):
-        sc[b] = 0
-    for j0 in range(0, n, _JBLOCK):
-        L = min(n, j0 + _JBLOCK) - j0
-        if nb == _QBLOCK:
-            _products8(Wq, q0, W1T, keys, j0, L)
-        else:
-            for b in range(nb):
-                _products1(Wq, q0 + b, W1T, keys[b], j0, L)
-        nxb = nx1[j0:j0 + L]
-        for b in range(nb):
-            kb = keys[b, j0:j0 + L]
-            for j in range(L):
-                kb[j] = nxb[j] - 2.0 * kb[j]
-            c = sc[b]
-            sdb = sd[b]
-            lim = sdb[n_seed - 1] if c == n_seed else np.inf
-            for u0 in range(0, L, _SUB):
-                u1 = min(L, u0 + _SUB)
-                mn = _block_min(kb, u0, u1)
-                bmin[b, (j0 + u0) // _SUB] = mn
-                if c == n_seed and not (mn < lim):
-                    continue          # nothing here beats the seeds
-                for j in range(u0, u1):
-                    if kb[j] < lim or c < n_seed:
-                        c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
-                        if c == n_seed:
-                            lim = sdb[n_seed - 1]
-            sc[b] = c
+        gb = G[b]
+        kb = keys[b, j0:j0 + L]
+        for j in range(L):
+            kb[j] = nxb[j] - 2.0 * gb[j]
+        c = sc[b]
+        sdb = sd[b]
+        lim = sdb[n_seed - 1] if c == n_seed else np.inf
+        for u0 in range(0, L, _SUB):
+            u1 = min(L, u0 + _SUB)
+            mn = _block_min(kb, u0, u1)
+            bmin[b, (j0 + u0) // _SUB] = mn
+            if c == n_seed and not (mn < lim):
+                continue          # nothing here beats the seeds
+            for j in range(u0, u1):
+                if kb[j] < lim or c < n_seed:
+                    c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
+                    if c == n_seed:
+                        lim = sdb[n_seed - 1]
+        sc[b] = c
 
 
 @njit(cache=True, nogil=True)
@@ -398,9 +256,36 @@ def _sq_l2_part(a, b, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2, Zq2, Z2,
-                  rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k, kd_out, ki_out,
-                  n_exact, kd, ki, cb_d, cb_i):
+def pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2, Zq2, Z2,
+                 rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k, kd_out, ki_out,
+                 n_exact, kd, ki, cb_d, cb_i):
+    """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1 (``scan_tile``
+    over all points): a cascade of proven lower bounds.
+
+    Stage 1 gave ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)`` (``keys[b]``) with
+    ``w1`` the first ``m1`` projected coordinates plus the residual norm
+    beyond them (``W1T`` holds the index's, transposed), so
+    ``|w1(q)|^2 + key`` is the squared first-stage bound, and the ``n_seed``
+    smallest keys (``si``), whose exact distances give a first threshold.
+    Stage 2 (the points whose first bound reaches it, float64) extends the
+    bound with the coordinates ``m1 ..`` (``Z2``), reusing the first ``m1``
+    from the key: first ``h`` more coordinates and the residual norm
+    ``r[:, 0]`` beyond them, then all of them with ``r[:, 1]`` (most points
+    stop after the first step). Stage 3: exact distances in increasing order
+    of the stage-2 bound, until the bound passes the k-th exact distance.
+
+    Every comparison carries a proven floating-point margin: a point is
+    skipped only when its true distance is strictly above the threshold,
+    so the answer is the exact top-k by (distance, index).
+
+    ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
+    ``key > (scale * sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2
+    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
+    (``s`` = 0, 1 for the two steps; ``slack1`` bounds the float32 error of
+    ``aq2 + key``; all margins precomputed). ``scale`` is the power of two
+    the projected data were multiplied by (keeps float32 values near 1: no
+    overflow, no underflow); exact distances ``thr`` are unscaled.
+    """
     n = X.shape[0]
     m1 = W1T.shape[0] - 1
     m2 = Z2.shape[1]
@@ -473,10 +358,6 @@ def _pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, 
         for t in range(k):
             kd_out[i, t] = kd[t]
             ki_out[i, t] = ki[t]
-
-
-pruned_parallel = njit(cache=True, parallel=True, nogil=True)(_pruned_py)
-pruned_serial = njit(cache=True, nogil=True)(_pruned_py)
 
 
 # --------------------------------------------------------------------------
