@@ -41,8 +41,11 @@ _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
-# above this variance fraction outside 32 directions, auto prefers faiss
+# 'auto' picks the pruned search when at most this variance fraction lies
+# outside 32 principal directions (raw pixels: ~0.18) ...
 _PRUNE_MAX_RESIDUAL = 0.25
+# ... or at most this one outside 96 (HOG: ~0.06; random data: > 0.3)
+_PRUNE_MAX_RESIDUAL_96 = 0.12
 
 
 def check_data(X, name="X", allow_empty=False):
@@ -328,10 +331,13 @@ class NearestNeighborsIndex:
     # -- pruned -----------------------------------------------------------
     def _choose_backend(self, k, farthest):
         """``'auto'``: the pruned search where the data's principal directions
-        make its bounds tight, else faiss (or brute force without faiss)."""
+        make its bounds tight (most variance in 32 directions, or nearly all
+        in 96: HOG features), else faiss (or brute force without faiss)."""
         if farthest or self.n_samples < 512 or self.n_features < 16 or k > 64:
             return "brute"
-        if self._spectrum_residual() <= _PRUNE_MAX_RESIDUAL:
+        r32, r96 = self._spectrum_residual()
+        if r32 <= _PRUNE_MAX_RESIDUAL or (self.n_features >= 192
+                                          and r96 <= _PRUNE_MAX_RESIDUAL_96):
             return "pruned"
         try:
             import faiss  # noqa: F401
@@ -340,10 +346,11 @@ class NearestNeighborsIndex:
         return "faiss"
 
     def _spectrum_residual(self):
-        """Share of variance outside the first 32 principal directions,
-        estimated cheaply from the Gram matrix of 512 sampled rows (cached)."""
+        """Shares of variance outside the first 32 and 96 principal
+        directions, estimated cheaply from the Gram matrix of 512 sampled
+        rows (cached; the PCA's own figures once it exists)."""
         if self._pca_cache is not None:
-            return self._pca_cache["resid"]
+            return self._pca_cache["resid"], self._pca_cache["resid96"]
         if self._resid_estimate is None:
             n = self.n_samples
             rs = np.random.RandomState(self.random_state)
@@ -352,15 +359,16 @@ class NearestNeighborsIndex:
             S -= S.mean(axis=0)
             ev = np.linalg.eigvalsh(S @ S.T)[::-1]
             total = float(ev.sum())
-            self._resid_estimate = (max(0.0, 1.0 - float(ev[:32].sum()) / total)
-                                    if total > 0 else 0.0)
+            self._resid_estimate = tuple(
+                max(0.0, 1.0 - float(ev[:c].sum()) / total) if total > 0 else 0.0
+                for c in (32, 96))
         return self._resid_estimate
 
     def _pca(self):
         """Principal directions of a sample of the index (cached).
 
-        ``resid`` is the fraction of the sample's variance left outside the
-        first 32 directions: how loose the first-stage bound will be.
+        ``resid`` (``resid96``) is the fraction of the sample's variance left
+        outside the first 32 (96) directions: how loose the bounds will be.
         """
         if self._pca_cache is not None:
             return self._pca_cache
@@ -381,9 +389,9 @@ class NearestNeighborsIndex:
             _, sv, Vt = np.linalg.svd(S.astype(np.float64), full_matrices=False)
             sv, Vt = sv[:m], Vt[:m]
         total = float(np.einsum("ij,ij->", S, S, dtype=np.float64))
-        captured = float(np.sum(sv[:32].astype(np.float64) ** 2))
-        resid = max(0.0, 1.0 - captured / total) if total > 0 else 0.0
-        self._pca_cache = dict(mu=mu, Vt=Vt, resid=resid)
+        resid = [max(0.0, 1.0 - float(np.sum(sv[:c].astype(np.float64) ** 2)) / total)
+                 if total > 0 else 0.0 for c in (32, 96)]
+        self._pca_cache = dict(mu=mu, Vt=Vt, resid=resid[0], resid96=resid[1])
         return self._pca_cache
 
     def _projection(self, n_threads):
