@@ -36,11 +36,13 @@ def sqdist_float(a, b):
 
 @njit(cache=True, nogil=True)
 def sqdist_int32(a, b):
-    # byte data: |a - b|^2 summed in int32 is exact while d * 255**2 < 2**31
+    # byte data: |a - b|^2 summed in int32 is exact while d * 255**2 < 2**31.
+    # numba widens integer arithmetic to int64; truncating every step back to
+    # int32 lets LLVM keep 32-bit lanes (vpmaddwd): ~2x faster, same result
     s = np.int32(0)
     for t in range(a.shape[0]):
-        d = np.int32(a[t]) - np.int32(b[t])
-        s += d * d
+        d = np.int32(np.int32(a[t]) - np.int32(b[t]))
+        s = np.int32(s + np.int32(d * d))
     return np.float64(s)
 
 
