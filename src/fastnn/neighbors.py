@@ -459,59 +459,32 @@ class NearestNeighborsIndex:
         d, m = PT.shape
         n = A.shape[0]
         exact = bool(self.is_int and A.dtype.kind in "ui")
+        mh, dl = pr["mh"], pr["delta"]
         c2 = np.empty(n, np.float64)
-        Z = np.empty((n, m), np.float64)
+        W1 = np.empty((n, m1 + 1), np.float32)
+        Z2 = np.empty((n, m - m1), np.float32)
+        r = np.empty((n, 2), np.float64)
+        E = np.empty((n, 2), np.float64)
+        E1 = np.empty(n, np.float64)
+        a1 = np.empty(n, np.float64)
+        nx1 = np.empty(n, np.float32)
         rows = max(16, min(n, (4 << 20) // (8 * d)))
 
         def work(starts):
             buf = np.empty((rows, d), np.float64)
+            Zt = np.empty((rows, m), np.float64)
             for s in starts:
                 e = min(n, s + rows)
                 _k.centred_sqnorms_serial(A[s:e], pr["c"], exact, c2[s:e])
                 _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
-                np.matmul(buf[:e - s], PT, out=Z[s:e])
+                np.matmul(buf[:e - s], PT, out=Zt[:e - s])
+                _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d, dl, m1, mh, W1[s:e],
+                                     Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e], nx1[s:e])
 
         map_threads(work, list(range(0, n, rows)), n_threads)
-        cn = np.sqrt(c2) * sc                              # |v|, scaled
-        if n and not cn.max() <= 2.0 ** 100:
+        if n and not np.sqrt(c2.max()) * sc <= 2.0 ** 100:
             return None                 # float32 may have overflowed: unusable
-        c2 = c2 * (sc * sc)
-        # --- error bounds (u: unit roundoff), scaled units -------------------
-        # per coordinate (see above), then the departure of P from exact
-        # orthonormality (m * delta * |v|) and the float64 sums
-        dl = pr["delta"]
-        zn = np.sqrt(np.einsum("ij,ij->i", Z, Z))
-        e_z = np.sqrt(m) * (d + 3) * _U64 * 1.01 * (1 + dl) * cn + 4 * _U64 * zn + m * dl * cn
-        c2_err = 0.0 if exact else (d + 4) * _U64 * 1.01 * c2
-        c2_err = c2_err + 4 * m * dl * c2
-
-        def residual(cut):
-            zz2 = np.einsum("ij,ij->i", Z[:, :cut], Z[:, :cut])
-            rr = np.sqrt(np.maximum(c2 - zz2, 0.0))
-            delta_sq = e_z * (2 * np.sqrt(zz2) + e_z) + c2_err
-            with np.errstate(divide="ignore", invalid="ignore"):
-                e_r = np.where(rr > 0, np.minimum(np.sqrt(delta_sq), delta_sq / rr),
-                               np.sqrt(delta_sq))
-            # the stored float32 coordinates add at most u32 * |w|
-            f32 = 1.01 * _U32 * np.sqrt(np.maximum(c2, zz2))
-            return rr, e_z + e_r + 2 * _U64 * rr + f32
-
-        mh = pr["mh"]
-        r = np.empty((n, 2), np.float64)
-        E = np.empty((n, 2), np.float64)
-        r[:, 0], E[:, 0] = residual(mh)
-        r[:, 1], E[:, 1] = residual(m)
-        r1, E1 = residual(m1)
-        # subnormal float32 values (tiny rows) lose absolute accuracy: a
-        # 1e-37 absolute term covers them
-        tiny = 1e-37 * np.sqrt(m + 1) * (d + 1)
-        W1 = np.empty((n, m1 + 1), np.float32)
-        W1[:, :m1] = Z[:, :m1]
-        W1[:, m1] = r1
-        a1 = np.sqrt(np.einsum("ij,ij->i", W1.astype(np.float64), W1.astype(np.float64)))
-        # coordinates m1 .. for stage 2 (the first m1 are in W1, same values)
-        return dict(Z2=Z[:, m1:].astype(np.float32), r=r, E=E + tiny,
-                    W1=W1, a1=a1, nx1=(a1 * a1).astype(np.float32), E1=E1 + tiny)
+        return dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         """Pruned exact search: stage 1 as float32 GEMM tiles (BLAS) scanned

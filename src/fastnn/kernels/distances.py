@@ -432,3 +432,79 @@ def _centre_scale_py(A, c, scale, out):
 
 centre_scale_parallel = njit(cache=True, parallel=True, nogil=True)(_centre_scale_py)
 centre_scale_serial = njit(cache=True, nogil=True)(_centre_scale_py)
+
+
+@njit(cache=True, nogil=True)
+def _residual(zz2, c2, e_z, c2_err):
+    """Residual norm ``sqrt(c2 - zz2)`` beyond a cut and the error bound of
+    the stored vector (projected coordinates + residual) up to that cut."""
+    rr = math.sqrt(max(c2 - zz2, 0.0))
+    delta_sq = e_z * (2.0 * math.sqrt(zz2) + e_z) + c2_err
+    e_r = math.sqrt(delta_sq)
+    if rr > 0.0:
+        e_r = min(e_r, delta_sq / rr)
+    # the stored float32 coordinates add at most u32 * |w|
+    f32 = 1.01 * 2.0 ** -24 * math.sqrt(max(c2, zz2))
+    return rr, e_z + e_r + 2.0 * 2.0 ** -53 * rr + f32
+
+
+@njit(cache=True, nogil=True)
+def finish_projection(Zt, c2, scale, exact, d, delta, m1, mh, W1, Z2, r, E, E1, a1, nx1):
+    """Per row of a projected tile ``Zt`` (``(a - c) * scale`` times the
+    directions, float64) and its unscaled ``|a - c|^2`` (``c2``): the stored
+    float32 vectors and their proven error bounds, in scaled units.
+
+    Per coordinate the projection error is at most
+    ``(d + 3) u (1 + delta) |v|`` (GEMM of d terms, rounding of ``v``), so the
+    vector's is ``sqrt(m)`` times that, plus ``m delta |v|`` for the
+    departure of the directions from orthonormality; ``|v|^2`` is exact for
+    integers, else within ``(d + 4) u |v|^2``. ``_residual`` turns these into
+    bounds for the residual norms beyond ``m1``, ``mh`` and ``m`` and for the
+    stored vectors; a 1e-37 absolute term covers subnormal float32 values.
+
+    Writes ``W1`` (first ``m1`` coordinates + residual norm beyond them),
+    ``Z2`` (coordinates ``m1 ..``), ``r``/``E`` (residual norms and bounds
+    at ``mh`` and ``m``), ``E1`` (bound of ``W1``), ``a1 = |W1|`` and
+    ``nx1 = float32(a1**2)``.
+    """
+    rows, m = Zt.shape
+    u64 = 2.0 ** -53
+    kz = math.sqrt(m) * (d + 3) * u64 * 1.01 * (1.0 + delta) + m * delta
+    tiny = 1e-37 * math.sqrt(m + 1) * (d + 1)
+    for i in range(rows):
+        z = Zt[i]
+        c2s = c2[i] * scale * scale
+        cn = math.sqrt(c2[i]) * scale
+        s1 = 0.0
+        for t in range(m1):
+            s1 += z[t] * z[t]
+        sh = s1
+        for t in range(m1, mh):
+            sh += z[t] * z[t]
+        sm = sh
+        for t in range(mh, m):
+            sm += z[t] * z[t]
+        e_z = kz * cn + 4.0 * u64 * math.sqrt(sm)
+        c2_err = 4.0 * m * delta * c2s
+        if not exact:
+            c2_err += (d + 4) * u64 * 1.01 * c2s
+        rr, ee = _residual(s1, c2s, e_z, c2_err)
+        E1[i] = ee + tiny
+        acc = 0.0
+        for t in range(m1):
+            w = np.float32(z[t])
+            W1[i, t] = w
+            acc += np.float64(w) * np.float64(w)
+        w = np.float32(rr)
+        W1[i, m1] = w
+        acc += np.float64(w) * np.float64(w)
+        a1[i] = math.sqrt(acc)
+        nx1[i] = np.float32(acc)
+        for t in range(m1, m):
+            Z2[i, t - m1] = np.float32(z[t])
+        rr, ee = _residual(sh, c2s, e_z, c2_err)
+        r[i, 0] = rr
+        E[i, 0] = ee + tiny
+        rr, ee = _residual(sm, c2s, e_z, c2_err)
+        r[i, 1] = rr
+        E[i, 1] = ee + tiny
