@@ -170,3 +170,36 @@ def test_float64_beyond_1e150_is_refused():
     X[2, 1] = 1e200
     with pytest.raises(ValueError, match="1e150"):
         kneighbors(X, X, 1)
+
+
+def test_auto_backend_follows_the_spectrum(rng):
+    """'auto' takes the pruned search where a few directions hold most of the
+    variance (even spread over ~90 of 324 features, like HOG), faiss on
+    random-like data; every choice gives the brute-force answer."""
+    n, d = 3000, 324
+    basis = rng.standard_normal((80, d))
+    hog_like = rng.standard_normal((n, 80)) @ basis + 0.05 * rng.standard_normal((n, d))
+    flat = rng.standard_normal((n, d))
+    for X, expected in ((hog_like, "pruned"), (flat, "faiss")):
+        idx = NearestNeighborsIndex(X)
+        Q = X[:40] + 0.01
+        d_auto, i_auto = idx.kneighbors(Q, 3)
+        assert idx.stats_["backend"] == expected
+        d_ref, i_ref = idx.kneighbors(Q, 3, backend="brute")
+        np.testing.assert_array_equal(i_auto, i_ref)
+        np.testing.assert_array_equal(d_auto, d_ref)
+
+
+@pytest.mark.cifar
+def test_cifar_hog_backends_agree(cifar):
+    """Real HOG features: 'auto' picks the pruned search and returns the
+    brute-force neighbours (exact float64 distances)."""
+    from fastnn import hog
+    X = hog(cifar.x_train[:20000], channel_axis=-1)
+    Q = hog(cifar.x_test[:300], channel_axis=-1)
+    idx = NearestNeighborsIndex(X)
+    d1, i1 = idx.kneighbors(Q, 5)
+    assert idx.stats_["backend"] == "pruned"
+    d0, i0 = idx.kneighbors(Q, 5, backend="brute")
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(d1, d0)

@@ -15,14 +15,16 @@ Backends
 ``'pruned'``
     Exact search that skips candidates by the projection lower bound
     ``|q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2`` (P: top principal
-    directions of a sample of the index), first with a float32 GEMM in a few
-    directions, then in all directions, then exactly.
+    directions of a sample of the index), first with a float32 BLAS GEMM in
+    95 directions for every point, then in all 128 directions for the points
+    left, then exactly; every stage with a proven rounding margin.
 ``'faiss'``
     faiss ``IndexFlatL2`` (float32) for candidates, exact re-rank; queries
     whose candidates cannot be proven complete are redone exactly.
 ``'auto'``
-    ``'pruned'`` for nearest-neighbour queries on large enough indexes,
-    otherwise ``'brute'``.
+    ``'pruned'`` where a few principal directions hold most of the index's
+    variance (raw pixels, HOG features), else ``'faiss'``; ``'brute'`` for
+    farthest neighbours, indexes under 512 rows, under 16 features or k > 64.
 """
 
 import numbers
