@@ -114,6 +114,15 @@ def _tile_rows(n_features, budget_bytes=64 << 20):
     return max(64, min(8192, budget_bytes // (8 * max(1, n_features))))
 
 
+def _unit_scaled(S):
+    """``S`` times the power of two that brings its largest magnitude into
+    [0.5, 1) (exact; directions and variance shares do not change)."""
+    big = float(np.abs(S).max()) if S.size else 0.0
+    if big > 0:
+        S = S * np.ldexp(1.0, -np.frexp(big)[1])
+    return S
+
+
 def _orthonormal_rows(V):
     """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
     made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
@@ -360,7 +369,7 @@ class NearestNeighborsIndex:
             rs = np.random.RandomState(self.random_state)
             rows = np.sort(rs.choice(n, min(n, 512), replace=False))
             S = self.X[rows].astype(np.float64)
-            S -= S.mean(axis=0)
+            S = _unit_scaled(S - S.mean(axis=0))
             ev = np.linalg.eigvalsh(S @ S.T)[::-1]
             total = float(ev.sum())
             self._resid_estimate = tuple(
@@ -386,7 +395,9 @@ class NearestNeighborsIndex:
         rows = np.arange(n) if n_sample == n else np.sort(rs.choice(n, n_sample, replace=False))
         sample = self.X[rows]
         mu = sample.mean(axis=0, dtype=np.float64)
-        S = (sample - mu).astype(np.float32)
+        # directions do not depend on scale: a power of two keeps the float32
+        # sample and its products finite for any magnitude of data
+        S = _unit_scaled(sample - mu).astype(np.float32)
         if d <= 1024:
             # few features: the covariance's eigenvectors (one small GEMM and
             # a d x d eigh) are cheaper and exact
@@ -423,8 +434,8 @@ class NearestNeighborsIndex:
             m1 = 95
         m1 = min(m1, m)
         # the centre: the sample mean, rounded to integers for integer data
-        # (then x - c is exact in float32 and |x - c|^2 exact in int64)
-        c = np.rint(pca["mu"]) if self.is_int else pca["mu"].astype(np.float32).astype(np.float64)
+        # (then x - c and |x - c|^2 are exact)
+        c = np.rint(pca["mu"]) if self.is_int else pca["mu"]
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
                   m=m, m1=m1, mh=min(m, m1 + self._mid_step))
         # a power of two brings the largest centred index vector near norm 1
