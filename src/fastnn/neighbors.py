@@ -106,7 +106,8 @@ def _check_k(n_neighbors, n_index):
 
 def _row_sqnorms(X, is_int, n_threads):
     out = np.empty(X.shape[0], np.float64)
-    run_kernel(_k.row_sqnorms_parallel, _k.row_sqnorms_serial, n_threads, X, is_int, out)
+    run_kernel(_k.centred_sqnorms_parallel, _k.centred_sqnorms_serial, n_threads,
+               X, np.zeros(X.shape[1]), is_int, out)
     return out
 
 

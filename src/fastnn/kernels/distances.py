@@ -381,28 +381,9 @@ finish_pairwise_parallel = njit(cache=True, parallel=True, nogil=True)(_finish_p
 finish_pairwise_serial = njit(cache=True, nogil=True)(_finish_pairwise_py)
 
 
-def _row_sqnorms_py(X, is_int, out):
-    for j in prange(X.shape[0]):
-        if is_int:
-            s = np.int64(0)
-            for t in range(X.shape[1]):
-                v = np.int64(X[j, t])
-                s += v * v
-            out[j] = np.float64(s)
-        else:
-            s = 0.0
-            for t in range(X.shape[1]):
-                v = np.float64(X[j, t])
-                s += v * v
-            out[j] = s
-
-
-row_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_row_sqnorms_py)
-row_sqnorms_serial = njit(cache=True, nogil=True)(_row_sqnorms_py)
-
-
 def _centred_sqnorms_py(A, c, exact, out):
-    """``|a - c|^2`` per row; ``exact``: integer rows and centre, int64."""
+    """``|a - c|^2`` per row (``c = 0``: squared norms); ``exact``: integer
+    rows and centre, summed in int64, else a float64 sum in index order."""
     for j in prange(A.shape[0]):
         if exact:
             s = np.int64(0)
