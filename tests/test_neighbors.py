@@ -205,3 +205,47 @@ def test_cifar_hog_backends_agree(cifar):
     d0, i0 = idx.kneighbors(Q, 5, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
+
+
+@settings(max_examples=80)
+@given(n=st.integers(1, 700), k_frac=st.floats(0.0, 1.0), tile=st.sampled_from([64, 128, 192]),
+       cap=st.sampled_from([1, 3, 40, 8192]), levels=st.sampled_from([3, 16, 256]),
+       dtype=st.sampled_from(["uint8", "float32", "float64"]), seed=st.integers(0, 2 ** 16),
+       m=st.sampled_from([2, 5, None]))
+def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, seed, m):
+    """The pruned search's stage 1 over many small tiles (partial last
+    sub-blocks, k above a tile, seeds spanning tiles) and with tiny key lists
+    (every query overflowing, keys recomputed) gives the reference answer;
+    few projection directions make the bounds loose, so that the keys kept
+    in stage 1 (not only the seeds) decide."""
+    from unittest import mock
+
+    import fastnn.neighbors as nb
+    r = np.random.default_rng(seed)
+    k = max(1, min(n, int(round(k_frac * n))))
+    X = r.integers(0, levels, (n, 20)).astype(dtype)
+    X[n // 3:n // 3 + n // 4] = X[:n // 4]                 # duplicated rows: exact ties
+    Q = np.vstack([X[:3], r.integers(0, levels, (30, 20)).astype(dtype)])
+    with mock.patch.object(nb, "_STAGE1_TILE", tile), mock.patch.object(nb, "_STAGE1_CAP", cap):
+        index = NearestNeighborsIndex(X, backend="pruned", n_components=m)
+        dist, ind = index.kneighbors(Q, k)
+    rd, ri = _reference(Q, X, k)
+    np.testing.assert_array_equal(ind, ri)
+    np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+
+
+def test_pruned_overflow_path_is_taken(rng):
+    """With a one-key list every query overflows and has its keys
+    recomputed: still the brute-force answer."""
+    from unittest import mock
+
+    import fastnn.neighbors as nb
+    X = rng.normal(size=(900, 32))
+    Q = rng.normal(size=(50, 32))
+    with mock.patch.object(nb, "_STAGE1_CAP", 1):
+        index = NearestNeighborsIndex(X, backend="pruned")
+        d1, i1 = index.kneighbors(Q, 4)
+    assert index.stats_["stage1_overflows"] > 0
+    d0, i0 = index.kneighbors(Q, 4, backend="brute")
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(d1, d0)

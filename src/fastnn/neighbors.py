@@ -43,6 +43,7 @@ _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
+_STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
 _PRUNE_MAX_RESIDUAL = 0.25
@@ -444,8 +445,16 @@ class NearestNeighborsIndex:
         big = float(np.sqrt(self.xn.max()) + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, pr, n_threads)
-        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1T=np.ascontiguousarray(proj["W1"].T),
-                  nx1=proj["nx1"], a1_max=float(proj["a1"].max()),
+        # stage-1 GEMM operand: the first-stage vectors, their float32 squared
+        # norms and ones (the query side adds its own norm: the GEMM then
+        # yields |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) directly)
+        n = self.n_samples
+        W1T = np.empty((m1 + 3, n), np.float32)
+        W1T[:m1 + 1] = proj["W1"].T
+        W1T[m1 + 1] = proj["nx1"]
+        W1T[m1 + 2] = 1.0
+        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1T=W1T,
+                  a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
         self._proj = pr
         return pr
@@ -501,21 +510,25 @@ class NearestNeighborsIndex:
         return dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
-        """Pruned exact search: stage 1 as float32 GEMM tiles (BLAS) scanned
-        by ``scan_tile``, then ``pruned_block`` per block of queries; blocks
-        spread over threads (one BLAS thread each)."""
+        """Pruned exact search: stage 1 as float32 GEMM tiles (BLAS) that
+        ``scan_collect`` reduces to the keys under a running threshold, then
+        ``pruned_block`` per block of queries; blocks spread over threads
+        (one BLAS thread each)."""
         pr = self._projection(n_threads)
         n = self.n_samples
-        m1p = pr["m1"] + 1
+        m1 = pr["m1"]
+        m1p = m1 + 1
         n_seed = min(n, k + min(self._extra_seeds, 2 * k))
         acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
                      and self.n_features * 255 ** 2 < 2 ** 31)
-        # queries per block: their keys (qb x n float32) stay within ~32 MB
-        qb = max(8, min(128, (32 << 20) // (4 * n)))
+        # queries per block; per query up to ``cap`` stage-1 keys are kept
+        # (a query with more has its keys recomputed at the end)
+        qb = 128
+        cap = min(n, _STAGE1_CAP)
         jt = min(n, _STAGE1_TILE)
-        nsub = (n + _k._SUB - 1) // _k._SUB
-        W1T, nx1 = pr["W1T"], pr["nx1"]
+        W1T = pr["W1T"]
         n_exact = np.empty(Q.shape[0], np.int64)
+        n_kept = np.zeros(Q.shape[0], np.int64)
         qchunk = chunk_size or Q.shape[0]
         for s in range(0, Q.shape[0], qchunk):
             e = min(Q.shape[0], s + qchunk)
@@ -527,44 +540,64 @@ class NearestNeighborsIndex:
                 n_exact[s:e] = n
                 continue
             aq = pq["a1"]
-            # stage 1 margin: float32 products of m1+1 terms, float32 rounding
-            # of the stored norms and keys; -|w1(q)|^2 moves the query term over
-            slack1 = (2 * m1p + 16) * _U32 * (aq + pr["a1_max"]) ** 2
+            # stage 1 margin: float32 GEMM of m1+3 terms whose absolute values
+            # sum to at most (|w1(q)| + |w1(x)|)^2, float32 rounding of the
+            # stored norms and of |w1(q)|^2
+            slack1 = (2 * m1p + 24) * _U32 * (aq + pr["a1_max"]) ** 2
             lim1_add = pq["E1"] + pr["E1_max"]
-            lim1_pad = slack1 - aq * aq
             pad2 = pq["E"] + pr["E_max"]
-            aq2 = aq * aq
             Wq = pq["W1"]
-            d_c, i_c, x_c = dist[s:e], ind[s:e], n_exact[s:e]
+            Wa = np.empty((e - s, m1 + 3), np.float32)
+            np.multiply(Wq, np.float32(-2.0), out=Wa[:, :m1p])
+            Wa[:, m1p] = 1.0
+            Wa[:, m1p + 1] = aq * aq
+            d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
 
             def work(starts):
-                G = np.empty((qb, jt), np.float32)
-                keys = np.empty((qb, n), np.float32)
-                bmin = np.empty((qb, nsub), np.float32)
+                gbuf = np.empty(qb * jt, np.float32)
                 sd = np.empty((qb, n_seed), np.float64)
                 si = np.empty((qb, n_seed), np.int64)
-                sc = np.zeros(qb, np.int64)
+                sc = np.empty(qb, np.int64)
+                kd_b = np.empty((qb, k), np.float64)
+                ki_b = np.empty((qb, k), np.int64)
+                kc = np.empty(qb, np.int64)
+                lim1 = np.empty(qb, np.float64)
+                n_ex = np.empty(qb, np.int64)
+                cand_k = np.empty((qb, cap), np.float32)
+                cand_j = np.empty((qb, cap), np.int64)
+                n_cand = np.empty(qb, np.int64)
                 kd = np.empty(k, np.float64)
                 ki = np.empty(k, np.int64)
+                cb_k = np.empty(n, np.float64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
                 for q0 in starts:
                     nb = min(e - s, q0 + qb) - q0
-                    sc[:] = 0
+                    for a in (sc, kc, n_ex, n_cand):
+                        a[:] = 0
+                    lim1[:] = np.inf
                     for j0 in range(0, n, jt):
                         j1 = min(n, j0 + jt)
-                        np.matmul(Wq[q0:q0 + nb], W1T[:, j0:j1], out=G[:nb, :j1 - j0])
-                        _k.scan_tile(G[:nb, :j1 - j0], nx1, j0, keys, bmin, sd, si, sc)
-                    _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc,
-                                    Wq, W1T, aq2, pq["Z2"], pr["Z2"], pq["r"], pr["r"],
-                                    pr["mh"] - pr["m1"], lim1_add, lim1_pad, slack1, pad2,
-                                    pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_d, cb_i)
+                        # a C-contiguous tile: numba's loops over it vectorise
+                        G = gbuf[:nb * (j1 - j0)].reshape(nb, j1 - j0)
+                        np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j1], out=G)
+                        _k.scan_collect(G, j0, q0, Qc, self.X, is_int, acc32,
+                                        pr["scale"], lim1_add, slack1, sd, si, sc,
+                                        kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand)
+                    _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
+                                    n_ex, cand_k, cand_j, n_cand, Wa, W1T, m1, Wq, pq["Z2"],
+                                    pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, lim1_add,
+                                    slack1, pad2, pr["scale"], k, d_c, i_c, x_c, kd, ki,
+                                    cb_k, cb_d, cb_i)
+                    kept_c[q0:q0 + nb] = n_cand[:nb]
 
             map_threads(work, list(range(0, e - s, qb)), n_threads)
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
-                       "first_stage_components": pr["m1"],
+                       "first_stage_components": m1,
                        "exact_per_query_mean": float(n_exact.mean()),
                        "exact_per_query_max": int(n_exact.max()),
+                       "stage1_kept_per_query_mean": float(n_kept.mean()),
+                       "stage1_overflows": int((n_kept > cap).sum()),
                        "n_samples": self.n_samples}
 
 

@@ -162,72 +162,127 @@ _SUB = 64          # points per sub-block (its minimum key skips it whole)
 
 
 @njit(cache=True, nogil=True)
-def _block_min(kb, u0, u1):
-    """``min(kb[u0:u1])`` (non-empty range); eight running minima in lanes
-    (a single running minimum does not vectorise)."""
-    if u1 - u0 < 16:
-        mn = kb[u0]
-        for j in range(u0 + 1, u1):
-            mn = min(mn, kb[j])
-        return mn
-    m0 = kb[u0]
-    m1 = kb[u0 + 1]
-    m2 = kb[u0 + 2]
-    m3 = kb[u0 + 3]
-    m4 = kb[u0 + 4]
-    m5 = kb[u0 + 5]
-    m6 = kb[u0 + 6]
-    m7 = kb[u0 + 7]
-    j = u0 + 8
-    while j + 8 <= u1:
-        m0 = min(m0, kb[j])
-        m1 = min(m1, kb[j + 1])
-        m2 = min(m2, kb[j + 2])
-        m3 = min(m3, kb[j + 3])
-        m4 = min(m4, kb[j + 4])
-        m5 = min(m5, kb[j + 5])
-        m6 = min(m6, kb[j + 6])
-        m7 = min(m7, kb[j + 7])
-        j += 8
-    while j < u1:
-        m0 = min(m0, kb[j])
-        j += 1
-    return min(min(min(m0, m1), min(m2, m3)), min(min(m4, m5), min(m6, m7)))
+def _lim(thr, scale, add, pad):
+    """A bound threshold in scaled key units: ``(scale sqrt(thr) + add)^2``
+    (rounded up) ``+ pad``."""
+    st = math.sqrt(thr) * scale + add
+    return st * st * (1.0 + 1e-12) + pad
 
 
 @njit(cache=True, nogil=True)
-def scan_tile(G, nx1, j0, keys, bmin, sd, si, sc):
-    """Stage 1 on one tile of points ``j0 .. j0 + G.shape[1]``.
+def _f32_up(x):
+    """The smallest float32 >= ``x`` (float64): ``key <= x`` and
+    ``key <= _f32_up(x)`` then differ only for ``key == _f32_up(x) > x``."""
+    f = np.float32(x)
+    if np.float64(f) < x:
+        f = np.nextafter(f, np.float32(np.inf))
+    return f
 
-    ``G[b, t] = w1(q_b).w1(x_{j0+t})`` (a float32 GEMM tile); stores the keys
-    ``|w1(x)|^2 - 2 w1(q).w1(x)`` in ``keys[b, j0:]``, the minimum key of
-    every ``_SUB`` points in ``bmin`` (whole sub-blocks are skipped on it
-    later; ``j0`` must be a multiple of ``_SUB``) and keeps the ``n_seed``
-    smallest keys of each query in ``(sd, si)`` (``sc``: how many so far).
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_le(g, u, L, t):
+    """How many keys of sub-block ``u`` of ``g[:L]`` are <= ``t`` (1 for a
+    partial sub-block: it is simply scanned). A counting sum vectorises in
+    numba (a float minimum does not); the loop is written so that LLVM sees
+    non-negative indices (else it emits gathers for numba's negative-index
+    wraparound)."""
+    if (u + 1) * _SUB > L:
+        return 1
+    s = 0
+    for j in range(u * _SUB, u * _SUB + _SUB):
+        s += g[j] <= t
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _insert_new(kd, ki, c, d, j):
+    """``topk_insert`` unless ``j`` is already listed (a point met twice)."""
+    for t in range(c):
+        if ki[t] == j:
+            return c
+    return topk_insert(kd, ki, c, d, j)
+
+
+@njit(cache=True, nogil=True)
+def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
+                 kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand):
+    """Stage 1 on one GEMM tile: keys of the points ``j0 .. j0 + L`` for the
+    queries ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2``).
+
+    Per query row, over sub-blocks of ``_SUB`` keys that hold a key at or
+    below the current thresholds (counted vectorised, the rest skipped):
+    the ``sd.shape[1]`` smallest keys so far (``sd``/``si``/``sc``), whose
+    first k get their exact distances when they enter (running top-k
+    ``kd``/``ki``/``kc``; ``n_ex`` counts them), which give a running
+    stage-1 threshold ``lim1``; and the keys at or below it, appended to
+    ``cand_k``/``cand_j`` (``n_cand`` counts them, also beyond the
+    capacity: the caller then recomputes that query's keys). Thresholds
+    only fall, so every key under the final threshold has been appended.
+    No key matrix is stored.
     """
     nb, L = G.shape
+    nsb = (L + _SUB - 1) // _SUB
     n_seed = sd.shape[1]
-    nxb = nx1[j0:j0 + L]
+    k = kd.shape[1]
+    cap = cand_k.shape[1]
     for b in range(nb):
-        gb = G[b]
-        kb = keys[b, j0:j0 + L]
-        for j in range(L):
-            kb[j] = nxb[j] - 2.0 * gb[j]
+        i = q0 + b
+        g = G[b]
         c = sc[b]
         sdb = sd[b]
-        lim = sdb[n_seed - 1] if c == n_seed else np.inf
-        for u0 in range(0, L, _SUB):
-            u1 = min(L, u0 + _SUB)
-            mn = _block_min(kb, u0, u1)
-            bmin[b, (j0 + u0) // _SUB] = mn
-            if c == n_seed and not (mn < lim):
-                continue          # nothing here beats the seeds
-            for j in range(u0, u1):
-                if kb[j] < lim or c < n_seed:
-                    c = topk_insert(sdb, si[b], c, np.float64(kb[j]), j0 + j)
-                    if c == n_seed:
-                        lim = sdb[n_seed - 1]
+        sib = si[b]
+        nc = n_cand[b]
+        lim = lim1[b]
+        j_first = 0
+        while c < n_seed and j_first < L:       # the first seeds, unfiltered
+            c = topk_insert(sdb, sib, c, np.float64(g[j_first]), j0 + j_first)
+            j_first += 1
+        # ---- one filtered pass: seeds below the seed limit, candidates
+        # below the threshold of the earlier tiles (none yet: after seeds)
+        first = lim == np.inf
+        slim = sdb[n_seed - 1]
+        t32 = _f32_up(slim if first else max(slim, lim))
+        for u in range(nsb):
+            if _count_le(g, u, L, t32) == 0:
+                continue
+            for j in range(u * _SUB, min(L, (u + 1) * _SUB)):
+                v = np.float64(g[j])
+                if v < slim and j >= j_first:
+                    c = topk_insert(sdb, sib, c, v, j0 + j)
+                    slim = sdb[n_seed - 1]
+                if not first and v <= lim:
+                    if nc < cap:
+                        cand_k[b, nc] = g[j]
+                        cand_j[b, nc] = j0 + j
+                    nc += 1
         sc[b] = c
+        # ---- exact distances of the new first k seeds (earlier ones were
+        # measured on entering): the running threshold. Seeds ranked k and
+        # beyond are measured at the end. (Measuring only now and then, or
+        # predicting the threshold from the keys, kept far more keys.)
+        kcb = kc[b]
+        for t in range(min(c, k)):
+            j = sib[t]
+            if j >= j0:
+                kcb = topk_insert(kd[b], ki[b], kcb, sqdist(Q[i], X[j], is_int, acc32), j)
+                n_ex[b] += 1
+        kc[b] = kcb
+        if kcb == k:
+            lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
+        if first and lim1[b] < np.inf:
+            # the tile's candidates under the threshold just set
+            lim = lim1[b]
+            t32 = _f32_up(lim)
+            for u in range(nsb):
+                if _count_le(g, u, L, t32) == 0:
+                    continue
+                for j in range(u * _SUB, min(L, (u + 1) * _SUB)):
+                    if np.float64(g[j]) <= lim:
+                        if nc < cap:
+                            cand_k[b, nc] = g[j]
+                            cand_j[b, nc] = j0 + j
+                        nc += 1
+        n_cand[b] = nc
 
 
 @njit(cache=True, nogil=True)
@@ -258,78 +313,91 @@ def _sq_l2_part(a, b, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, aq2, Zq2, Z2,
-                 rq, r, h, lim1_add, lim1_pad, slack1, pad2, scale, k, kd_out, ki_out,
-                 n_exact, kd, ki, cb_d, cb_i):
-    """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1 (``scan_tile``
-    over all points): a cascade of proven lower bounds.
+def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
+                 n_cand, Wa, W1T, m1, Wq, Zq2, Z2, rq, r, h, lim1_add, slack1, pad2, scale,
+                 k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i):
+    """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
+    (``scan_collect`` over all tiles): a cascade of proven lower bounds.
 
-    Stage 1 gave ``key[j] = |w1(x_j)|^2 - 2 w1(q).w1(x_j)`` (``keys[b]``) with
-    ``w1`` the first ``m1`` projected coordinates plus the residual norm
-    beyond them (``W1T`` holds the index's, transposed), so
-    ``|w1(q)|^2 + key`` is the squared first-stage bound, and the ``n_seed``
-    smallest keys (``si``), whose exact distances give a first threshold.
-    Stage 2 (the points whose first bound reaches it, float64) extends the
-    bound with the coordinates ``m1 ..`` (``Z2``), reusing the first ``m1``
-    from the key: first ``h`` more coordinates and the residual norm
-    ``r[:, 0]`` beyond them, then all of them with ``r[:, 1]`` (most points
-    stop after the first step). Stage 3: exact distances in increasing order
-    of the stage-2 bound, until the bound passes the k-th exact distance.
+    Stage 1 gave, per query, the keys under its running threshold
+    (``cand_k``/``cand_j``) with ``key ~ |w1(q) - w1(x)|^2`` (within
+    ``slack1``), ``w1`` the first ``m1`` projected coordinates plus the
+    residual norm beyond them (``Wq[:, m1]`` and ``W1T[m1]`` hold the
+    residual norms), its seeds (``si``/``sc``; the first k already measured)
+    and the exact top-k so far (``kd_b``/``ki_b``).
+    A query whose list overflowed gets all its keys recomputed
+    (``Wa[i] . W1T[:, j]``, float64 sums). Stage 2 (the points whose key reaches
+    the threshold, float64) extends the bound with the coordinates ``m1 ..``
+    (``Z2``), reusing the first ``m1`` from the key: first ``h`` more
+    coordinates and the residual norm ``r[:, 0]`` beyond them, then all of
+    them with ``r[:, 1]`` (most points stop after the first step). Stage 3:
+    exact distances in increasing order of the stage-2 bound, until the
+    bound passes the k-th exact distance (points already measured as seeds
+    are not counted twice).
 
     Every comparison carries a proven floating-point margin: a point is
     skipped only when its true distance is strictly above the threshold,
-    so the answer is the exact top-k by (distance, index).
-
-    ``lim1_add[i]``/``lim1_pad[i]``: stage 1 skips ``j`` when
-    ``key > (scale * sqrt(thr) + lim1_add[i])**2 + lim1_pad[i]``; stage 2
-    skips when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
+    so the answer is the exact top-k by (distance, index). Stage 1 skips
+    ``j`` when ``key > (scale * sqrt(thr) + lim1_add[i])**2 + slack1[i]``;
+    stage 2 when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
     (``s`` = 0, 1 for the two steps; ``slack1`` bounds the float32 error of
-    ``aq2 + key``; all margins precomputed). ``scale`` is the power of two
-    the projected data were multiplied by (keeps float32 values near 1: no
-    overflow, no underflow); exact distances ``thr`` are unscaled.
+    the key). ``scale`` is the power of two the projected data were
+    multiplied by (keeps float32 values near 1: no overflow, no
+    underflow); exact distances ``thr`` are unscaled.
     """
     n = X.shape[0]
-    m1 = W1T.shape[0] - 1
     m2 = Z2.shape[1]
-    rx1 = W1T[m1]                   # the index's first-stage residual norms
+    cap = cand_k.shape[1]
+    mk = W1T.shape[0]
+    rx1 = W1T[m1]
     for b in range(nb):
         i = q0 + b
-        kb = keys[b]
-        zq = Zq2[i]
-        # ---- seeds: exact distances of the smallest first-stage keys
-        c = 0
-        for t in range(sc[b]):
+        c = kc[b]
+        for t in range(c):
+            kd[t] = kd_b[b, t]
+            ki[t] = ki_b[b, t]
+        cnt = n_ex[b]
+        for t in range(k, sc[b]):       # the seeds not measured yet
             j = si[b, t]
-            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
-            kb[j] = np.inf              # done: stage 2 must not see it again
-        cnt = sc[b]
+            c = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            cnt += 1
         thr = kd[k - 1]
-        st = math.sqrt(thr) * scale + lim1_add[i]
-        lim1 = st * st * (1.0 + 1e-12) + lim1_pad[i]
-        sm = math.sqrt(thr) * scale + pad2[i, 0]
-        limm = sm * sm * (1.0 + 1e-12) + slack1[i]
-        s2 = math.sqrt(thr) * scale + pad2[i, 1]
-        lim2 = s2 * s2 * (1.0 + 1e-12) + slack1[i]
-        # ---- the points the first bound cannot exclude (whole sub-blocks
-        # skipped on their minimum key), listed first: the stage-2 loop then
-        # has no data-dependent branch before its memory reads
+        lim1 = _lim(thr, scale, lim1_add[i], slack1[i])
+        limm = _lim(thr, scale, pad2[i, 0], slack1[i])
+        lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
+        # ---- the points the first bound cannot exclude
         nc = 0
-        for u0 in range(0, n, _SUB):
-            if bmin[b, u0 // _SUB] > lim1:
-                continue
-            for j in range(u0, min(n, u0 + _SUB)):
-                if kb[j] <= lim1:
+        if n_cand[b] <= cap:
+            for t in range(n_cand[b]):
+                if cand_k[b, t] <= lim1:
+                    cb_k[nc] = cand_k[b, t]
+                    cb_i[nc] = cand_j[b, t]
+                    nc += 1
+        else:
+            # the list overflowed: all keys again (float64 sums of the
+            # float32 products, within the same margin)
+            wa = Wa[i]
+            cb_k[:n] = 0.0
+            for t in range(mk):
+                w = np.float64(wa[t])
+                row = W1T[t]
+                for j in range(n):
+                    cb_k[j] += w * np.float64(row[j])
+            for j in range(n):
+                if cb_k[j] <= lim1:
+                    cb_k[nc] = cb_k[j]
                     cb_i[nc] = j
                     nc += 1
-        # ---- stage 2: |w1(q) - w1(x)|^2 (from the key) minus the first
+        # ---- stage 2: |w1(q) - w1(x)|^2 (the key) minus the first
         # residual term, plus coordinates m1 .. of Z2 and the new residual
+        zq = Zq2[i]
         rq1 = np.float64(Wq[i, m1])
         nk = 0
         for t in range(nc):
             j = cb_i[t]
             zx = Z2[j]
             dr1 = rq1 - np.float64(rx1[j])
-            part = (aq2[i] + np.float64(kb[j]) - dr1 * dr1) + _sq_l2_part(zq, zx, 0, h)
+            part = (cb_k[t] - dr1 * dr1) + _sq_l2_part(zq, zx, 0, h)
             dr = rq[i, 0] - r[j, 0]
             acc = part + dr * dr
             if acc > limm:
@@ -350,12 +418,12 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, keys, bmin, sd, si, sc, Wq, W1T, a
             if cb_d[u] > lim2:
                 break
             j = cb_i[u]
-            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            c2 = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
             cnt += 1
+            c = c2
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
-                s2 = math.sqrt(thr) * scale + pad2[i, 1]
-                lim2 = s2 * s2 * (1.0 + 1e-12) + slack1[i]
+                lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
         n_exact[i] = cnt
         for t in range(k):
             kd_out[i, t] = kd[t]
