@@ -201,3 +201,24 @@ def test_all_cifar10_images_bitwise(cifar):
     ref = _reference(x, channel_axis=-1)
     assert got.shape == (60000, 324)
     assert np.array_equal(got, ref), f"max diff {np.abs(got - ref).max()}"
+
+
+@pytest.mark.parametrize("pairs", [((17, -52), (28, -47)), ((28, -47), (17, -52)),
+                                   ((17, -52), (17, -52)), ((-52, 17), (47, -28))])
+def test_colour_choice_on_equal_squared_gradients(pairs):
+    """Two channels whose gradients have the same squared norm (2993) but
+    float64 magnitudes a last bit apart (hypot(28, -47) != hypot(17, -52)):
+    skimage's argmax over the float64 magnitudes decides, not the order."""
+    assert np.hypot(28, -47) != np.hypot(17, -52)
+    img = np.full((16, 16, 3), 100, np.uint8)
+    r, c = 5, 6
+    for ch, (gr, gc) in enumerate(pairs):
+        img[r + 1, c, ch] = 100 + max(gr, 0)
+        img[r - 1, c, ch] = 100 - min(gr, 0)
+        img[r, c + 1, ch] = 100 + max(gc, 0)
+        img[r, c - 1, ch] = 100 - min(gc, 0)
+    for ch, (gr, gc) in enumerate(pairs):                  # the pixel's gradients
+        assert int(img[r + 1, c, ch]) - int(img[r - 1, c, ch]) == gr
+        assert int(img[r, c + 1, ch]) - int(img[r, c - 1, ch]) == gc
+    kw = dict(orientations=9, pixels_per_cell=(4, 4), cells_per_block=(2, 2), channel_axis=-1)
+    np.testing.assert_array_equal(hog(img[None], **kw)[0], sk_hog(img, **kw))

@@ -207,18 +207,23 @@ def orientation_bin(gr, gc, edges):
 # Per-image cell histograms
 # --------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, planar):
+def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, planar):
     """Cell sums for an integer image whose gradients lie in [-255, 255].
 
     ``img`` is (rows, cols, channels) uint8/int8; the tables are indexed by
     ``(g_row + 255) * 511 + (g_col + 255)`` and were built with numpy's own
     ``hypot``/``arctan2``, so bins and magnitudes are the reference's exactly.
-    The colour channel is skimage's argmax of the float64 magnitudes (see below).
 
-    Each image row is done in two passes: table indices for the whole row
-    (branch-free, vectorisable), then the float32 accumulation, interleaved
-    across the cells of the row so that the per-cell addition chains (whose
-    order is fixed: row-major within the cell) run independently.
+    Per image row: for every channel the squared gradient norms ``g2`` and
+    table indices of the whole row (int32 lanes: vectorised), then per pixel
+    skimage's colour choice, the argmax of the float64 magnitudes (first
+    channel on ties). The largest ``g2`` decides it, except where another
+    channel has the same ``g2`` from a different gradient pair: ``hypot`` of
+    equal sums of squares can differ in the last bit (``hypot(28, -47) !=
+    hypot(17, -52)`` in float64), so those pixels compare the float64
+    magnitudes themselves. Then the float32 accumulation, interleaved across
+    the cells of the row so that the per-cell addition chains (whose order
+    is fixed: row-major within the cell) run independently.
     """
     rows, cols, nch = img.shape
     ncr = acc.shape[0]
@@ -233,15 +238,6 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, p
         for r in range(rows_n):
             for c in range(cols_n):
                 planar[ch, r, c] = img[r, c, ch]
-    sh = 18
-    while (1 << (sh - 18)) <= nch:
-        sh += 1
-    # key = g2 << sh | (channel rank) << 18 | table index. Different g2 give
-    # magnitudes far apart, so the max key is skimage's argmax of hypot...
-    # except where two channels share g2 with different gradient pairs: hypot
-    # of equal sums of squares can differ in the last bit (hypot(28, -47) >
-    # hypot(17, -52) in float64). best_b (last channel wins ties) flags those
-    # pixels, which are then decided by the float64 magnitudes themselves.
     c_hi = min(cu, cols - 1)          # interior columns are 1 .. c_hi - 1
     for r in range(ru):
         ci = r // c_row
@@ -250,38 +246,52 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, p
         if r == 0 or r == rows - 1:   # g_row = 0 on the first/last row
             rp = r
             rm = r
-        for c in range(cu):
-            best[c] = -1
-            best_b[c] = -1
         for ch in range(nch):
-            rank = np.int64(nch - ch) << 18
-            rank_b = np.int64(ch + 1) << 18
+            pp = planar[ch, rp]
+            pm = planar[ch, rm]
+            p0 = planar[ch, r]
+            g2 = g2buf[ch]
+            ix = ixbuf[ch]
             for c in range(1, c_hi):
-                gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
-                gc = np.int64(planar[ch, r, c + 1]) - np.int64(planar[ch, r, c - 1])
-                base = ((gr * gr + gc * gc) << sh) | ((gr + 255) * 511 + (gc + 255))
-                best[c] = max(best[c], base | rank)
-                best_b[c] = max(best_b[c], base | rank_b)
+                gr = np.int32(np.int32(pp[c]) - np.int32(pm[c]))
+                gc = np.int32(np.int32(p0[c + 1]) - np.int32(p0[c - 1]))
+                g2[c] = np.int32(np.int32(gr * gr) + np.int32(gc * gc))
+                ix[c] = np.int32(np.int32(np.int32(gr + 255) * 511) + np.int32(gc + 255))
             for c in (0, c_hi):            # g_col = 0 on the first/last column
                 if c < cu and (c == 0 or c == cols - 1):
-                    gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
-                    base = ((gr * gr) << sh) | ((gr + 255) * 511 + 255)
-                    best[c] = max(best[c], base | rank)
-                    best_b[c] = max(best_b[c], base | rank_b)
+                    gr = np.int32(np.int32(pp[c]) - np.int32(pm[c]))
+                    g2[c] = np.int32(gr * gr)
+                    ix[c] = np.int32(np.int32(np.int32(gr + 255) * 511) + 255)
+        # colour choice, branch-free over the row (vectorised): largest g2,
+        # first channel on ties; ``tie`` marks another channel with the same
+        # g2 from a different gradient pair (row nch of g2buf holds it)
+        bg = g2buf[nch]
         for c in range(cu):
-            idx = np.int32(best[c] & 0x3FFFF)
-            if idx != np.int32(best_b[c] & 0x3FFFF):
+            bg[c] = g2buf[0, c]
+            idxbuf[c] = ixbuf[0, c]
+        for ch in range(1, nch):
+            g2 = g2buf[ch]
+            ix = ixbuf[ch]
+            for c in range(cu):
+                gt = np.int32(g2[c] > bg[c])
+                bg[c] = np.int32(bg[c] + gt * np.int32(g2[c] - bg[c]))
+                idxbuf[c] = np.int32(idxbuf[c] + gt * np.int32(ix[c] - idxbuf[c]))
+        tie = ixbuf[nch]
+        for c in range(cu):
+            tie[c] = 0
+        for ch in range(nch):
+            g2 = g2buf[ch]
+            ix = ixbuf[ch]
+            for c in range(cu):
+                tie[c] |= np.int32(g2[c] == bg[c]) & np.int32(ix[c] != idxbuf[c])
+        for c in range(cu):
+            if tie[c]:
                 m_best = -1.0
                 for ch in range(nch):
-                    gr = np.int64(planar[ch, rp, c]) - np.int64(planar[ch, rm, c])
-                    gc = np.int64(0)
-                    if c != 0 and c != cols - 1:
-                        gc = np.int64(planar[ch, r, c + 1]) - np.int64(planar[ch, r, c - 1])
-                    j = np.int32((gr + 255) * 511 + (gc + 255))
+                    j = ixbuf[ch, c]
                     if lut_mag[j] > m_best:
                         m_best = lut_mag[j]
-                        idx = j
-            idxbuf[c] = idx
+                        idxbuf[c] = j
         for cin in range(c_col):
             for cj in range(ncc):
                 idx = idxbuf[cj * c_col + cin]
@@ -360,10 +370,10 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
 
 @njit(cache=True, nogil=True)
 def hog_one_image(img, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, best_b, planar, out):
+                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar, out):
     """HOG of one image into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n)."""
     if use_lut:
-        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, best, best_b, planar)
+        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, planar)
     else:
         _cells_float(img, c_row, c_col, edges, acc)
     _finish_cells(acc, c_row * c_col, hist)
@@ -396,8 +406,8 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
     sq = np.empty(L, np.float64)
     tmp = np.empty((ncr, ncc, n_orient), np.float64)
     idxbuf = np.empty(images.shape[2], np.int32)
-    best = np.empty(images.shape[2], np.int64)
-    best_b = np.empty(images.shape[2], np.int64)
+    g2buf = np.empty((images.shape[3] + 1, images.shape[2]), np.int32)
+    ixbuf = np.empty((images.shape[3] + 1, images.shape[2]), np.int32)
     planar = np.empty((images.shape[3], images.shape[1], images.shape[2]), np.int16)
     for i in range(n):
         if keep_hist:
@@ -405,7 +415,8 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
         else:
             hist = tmp
         hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
-                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, best, best_b, planar, out[i])
+                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar,
+                      out[i])
 
 
 hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
