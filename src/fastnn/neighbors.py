@@ -568,6 +568,7 @@ class NearestNeighborsIndex:
                 n_cand = np.empty(qb, np.int64)
                 kd = np.empty(k, np.float64)
                 ki = np.empty(k, np.int64)
+                js = np.empty(k, np.int64)
                 cb_k = np.empty(n, np.float64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
@@ -583,7 +584,8 @@ class NearestNeighborsIndex:
                         np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j1], out=G)
                         _k.scan_collect(G, j0, q0, Qc, self.X, is_int, acc32,
                                         pr["scale"], lim1_add, slack1, sd, si, sc,
-                                        kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand)
+                                        kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
+                                        js)
                     _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
                                     n_ex, cand_k, cand_j, n_cand, Wa, W1T, m1, Wq, pq["Z2"],
                                     pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, lim1_add,

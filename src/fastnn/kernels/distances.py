@@ -204,8 +204,56 @@ def _insert_new(kd, ki, c, d, j):
 
 
 @njit(cache=True, nogil=True)
+def _sqdist_float4(q, a, b, c, e):
+    """``sqdist_float(q, .)`` of four rows at once: four independent chains,
+    each in index order (bit-identical to four calls; the single sum is
+    latency-bound, four chains fill the pipeline)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for t in range(q.shape[0]):
+        x = np.float64(q[t])
+        d0 = x - np.float64(a[t])
+        d1 = x - np.float64(b[t])
+        d2 = x - np.float64(c[t])
+        d3 = x - np.float64(e[t])
+        s0 += d0 * d0
+        s1 += d1 * d1
+        s2 += d2 * d2
+        s3 += d3 * d3
+    return s0, s1, s2, s3
+
+
+@njit(cache=True, nogil=True)
+def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c, dedupe):
+    """Exact distances of ``q`` to the rows ``js[:m]`` inserted into the top
+    list ``(kd, ki)`` (``c`` filled; ``dedupe``: skip rows already listed);
+    returns the new count. Float rows go four at a time."""
+    t = 0
+    if not is_int:
+        while t + 4 <= m:
+            d0, d1, d2, d3 = _sqdist_float4(q, X[js[t]], X[js[t + 1]], X[js[t + 2]],
+                                            X[js[t + 3]])
+            for u, d in ((0, d0), (1, d1), (2, d2), (3, d3)):
+                if dedupe:
+                    c = _insert_new(kd, ki, c, d, js[t + u])
+                else:
+                    c = topk_insert(kd, ki, c, d, js[t + u])
+            t += 4
+    while t < m:
+        d = sqdist(q, X[js[t]], is_int, acc32)
+        if dedupe:
+            c = _insert_new(kd, ki, c, d, js[t])
+        else:
+            c = topk_insert(kd, ki, c, d, js[t])
+        t += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
 def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
-                 kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand):
+                 kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js):
     """Stage 1 on one GEMM tile: keys of the points ``j0 .. j0 + L`` for the
     queries ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2``).
 
@@ -260,14 +308,14 @@ def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si
         # measured on entering): the running threshold. Seeds ranked k and
         # beyond are measured at the end. (Measuring only now and then, or
         # predicting the threshold from the keys, kept far more keys.)
-        kcb = kc[b]
+        m = 0
         for t in range(min(c, k)):
-            j = sib[t]
-            if j >= j0:
-                kcb = topk_insert(kd[b], ki[b], kcb, sqdist(Q[i], X[j], is_int, acc32), j)
-                n_ex[b] += 1
-        kc[b] = kcb
-        if kcb == k:
+            if sib[t] >= j0:
+                js[m] = sib[t]
+                m += 1
+        kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b], False)
+        n_ex[b] += m
+        if kc[b] == k:
             lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
         if first and lim1[b] < np.inf:
             # the tile's candidates under the threshold just set
@@ -357,10 +405,12 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             kd[t] = kd_b[b, t]
             ki[t] = ki_b[b, t]
         cnt = n_ex[b]
+        m = 0
         for t in range(k, sc[b]):       # the seeds not measured yet
-            j = si[b, t]
-            c = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
-            cnt += 1
+            cb_i[m] = si[b, t]
+            m += 1
+        c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c, True)
+        cnt += m
         thr = kd[k - 1]
         lim1 = _lim(thr, scale, lim1_add[i], slack1[i])
         limm = _lim(thr, scale, pad2[i, 0], slack1[i])
@@ -418,9 +468,8 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             if cb_d[u] > lim2:
                 break
             j = cb_i[u]
-            c2 = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            c = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
             cnt += 1
-            c = c2
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
                 lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
