@@ -8,13 +8,16 @@ import numpy as np
 
 
 def test_fastnn_hogknn(benchmark, cifar):
+    """Three timed runs after one untimed full run: the first large
+    allocations of a process pay ~0.3 s of page faults on this VM (measured:
+    130 MB first touched in 0.31 s, later in 0.02 s), which the reference,
+    running second in the same process, never pays."""
     from fastnn import HOGKNN
     benchmark.group = "hogknn-cifar10"
-    HOGKNN(1).fit(cifar.x_train[:500], cifar.y_train[:500]).predict(cifar.x_test[:10])
 
     def run():
         return HOGKNN(1).fit(cifar.x_train, cifar.y_train).predict(cifar.x_test)
-    pred = benchmark.pedantic(run, rounds=1)
+    pred = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     benchmark.extra_info["accuracy"] = float((pred == cifar.y_test).mean())
 
 

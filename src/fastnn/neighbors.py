@@ -180,9 +180,7 @@ class NearestNeighborsIndex:
         self.n_components = n_components
         self.random_state = random_state
         self.X, self.is_int = check_data(X, "X")
-        n_threads = resolve_n_jobs(n_jobs)
-        with limit_threads(n_threads):
-            self.xn = _row_sqnorms(self.X, self.is_int, n_threads)
+        self._xn = None
         self.first_stage_components = None
         self._mid_step = 32          # stage 2 checks m1 + 32 coordinates first
         # seeds beyond k for the first threshold: min(8, 2k) (CIFAR-10: k=1 is
@@ -193,6 +191,16 @@ class NearestNeighborsIndex:
         self._proj = None
         self._faiss = None
         self.stats_ = {}
+
+    @property
+    def xn(self):
+        """Squared row norms of the index (computed on first use: the pruned
+        search does not need them)."""
+        if self._xn is None:
+            n_threads = resolve_n_jobs(self.n_jobs)
+            with limit_threads(n_threads):
+                self._xn = _row_sqnorms(self.X, self.is_int, n_threads)
+        return self._xn
 
     @property
     def n_samples(self):
@@ -441,8 +449,11 @@ class NearestNeighborsIndex:
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
                   m=m, m1=m1, mh=min(m, m1 + self._mid_step))
         # a power of two brings the largest centred index vector near norm 1
-        # (|x - c| <= |x| + |c|): float32 values neither overflow nor underflow
-        big = float(np.sqrt(self.xn.max()) + np.sqrt(c @ c))
+        # (|x - c| <= |x| + |c| <= sqrt(d) max|x_t| + |c|): float32 values
+        # neither overflow nor underflow
+        X = self.X
+        amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
+        big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, pr, n_threads)
         # stage-1 GEMM operand: the first-stage vectors, their float32 squared
