@@ -249,3 +249,20 @@ def test_pruned_overflow_path_is_taken(rng):
     d0, i0 = index.kneighbors(Q, 4, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("farthest", [False, True])
+def test_large_k_equals_reference(dtype, farthest, rng):
+    """k in the hundreds up to n (a full ranking): selection + stable sort,
+    whatever backend is asked for, equals the reference (ties by index)."""
+    X = rng.integers(0, 6, (1500, 12)).astype(dtype)      # few levels: many ties
+    Q = np.vstack([X[:4], rng.integers(0, 6, (20, 12)).astype(dtype)])
+    index = NearestNeighborsIndex(X)
+    for k in (300, 1500):
+        rd, ri = _reference(Q, X, k, farthest)
+        for backend in BACKENDS:
+            dist, ind = index.kneighbors(Q, k, farthest=farthest, backend=backend)
+            assert index.stats_["backend"] == "large-k"
+            np.testing.assert_array_equal(ind, ri)
+            np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)

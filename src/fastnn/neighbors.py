@@ -25,6 +25,11 @@ Backends
     ``'pruned'`` where a few principal directions hold most of the index's
     variance (raw pixels, HOG features), else ``'faiss'``; ``'brute'`` for
     farthest neighbours, indexes under 512 rows, under 16 features or k > 64.
+
+Whatever the backend, k > 256 (up to a full ranking, k = n) takes GEMM
+distances to every row, a selection of the k-th, exact distances for the rows
+that could reach it and a stable sort: sorted top lists would cost O(k^2)
+per query there.
 """
 
 import numbers
@@ -44,6 +49,7 @@ _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
+_LARGE_K = 256        # above: selection + stable sort instead of sorted top lists
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
 _PRUNE_MAX_RESIDUAL = 0.25
@@ -148,6 +154,7 @@ class NearestNeighborsIndex:
         Integer or float data; uint8 stays uint8 in memory.
     metric : {'euclidean', 'sqeuclidean'}
     backend : {'auto', 'brute', 'pruned', 'faiss'}
+        (k > 256 always takes the selection path described above)
     n_components : int, optional
         Projection directions for the pruned backend (default: 128, at most
         n_features).
@@ -244,6 +251,8 @@ class NearestNeighborsIndex:
             backend = self._choose_backend(k, farthest)
         if farthest and backend == "pruned":
             backend = "brute"   # lower bounds prune near neighbours only
+        if k > _LARGE_K:
+            backend = "large-k"  # sorted top lists would cost O(k^2) per query
         n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
         nq = Q.shape[0]
         dist = np.empty((nq, k), np.float64)
@@ -255,6 +264,8 @@ class NearestNeighborsIndex:
                     self._search_pruned(*args)
                 elif backend == "faiss":
                     self._search_faiss(*args, farthest=farthest)
+                elif backend == "large-k":
+                    self._search_large_k(*args, farthest=farthest)
                 else:
                     self._search_brute(*args, farthest=farthest)
         if self.metric == "euclidean":
@@ -303,6 +314,33 @@ class NearestNeighborsIndex:
                                                   counts, sign, k, dist[s:e], ind[s:e],
                                                   n_threads)
         self.stats_ = {"backend": "brute", "full_scans": fallbacks}
+
+    def _search_large_k(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
+        """Large k (any backend): approximate squared distances to every row
+        by float64 GEMM tiles, then ``select_exact`` per query."""
+        sign = -1.0 if farthest else 1.0
+        n = self.n_samples
+        tile = _tile_rows(self.n_features)
+        qchunk = chunk_size or max(1, (64 << 20) // (8 * n))
+        qn_all = _row_sqnorms(Q, is_int, n_threads)
+        err = self._err_scale(is_int)
+        err_x_max = err * float(self.xn.max())
+        for s in range(0, Q.shape[0], qchunk):
+            e = min(Q.shape[0], s + qchunk)
+            Qf = Q[s:e].astype(np.float64)
+            A = np.empty((e - s, n), np.float64)
+            for j0 in range(0, n, tile):
+                j1 = min(n, j0 + tile)
+                Aj = A[:, j0:j1]
+                np.matmul(Qf, self.X[j0:j1].astype(np.float64).T, out=Aj)
+                Aj *= -2.0
+                Aj += qn_all[s:e, None]
+                Aj += self.xn[None, j0:j1]
+                np.maximum(Aj, 0.0, out=Aj)
+            run_kernel(_k.select_exact_parallel, _k.select_exact_serial, n_threads,
+                       A, Q[s:e], self.X, sign, is_int, err * qn_all[s:e], err_x_max, k,
+                       dist[s:e], ind[s:e])
+        self.stats_ = {"backend": "large-k"}
 
     # -- faiss ------------------------------------------------------------
     def _search_faiss(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
@@ -532,9 +570,10 @@ class NearestNeighborsIndex:
         n_seed = min(n, k + min(self._extra_seeds, 2 * k))
         acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
                      and self.n_features * 255 ** 2 < 2 ** 31)
-        # queries per block; per query up to ``cap`` stage-1 keys are kept
-        # (a query with more has its keys recomputed at the end)
-        qb = 128
+        # queries per block (fewer for a large k: the per-query seed and top-k
+        # lists stay within ~64 MB); per query up to ``cap`` stage-1 keys are
+        # kept (a query with more has its keys recomputed at the end)
+        qb = max(1, min(128, (64 << 20) // (32 * (k + n_seed))))
         cap = min(n, _STAGE1_CAP)
         jt = min(n, _STAGE1_TILE)
         W1T = pr["W1T"]

@@ -121,6 +121,42 @@ exact_scan_parallel = njit(cache=True, parallel=True, nogil=True)(_exact_scan_py
 exact_scan_serial = njit(cache=True, nogil=True)(_exact_scan_py)
 
 
+def _select_exact_py(A, Q, X, sign, is_int, err_q, err_x_max, k, kd_out, ki_out):
+    """Top-k of each query from its approximate squared distances to every
+    index row (``A[i]``, each within ``err_q[i] + err_x_max`` of the exact
+    one), for a large k: the k-th smallest key by selection, exact
+    distances for the rows that could reach it, then a stable sort (ties keep
+    the lower index). ``O(n log n)`` per query where the sorted top list's
+    insertions would cost ``O(k^2)``."""
+    nq, n = A.shape
+    for i in prange(nq):
+        keys = np.empty(n, np.float64)
+        for j in range(n):
+            keys[j] = sign * A[i, j]
+        kth = np.partition(keys, k - 1)[k - 1]
+        lim = kth + 2.0 * (err_q[i] + err_x_max)
+        m = 0
+        for j in range(n):
+            if sign * A[i, j] <= lim:
+                m += 1
+        cj = np.empty(m, np.int64)
+        ck = np.empty(m, np.float64)
+        m = 0
+        for j in range(n):
+            if sign * A[i, j] <= lim:
+                cj[m] = j
+                ck[m] = sign * sqdist(Q[i], X[j], is_int)
+                m += 1
+        order = np.argsort(ck, kind="mergesort")     # stable: index order on ties
+        for t in range(k):
+            kd_out[i, t] = sign * ck[order[t]]
+            ki_out[i, t] = cj[order[t]]
+
+
+select_exact_parallel = njit(cache=True, parallel=True, nogil=True)(_select_exact_py)
+select_exact_serial = njit(cache=True, nogil=True)(_select_exact_py)
+
+
 def _rerank_py(Q, X, cand_i, cand_d, counts, sign, is_int, err_q, err_x_max, k,
                kd_out, ki_out, need_full):
     """Exact distances for each query's approximate candidates, final top-k.
