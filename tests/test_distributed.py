@@ -42,7 +42,7 @@ def test_dask_hog_equals_single_machine(client, rng):
         hog(gray, pixels_per_cell=(4, 4)))
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "manhattan"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float64])
 def test_sharded_equals_single_machine(client, rng, metric, dtype):
     X = rng.integers(0, 4, (700, 12)).astype(dtype)      # many exact ties

@@ -23,7 +23,7 @@ import numpy as np
 from .estimators import _check_weights, _resolve_metric, vote_proba
 from .feature import hog as _hog
 from .feature import hog_output_shape
-from .neighbors import METRICS, NearestNeighborsIndex, _check_k, check_data
+from .neighbors import NearestNeighborsIndex, _check_k, _check_metric, check_data
 
 __all__ = ["hog", "ShardedIndex", "DaskKNeighborsClassifier"]
 
@@ -80,8 +80,10 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
 # ----------------------------------------------------------------------------
 # Sharded exact search
 # ----------------------------------------------------------------------------
-def _build_shard(block, backend):
-    return NearestNeighborsIndex(block, metric="sqeuclidean", backend=backend, n_jobs=1)
+def _build_shard(block, backend, metric):
+    # shards answer squared distances (euclidean: one square root at the end)
+    metric = "manhattan" if metric == "manhattan" else "sqeuclidean"
+    return NearestNeighborsIndex(block, metric=metric, backend=backend, n_jobs=1)
 
 
 def _query_shard(index, Q, k, offset, farthest):
@@ -121,7 +123,7 @@ class ShardedIndex:
     ----------
     X : dask array or array_like (n_samples, n_features)
         Each row chunk becomes one shard (rechunk to choose shard sizes).
-    metric : {'euclidean', 'sqeuclidean'}
+    metric : {'euclidean', 'sqeuclidean', 'manhattan'}
     backend : str
         The per-shard backend of :class:`fastnn.NearestNeighborsIndex`.
     persist : bool
@@ -130,8 +132,7 @@ class ShardedIndex:
 
     def __init__(self, X, metric="euclidean", backend="auto", persist=True):
         dask, da = _require_dask()
-        if metric not in METRICS:
-            raise ValueError(f"metric={metric!r} is not supported; expected one of {METRICS}")
+        metric = _check_metric(metric)
         if not isinstance(X, da.Array):
             X = check_data(X, "X")[0]
             X = da.from_array(X, chunks=(max(1, len(X) // 2), -1))   # two shards
@@ -148,7 +149,7 @@ class ShardedIndex:
         self.offsets = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
         self.shard_sizes = np.asarray(X.chunks[0], np.int64)
         blocks = X.to_delayed().ravel()
-        self._shards = [dask.delayed(_build_shard)(b, backend) for b in blocks]
+        self._shards = [dask.delayed(_build_shard)(b, backend, metric) for b in blocks]
         if persist:
             self._shards = list(dask.persist(*self._shards))
 

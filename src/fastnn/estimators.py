@@ -21,15 +21,19 @@ __all__ = ["KNeighborsClassifier", "KNeighborsTransformer", "HOGTransformer", "H
 
 def _resolve_metric(metric, p):
     if metric == "minkowski":
-        if p != 2:
-            raise ValueError(f"metric='minkowski' is supported with p=2 only, got p={p}")
-        return "euclidean"
+        if p == 2:
+            return "euclidean"
+        if p == 1:
+            return "manhattan"
+        raise ValueError(f"metric='minkowski' is supported with p=1 or p=2 only, got p={p}")
     if metric in ("euclidean", "l2"):
         return "euclidean"
     if metric == "sqeuclidean":
         return "sqeuclidean"
-    raise ValueError(f"metric={metric!r} is not supported; use 'minkowski' (p=2), "
-                     "'euclidean' or 'sqeuclidean'")
+    if metric in ("manhattan", "cityblock", "l1"):
+        return "manhattan"
+    raise ValueError(f"metric={metric!r} is not supported; use 'minkowski' (p=1 or 2), "
+                     "'euclidean', 'sqeuclidean' or 'manhattan'")
 
 
 def _check_weights(weights):
@@ -150,8 +154,10 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
     algorithm, leaf_size : ignored (accepted for compatibility); the search is
         always exact.
     p : int, default=2
-        Only p=2 (Euclidean) is supported.
-    metric : {'minkowski', 'euclidean', 'sqeuclidean'}, default='minkowski'
+        1 (Manhattan) or 2 (Euclidean).
+    metric : {'minkowski', 'euclidean', 'sqeuclidean', 'manhattan'}, default='minkowski'
+        'l2', 'cityblock' and 'l1' are accepted too. Manhattan computes every
+        exact distance (no pruned or faiss search for it).
     metric_params : None
     n_jobs : int, default=None
     backend : {'auto', 'brute', 'pruned', 'faiss'}, default='auto'

@@ -38,11 +38,13 @@ import numpy as np
 
 from ._threads import limit_threads, map_threads, resolve_n_jobs, run_kernel
 from .kernels import distances as _k
+from .kernels import manhattan as _l1
 
 __all__ = ["NearestNeighborsIndex", "kneighbors", "pairwise_distances",
            "pairwise_distances_chunked", "check_data", "METRICS", "BACKENDS"]
 
-METRICS = ("euclidean", "sqeuclidean")
+METRICS = ("euclidean", "sqeuclidean", "manhattan")
+_ALIASES = {"l2": "euclidean", "cityblock": "manhattan", "l1": "manhattan"}
 BACKENDS = ("auto", "brute", "pruned", "faiss")
 _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
@@ -96,8 +98,13 @@ def check_data(X, name="X", allow_empty=False):
 
 
 def _check_metric(metric):
+    """The metric's canonical name ('l2' -> 'euclidean', 'cityblock'/'l1'
+    -> 'manhattan')."""
+    metric = _ALIASES.get(metric, metric) if isinstance(metric, str) else metric
     if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not supported; expected one of {METRICS}")
+        raise ValueError(f"metric={metric!r} is not supported; expected one of "
+                         f"{METRICS + tuple(_ALIASES)}")
+    return metric
 
 
 def _check_k(n_neighbors, n_index):
@@ -152,7 +159,9 @@ class NearestNeighborsIndex:
     ----------
     X : array_like (n_samples, n_features)
         Integer or float data; uint8 stays uint8 in memory.
-    metric : {'euclidean', 'sqeuclidean'}
+    metric : {'euclidean', 'sqeuclidean', 'manhattan'}
+        Aliases 'l2', 'cityblock' and 'l1' are accepted. 'manhattan' computes
+        every exact distance (backend 'auto' or 'brute').
     backend : {'auto', 'brute', 'pruned', 'faiss'}
         (k > 256 always takes the selection path described above)
     n_components : int, optional
@@ -173,9 +182,12 @@ class NearestNeighborsIndex:
 
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
                  n_jobs=None, random_state=0):
-        _check_metric(metric)
+        metric = _check_metric(metric)
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        if metric == "manhattan" and backend in ("pruned", "faiss"):
+            raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
+                             "metric='manhattan' takes backend='auto' or 'brute'")
         self.metric = metric
         self.backend = backend
         self.n_jobs = n_jobs
@@ -247,11 +259,16 @@ class NearestNeighborsIndex:
         backend = self.backend if backend is None else backend
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
-        if backend == "auto":
+        if self.metric == "manhattan":
+            if backend in ("pruned", "faiss"):
+                raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
+                                 "metric='manhattan' takes backend='auto' or 'brute'")
+            backend = "manhattan"
+        elif backend == "auto":
             backend = self._choose_backend(k, farthest)
         if farthest and backend == "pruned":
             backend = "brute"   # lower bounds prune near neighbours only
-        if k > _LARGE_K:
+        if k > _LARGE_K and backend != "manhattan":
             backend = "large-k"  # sorted top lists would cost O(k^2) per query
         n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
         nq = Q.shape[0]
@@ -266,6 +283,8 @@ class NearestNeighborsIndex:
                     self._search_faiss(*args, farthest=farthest)
                 elif backend == "large-k":
                     self._search_large_k(*args, farthest=farthest)
+                elif backend == "manhattan":
+                    self._search_l1(*args, farthest=farthest)
                 else:
                     self._search_brute(*args, farthest=farthest)
         if self.metric == "euclidean":
@@ -341,6 +360,43 @@ class NearestNeighborsIndex:
                        A, Q[s:e], self.X, sign, is_int, err * qn_all[s:e], err_x_max, k,
                        dist[s:e], ind[s:e])
         self.stats_ = {"backend": "large-k"}
+
+    def _search_l1(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
+        """Manhattan: every exact distance (index tiles that stay in cache,
+        queries over threads), sorted top lists; for k > 256 whole rows of
+        distances and a stable sort."""
+        sign = -1.0 if farthest else 1.0
+        n = self.n_samples
+        acc32 = _acc32(Q, self.X, is_int)
+        tile = _l1_tile(self.X, is_int)
+        if k <= _LARGE_K:
+            qchunk = chunk_size or Q.shape[0]
+            for s in range(0, Q.shape[0], qchunk):
+                e = min(Q.shape[0], s + qchunk)
+                kd = np.empty((e - s, k), np.float64)
+                ki = np.empty((e - s, k), np.int64)
+                counts = np.zeros(e - s, np.int64)
+                for j0 in range(0, n, tile):
+                    j1 = min(n, j0 + tile)
+                    run_kernel(_l1.l1_topk_parallel, _l1.l1_topk_serial, n_threads,
+                               Q[s:e], self.X, _l1_tile_t(self.X, j0, j1, is_int), j0, j1,
+                               sign, is_int, acc32, kd, ki, counts)
+                dist[s:e] = sign * kd
+                ind[s:e] = ki
+        else:
+            qchunk = chunk_size or max(1, (64 << 20) // (8 * n))
+            for s in range(0, Q.shape[0], qchunk):
+                e = min(Q.shape[0], s + qchunk)
+                D = np.empty((e - s, n), np.float64)
+                for j0 in range(0, n, tile):
+                    j1 = min(n, j0 + tile)
+                    run_kernel(_l1.l1_rows_parallel, _l1.l1_rows_serial, n_threads,
+                               Q[s:e], self.X, _l1_tile_t(self.X, j0, j1, is_int), j0, j1,
+                               is_int, acc32, D[:, j0:j1])
+                order = np.argsort(sign * D, axis=1, kind="stable")[:, :k]
+                ind[s:e] = order
+                dist[s:e] = np.take_along_axis(D, order, 1)
+        self.stats_ = {"backend": "brute", "metric": "manhattan"}
 
     # -- faiss ------------------------------------------------------------
     def _search_faiss(self, Q, is_int, k, dist, ind, n_threads, chunk_size, farthest=False):
@@ -665,8 +721,14 @@ def kneighbors(X, Y, n_neighbors=1, *, metric="euclidean", return_distance=True,
                             farthest=farthest, chunk_size=chunk_size)
 
 
+def _acc32(Q, X, is_int):
+    """Byte data whose distances fit 32-bit integer sums."""
+    return bool(is_int and Q.dtype.itemsize == 1 and X.dtype.itemsize == 1
+                and X.shape[1] * 255 ** 2 < 2 ** 31)
+
+
 def _pairwise_setup(X, Y, metric, n_jobs):
-    _check_metric(metric)
+    metric = _check_metric(metric)
     X, x_int = check_data(X, "X")
     same = Y is None
     Y, y_int = (X, x_int) if same else check_data(Y, "Y")
@@ -705,9 +767,17 @@ def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
     Each block is a fresh array of ``chunk_size`` rows (default: about
     128 MB of float64 per block).
     """
+    metric = _check_metric(metric)
     X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
     rows = chunk_size or max(16, (128 << 20) // (8 * max(Y.shape[0], X.shape[1])))
     with limit_threads(n_threads):
+        if metric == "manhattan":
+            for s in range(0, X.shape[0], rows):
+                e = min(X.shape[0], s + rows)
+                out = np.empty((e - s, Y.shape[0]), np.float64)
+                _pairwise_l1(X[s:e], Y, x_int and y_int, n_threads, out)
+                yield out
+            return
         yield from _pairwise_blocks(X, x_int, Y, y_int, same, metric, n_threads, rows,
                                     lambda s, e: np.empty((e - s, Y.shape[0]), out_dtype))
 
@@ -719,9 +789,19 @@ def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size
     ``|x|^2 - 2 x.y + |y|^2`` clamped at 0, zero diagonal when ``Y`` is None,
     float32 result for float32 input): exact on integer data. The result is
     written block by block into one preallocated array (no stacking copy).
+    ``metric='manhattan'`` (or 'cityblock', 'l1'): exact sums of absolute
+    differences, float64 (as sklearn's, which calls scipy's ``cdist``).
     """
+    metric = _check_metric(metric)
     X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
     rows = chunk_size or max(16, (64 << 20) // (8 * max(Y.shape[0], X.shape[1])))
+    if metric == "manhattan":
+        # scipy's cdist(..., 'cityblock') (sklearn's manhattan_distances):
+        # float64 whatever the input, sums in index order
+        result = np.empty((X.shape[0], Y.shape[0]), np.float64)
+        with limit_threads(n_threads):
+            _pairwise_l1(X, Y, x_int and y_int, n_threads, result)
+        return result
     result = np.empty((X.shape[0], Y.shape[0]), out_dtype)
     with limit_threads(n_threads):
         if same and out_dtype == np.float64 and chunk_size is None:
@@ -739,6 +819,33 @@ def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size
                                       lambda s, e: result[s:e]):
                 pass
     return result
+
+
+def _l1_tile(X, is_int):
+    """Index rows per Manhattan tile: ~256 KB of integer rows, or of the
+    float64 transposed tile."""
+    item = X.dtype.itemsize if is_int else 8
+    return max(16, (256 << 10) // max(1, X.shape[1] * item))
+
+
+def _l1_tile_t(X, j0, j1, is_int):
+    """The float64 transposed tile the float kernels read (a dummy for
+    integers)."""
+    if is_int:
+        return np.zeros((1, 1), np.float64)
+    return np.ascontiguousarray(X[j0:j1].T, dtype=np.float64)
+
+
+def _pairwise_l1(X, Y, is_int, n_threads, out):
+    """Exact Manhattan distances of the rows of X to those of Y into ``out``,
+    tiles of Y rows that stay in cache."""
+    acc32 = _acc32(X, Y, is_int)
+    tile = _l1_tile(Y, is_int)
+    for j0 in range(0, Y.shape[0], tile):
+        j1 = min(Y.shape[0], j0 + tile)
+        run_kernel(_l1.l1_rows_parallel, _l1.l1_rows_serial, n_threads,
+                   X, Y, _l1_tile_t(Y, j0, j1, is_int), j0, j1, is_int, acc32,
+                   out[:, j0:j1])
 
 
 def _pairwise_symmetric(X, x_int, metric, n_threads, rows, result):
