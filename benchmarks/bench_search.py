@@ -66,3 +66,21 @@ def test_pairwise_10k(benchmark, cifar, kind, impl):
     fn(Q[:100])
     out = benchmark.pedantic(lambda: fn(Q), rounds=1)
     assert out.shape == (10000, 10000)
+
+
+@pytest.mark.parametrize("kind,nq", [("hog", 1000), ("raw", 100)])
+@pytest.mark.parametrize("impl", ["fastnn", "sklearn"])
+def test_manhattan_1nn(benchmark, cifar, kind, nq, impl):
+    """Manhattan 1-NN of the first ``nq`` test images against all 50,000
+    (every exact distance; sklearn brute force for reference)."""
+    from sklearn.neighbors import NearestNeighbors
+    X, Q = _features(cifar, kind)
+    Q = Q[:nq]
+    benchmark.group = f"manhattan-{kind}-{nq}q"
+    if impl == "fastnn":
+        NearestNeighborsIndex(X[:500], metric="manhattan").kneighbors(Q[:5], 1)
+        fn = lambda: NearestNeighborsIndex(X, metric="manhattan").kneighbors(Q, 1)  # noqa: E731
+    else:
+        fn = lambda: (NearestNeighbors(n_neighbors=1, algorithm="brute",  # noqa: E731
+                                       metric="manhattan").fit(X).kneighbors(Q))
+    benchmark.pedantic(fn, rounds=1)
