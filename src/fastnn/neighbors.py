@@ -130,11 +130,12 @@ def _tile_rows(n_features, budget_bytes=64 << 20):
 
 
 def _unit_scaled(S):
-    """``S`` times the power of two that brings its largest magnitude into
-    [0.5, 1) (exact; directions and variance shares do not change)."""
-    big = float(np.abs(S).max()) if S.size else 0.0
+    """``S`` (a float temporary, scaled in place) times the power of two that
+    brings its largest magnitude into [0.5, 1) (exact; directions and
+    variance shares do not change)."""
+    big = max(abs(float(S.max())), abs(float(S.min()))) if S.size else 0.0
     if big > 0:
-        S = S * np.ldexp(1.0, -np.frexp(big)[1])
+        S *= np.ldexp(1.0, -np.frexp(big)[1])
     return S
 
 
