@@ -324,7 +324,9 @@ def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si
         # ---- one filtered pass: seeds below the seed limit, candidates
         # below the threshold of the earlier tiles (none yet: after seeds)
         first = lim == np.inf
-        slim = sdb[n_seed - 1]
+        # (a seed list still short here means the tile is used up: every
+        # point so far is a seed)
+        slim = sdb[n_seed - 1] if c == n_seed else np.inf
         t32 = _f32_up(slim if first else max(slim, lim))
         for u in range(nsb):
             if _count_le(g, u, L, t32) == 0:
