@@ -14,7 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .feature import BLOCK_NORMS, hog, hog_output_shape
-from .neighbors import NearestNeighborsIndex
+from .neighbors import NearestNeighborsIndex, _check_metric
 
 __all__ = ["KNeighborsClassifier", "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
 
@@ -26,14 +26,7 @@ def _resolve_metric(metric, p):
         if p == 1:
             return "manhattan"
         raise ValueError(f"metric='minkowski' is supported with p=1 or p=2 only, got p={p}")
-    if metric in ("euclidean", "l2"):
-        return "euclidean"
-    if metric == "sqeuclidean":
-        return "sqeuclidean"
-    if metric in ("manhattan", "cityblock", "l1"):
-        return "manhattan"
-    raise ValueError(f"metric={metric!r} is not supported; use 'minkowski' (p=1 or 2), "
-                     "'euclidean', 'sqeuclidean' or 'manhattan'")
+    return _check_metric(metric)      # the engine's names and aliases
 
 
 def _check_weights(weights):
@@ -308,9 +301,9 @@ class HOGTransformer(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.n_jobs = n_jobs
 
-    def _hog(self, X):
-        X, channel_axis = _image_batch(X, self.image_shape, self.channel_axis)
-        return hog(X, self.orientations, self.pixels_per_cell, self.cells_per_block,
+    def _hog(self, Xb, channel_axis):
+        """HOG of an image stack from ``_image_batch``."""
+        return hog(Xb, self.orientations, self.pixels_per_cell, self.cells_per_block,
                    self.block_norm, transform_sqrt=self.transform_sqrt,
                    channel_axis=channel_axis, dtype=self.dtype, n_jobs=self.n_jobs)
 
@@ -325,18 +318,18 @@ class HOGTransformer(TransformerMixin, BaseEstimator):
                                                        self.pixels_per_cell,
                                                        self.cells_per_block)))
         else:
-            self._n_out = self._hog(Xb[:1]).shape[1]
+            self._n_out = self._hog(Xb[:1], channel_axis).shape[1]
         self.n_features_in_ = int(np.prod(Xb.shape[1:]))
         self._image_shape_in = tuple(Xb.shape[1:])
         return self
 
     def transform(self, X):
         check_is_fitted(self, "_n_out")
-        Xb, _ = _image_batch(X, self.image_shape, self.channel_axis)
+        Xb, channel_axis = _image_batch(X, self.image_shape, self.channel_axis)
         if tuple(Xb.shape[1:]) != self._image_shape_in:
             raise ValueError(f"images of shape {tuple(Xb.shape[1:])}, but this transformer "
                              f"was fitted on images of shape {self._image_shape_in}")
-        return self._hog(Xb)
+        return self._hog(Xb, channel_axis)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "_n_out")

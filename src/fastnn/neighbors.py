@@ -107,6 +107,12 @@ def _check_metric(metric):
     return metric
 
 
+def _check_metric_backend(metric, backend):
+    if metric == "manhattan" and backend in ("pruned", "faiss"):
+        raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
+                         "metric='manhattan' takes backend='auto' or 'brute'")
+
+
 def _check_k(n_neighbors, n_index):
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
         raise TypeError(f"n_neighbors must be an integer, got {n_neighbors!r}")
@@ -186,9 +192,7 @@ class NearestNeighborsIndex:
         metric = _check_metric(metric)
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
-        if metric == "manhattan" and backend in ("pruned", "faiss"):
-            raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
-                             "metric='manhattan' takes backend='auto' or 'brute'")
+        _check_metric_backend(metric, backend)
         self.metric = metric
         self.backend = backend
         self.n_jobs = n_jobs
@@ -261,9 +265,7 @@ class NearestNeighborsIndex:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if self.metric == "manhattan":
-            if backend in ("pruned", "faiss"):
-                raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
-                                 "metric='manhattan' takes backend='auto' or 'brute'")
+            _check_metric_backend(self.metric, backend)
             backend = "manhattan"
         elif backend == "auto":
             backend = self._choose_backend(k, farthest)
@@ -353,10 +355,8 @@ class NearestNeighborsIndex:
                 j1 = min(n, j0 + tile)
                 Aj = A[:, j0:j1]
                 np.matmul(Qf, self.X[j0:j1].astype(np.float64).T, out=Aj)
-                Aj *= -2.0
-                Aj += qn_all[s:e, None]
-                Aj += self.xn[None, j0:j1]
-                np.maximum(Aj, 0.0, out=Aj)
+                run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                           Aj, qn_all[s:e], self.xn[j0:j1], True, Aj)
             run_kernel(_k.select_exact_parallel, _k.select_exact_serial, n_threads,
                        A, Q[s:e], self.X, sign, is_int, err * qn_all[s:e], err_x_max, k,
                        dist[s:e], ind[s:e])
@@ -625,8 +625,7 @@ class NearestNeighborsIndex:
         m1 = pr["m1"]
         m1p = m1 + 1
         n_seed = min(n, k + min(self._extra_seeds, 2 * k))
-        acc32 = bool(is_int and Q.dtype.itemsize == 1 and self.X.dtype.itemsize == 1
-                     and self.n_features * 255 ** 2 < 2 ** 31)
+        acc32 = _acc32(Q, self.X, is_int)
         # queries per block (fewer for a large k: the per-query seed and top-k
         # lists stay within ~64 MB); per query up to ``cap`` stage-1 keys are
         # kept (a query with more has its keys recomputed at the end)
@@ -737,7 +736,7 @@ def _pairwise_setup(X, Y, metric, n_jobs):
         raise ValueError(f"Incompatible dimension for X and Y matrices: X.shape[1] == "
                          f"{X.shape[1]} while Y.shape[1] == {Y.shape[1]}")
     out_dtype = np.float32 if (X.dtype == np.float32 and Y.dtype == np.float32) else np.float64
-    return X, x_int, Y, y_int, same, out_dtype, resolve_n_jobs(n_jobs)
+    return metric, X, x_int, Y, y_int, same, out_dtype, resolve_n_jobs(n_jobs)
 
 
 def _pairwise_blocks(X, x_int, Y, y_int, same, metric, n_threads, rows, out_fn):
@@ -768,8 +767,8 @@ def pairwise_distances_chunked(X, Y=None, metric="euclidean", *, n_jobs=None,
     Each block is a fresh array of ``chunk_size`` rows (default: about
     128 MB of float64 per block).
     """
-    metric = _check_metric(metric)
-    X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
+    metric, X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric,
+                                                                             n_jobs)
     rows = chunk_size or max(16, (128 << 20) // (8 * max(Y.shape[0], X.shape[1])))
     with limit_threads(n_threads):
         if metric == "manhattan":
@@ -793,8 +792,8 @@ def pairwise_distances(X, Y=None, metric="euclidean", *, n_jobs=None, chunk_size
     ``metric='manhattan'`` (or 'cityblock', 'l1'): exact sums of absolute
     differences, float64 (as sklearn's, which calls scipy's ``cdist``).
     """
-    metric = _check_metric(metric)
-    X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric, n_jobs)
+    metric, X, x_int, Y, y_int, same, out_dtype, n_threads = _pairwise_setup(X, Y, metric,
+                                                                             n_jobs)
     rows = chunk_size or max(16, (64 << 20) // (8 * max(Y.shape[0], X.shape[1])))
     if metric == "manhattan":
         # scipy's cdist(..., 'cityblock') (sklearn's manhattan_distances):

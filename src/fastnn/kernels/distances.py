@@ -561,12 +561,11 @@ centred_sqnorms_serial = njit(cache=True, nogil=True)(_centred_sqnorms_py)
 def _centre_scale_py(A, c, scale, out):
     """``out = (A - c) * scale`` in float64 (exact for integers: ``c`` is then
     integer, ``scale`` a power of two)."""
-    for j in prange(A.shape[0]):
+    for j in range(A.shape[0]):
         for t in range(A.shape[1]):
             out[j, t] = (np.float64(A[j, t]) - c[t]) * scale
 
 
-centre_scale_parallel = njit(cache=True, parallel=True, nogil=True)(_centre_scale_py)
 centre_scale_serial = njit(cache=True, nogil=True)(_centre_scale_py)
 
 
