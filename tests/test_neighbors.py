@@ -5,8 +5,25 @@ from sklearn.metrics import pairwise_distances as sk_pd
 from sklearn.neighbors import NearestNeighbors
 
 from fastnn import NearestNeighborsIndex, kneighbors, pairwise_distances
+from fastnn.kernels import amx
 
 BACKENDS = ["brute", "pruned", "faiss"]
+# the pruned search's first stage: AMX bfloat16 tiles where the CPU has them,
+# float32 BLAS everywhere (both are tested where both exist)
+FIRST_STAGES = [pytest.param("amx", marks=pytest.mark.skipif(
+    not amx.available(), reason="no AMX-BF16 here: only the BLAS first stage runs")), "blas"]
+
+
+def _pruned(X, first_stage, **kw):
+    index = NearestNeighborsIndex(X, backend="pruned", **kw)
+    if first_stage == "blas":
+        index._amx = False
+    return index
+
+
+def _check_first_stage(index, first_stage):
+    assert index.stats_["first_stage"] == ("amx-bf16" if first_stage == "amx"
+                                           else "blas-float32")
 
 
 def _reference(Q, X, k, farthest=False):
@@ -32,7 +49,7 @@ def search_case(draw):
     return n, d, nq, k, dtype, levels, seed
 
 
-@given(search_case(), st.sampled_from(BACKENDS), st.booleans())
+@given(search_case(), st.sampled_from(BACKENDS + ["pruned-blas"]), st.booleans())
 def test_kneighbors_matches_reference(case, backend, farthest):
     n, d, nq, k, dtype, levels, seed = case
     r = np.random.default_rng(seed)
@@ -40,7 +57,9 @@ def test_kneighbors_matches_reference(case, backend, farthest):
     Q = r.integers(0, levels, (nq, d)).astype(dtype)
     if n > 2:
         X[n // 2] = X[0]                               # duplicated rows
-    idx = NearestNeighborsIndex(X, backend=backend)
+    idx = NearestNeighborsIndex(X, backend=backend.split("-")[0])
+    if backend == "pruned-blas":
+        idx._amx = False
     dist, ind = idx.kneighbors(Q, k, farthest=farthest)
     rd, ri = _reference(Q, X, k, farthest)
     np.testing.assert_array_equal(ind, ri)
@@ -53,10 +72,12 @@ def test_backends_threads_chunks_agree(rng):
     X[10] = X[20]
     Q[0] = X[10]
     base = NearestNeighborsIndex(X, backend="brute").kneighbors(Q, 7, n_jobs=1, chunk_size=17)
-    for b in BACKENDS:
+    for b in BACKENDS + ["pruned-blas"]:
         for nj in (1, 2):
             for cs in (None, 33):
-                got = NearestNeighborsIndex(X, backend=b).kneighbors(Q, 7, n_jobs=nj, chunk_size=cs)
+                index = NearestNeighborsIndex(X, backend=b.split("-")[0])
+                index._amx = False if b == "pruned-blas" else None
+                got = index.kneighbors(Q, 7, n_jobs=nj, chunk_size=cs)
                 np.testing.assert_array_equal(got[1], base[1])
                 np.testing.assert_array_equal(got[0], base[0])
 
@@ -120,6 +141,9 @@ def test_cifar_raw_1nn_identical_to_sklearn(cifar):
     for b in ("brute", "faiss"):
         np.testing.assert_array_equal(idx.kneighbors(Q[:200], 5, backend=b)[1],
                                       idx.kneighbors(Q[:200], 5)[1])
+    blas = _pruned(X, "blas")
+    np.testing.assert_array_equal(blas.kneighbors(Q[:200], 5)[1], idx.kneighbors(Q[:200], 5)[1])
+    _check_first_stage(blas, "blas")
 
 
 def test_pairwise_symmetric_blocks(rng):
@@ -165,6 +189,9 @@ def test_pruned_is_scale_invariant(exp, seed, k, dtype):
         d1, i1 = index.kneighbors(Q, k, backend=backend)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(d1, d2)
+    d1, i1 = _pruned(X, "blas").kneighbors(Q, k)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
 
 
 def test_float64_beyond_1e150_is_refused():
@@ -205,14 +232,20 @@ def test_cifar_hog_backends_agree(cifar):
     d0, i0 = idx.kneighbors(Q, 5, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
+    blas = _pruned(X, "blas")
+    d2, i2 = blas.kneighbors(Q, 5)
+    _check_first_stage(blas, "blas")
+    np.testing.assert_array_equal(i2, i0)
+    np.testing.assert_array_equal(d2, d0)
 
 
 @settings(max_examples=80)
 @given(n=st.integers(1, 700), k_frac=st.floats(0.0, 1.0), tile=st.sampled_from([64, 128, 192]),
        cap=st.sampled_from([1, 3, 40, 8192]), levels=st.sampled_from([3, 16, 256]),
        dtype=st.sampled_from(["uint8", "float32", "float64"]), seed=st.integers(0, 2 ** 16),
-       m=st.sampled_from([2, 5, None]))
-def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, seed, m):
+       m=st.sampled_from([2, 5, None]), blas=st.booleans(), tile2=st.sampled_from([32, 96]))
+def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, seed, m, blas,
+                                          tile2):
     """The pruned search's stage 1 over many small tiles (partial last
     sub-blocks, k above a tile, seeds spanning tiles) and with tiny key lists
     (every query overflowing, keys recomputed) gives the reference answer;
@@ -226,15 +259,17 @@ def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, s
     X = r.integers(0, levels, (n, 20)).astype(dtype)
     X[n // 3:n // 3 + n // 4] = X[:n // 4]                 # duplicated rows: exact ties
     Q = np.vstack([X[:3], r.integers(0, levels, (30, 20)).astype(dtype)])
-    with mock.patch.object(nb, "_STAGE1_TILE", tile), mock.patch.object(nb, "_STAGE1_CAP", cap):
-        index = NearestNeighborsIndex(X, backend="pruned", n_components=m)
+    with mock.patch.object(nb, "_STAGE1_TILE", tile), mock.patch.object(nb, "_STAGE1_CAP", cap), \
+            mock.patch.object(nb, "_STAGE1_TILE_AMX", tile2):
+        index = _pruned(X, "blas" if blas else "auto", n_components=m)
         dist, ind = index.kneighbors(Q, k)
     rd, ri = _reference(Q, X, k)
     np.testing.assert_array_equal(ind, ri)
     np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
 
 
-def test_pruned_overflow_path_is_taken(rng):
+@pytest.mark.parametrize("first_stage", FIRST_STAGES)
+def test_pruned_overflow_path_is_taken(first_stage, rng):
     """With a one-key list every query overflows and has its keys
     recomputed: still the brute-force answer."""
     from unittest import mock
@@ -243,9 +278,10 @@ def test_pruned_overflow_path_is_taken(rng):
     X = rng.normal(size=(900, 32))
     Q = rng.normal(size=(50, 32))
     with mock.patch.object(nb, "_STAGE1_CAP", 1):
-        index = NearestNeighborsIndex(X, backend="pruned")
+        index = _pruned(X, first_stage)
         d1, i1 = index.kneighbors(Q, 4)
     assert index.stats_["stage1_overflows"] > 0
+    _check_first_stage(index, first_stage)
     d0, i0 = index.kneighbors(Q, 4, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
@@ -266,3 +302,26 @@ def test_large_k_equals_reference(dtype, farthest, rng):
             assert index.stats_["backend"] == "large-k"
             np.testing.assert_array_equal(ind, ri)
             np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("first_stage", FIRST_STAGES)
+@pytest.mark.parametrize("k", [1, 3])
+def test_pruned_first_stage_rounding_is_covered(first_stage, k):
+    """Neighbours on thin shells: every point of a query's cluster lies at
+    distance 1 + (0 .. 1e-4) from it, far less than the rounding of the
+    first-stage vectors (bfloat16: ~0.4 % of their norm, here ~100x the
+    shell's spread). The answer is exact only if the first stage's margin
+    covers that rounding (this test fails when it does not)."""
+    rng = np.random.default_rng(7)
+    d, per = 6, 300
+    centres = rng.normal(size=(12, d)) * 100.0
+    dirs = rng.normal(size=(12, per, d))
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    radii = 1.0 + rng.uniform(0.0, 1e-4, (12, per, 1))
+    X = (centres[:, None, :] + dirs * radii).reshape(-1, d)
+    index = _pruned(X, first_stage)
+    dist, ind = index.kneighbors(centres, k)
+    _check_first_stage(index, first_stage)
+    rd, ri = _reference(centres, X, k)
+    np.testing.assert_array_equal(ind, ri)
+    np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)

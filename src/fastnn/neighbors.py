@@ -37,6 +37,7 @@ import numbers
 import numpy as np
 
 from ._threads import limit_threads, map_threads, resolve_n_jobs, run_kernel
+from .kernels import amx as _amx
 from .kernels import distances as _k
 from .kernels import manhattan as _l1
 
@@ -50,6 +51,7 @@ _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
+_STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
 _LARGE_K = 256        # above: selection + stable sort instead of sorted top lists
 # 'auto' picks the pruned search when at most this variance fraction lies
@@ -145,6 +147,39 @@ def _unit_scaled(S):
     return S
 
 
+def _bf16_rows(W, E, side):
+    """Stage-1 rows for the AMX product from the float32 first-stage vectors
+    ``W`` (bounds ``E``): the vectors rounded to bfloat16 ``h`` and the
+    float64 ``|h|^2`` in three bfloat16 pieces (within ``2**-22 |h|^2``).
+    Index rows are ``[h, 1, 1, 1, pieces]``, query rows
+    ``[-2 h, pieces, 1, 1, 1]``, zero-padded to a multiple of 32.
+
+    Returns the rows (bfloat16 bits), ``F = E + |W - h|`` (distance of the
+    rounded vector to the exact one) and ``|h|``."""
+    n, mp = W.shape
+    K = -(-(mp + 6) // _amx.KB) * _amx.KB
+    hb = _amx.bf16_bits(W)
+    hv = _amx.from_bf16(hb).astype(np.float64)
+    diff = W.astype(np.float64) - hv
+    F = E + np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1.0 + 1e-12)
+    nrm = np.einsum("ij,ij->i", hv, hv)
+    pieces = np.empty((n, 3), np.float64)
+    rest = nrm
+    for t in range(3):
+        pieces[:, t] = _amx.from_bf16(_amx.bf16_bits(rest.astype(np.float32)))
+        rest = rest - pieces[:, t]
+    rows = np.zeros((n, K), np.float32)
+    if side == "index":
+        rows[:, :mp] = hv
+        rows[:, mp:mp + 3] = 1.0
+        rows[:, mp + 3:mp + 6] = pieces
+    else:
+        rows[:, :mp] = -2.0 * hv
+        rows[:, mp:mp + 3] = pieces
+        rows[:, mp + 3:mp + 6] = 1.0
+    return _amx.bf16_bits(rows), F, np.sqrt(nrm)
+
+
 def _orthonormal_rows(V):
     """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
     made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
@@ -210,6 +245,9 @@ class NearestNeighborsIndex:
         # seeds beyond k for the first threshold: min(8, 2k) (CIFAR-10: k=1 is
         # fastest with 2, k=10 with 8)
         self._extra_seeds = 8
+        # stage 1 of the pruned search on AMX bfloat16 tiles where the CPU
+        # has them (None: automatic; False: float32 BLAS)
+        self._amx = None
         self._pca_cache = None
         self._resid_estimate = None
         self._proj = None
@@ -551,17 +589,29 @@ class NearestNeighborsIndex:
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, pr, n_threads)
-        # stage-1 GEMM operand: the first-stage vectors, their float32 squared
-        # norms and ones (the query side adds its own norm: the GEMM then
-        # yields |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) directly)
-        n = self.n_samples
-        W1T = np.empty((m1 + 3, n), np.float32)
-        W1T[:m1 + 1] = proj["W1"].T
-        W1T[m1 + 1] = proj["nx1"]
-        W1T[m1 + 2] = 1.0
-        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1T=W1T,
+        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1=proj["W1"],
                   a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
+        n = self.n_samples
+        if self._amx is not False and _amx.available():
+            # stage-1 operand on AMX tiles: the first-stage vectors rounded
+            # to bfloat16 (their distance to the float32 ones, plus E1, is
+            # the point's bound F), ones and the float64 squared norm of the
+            # rounded vector in three bfloat16 pieces; the query side holds
+            # -2 w1(q), its norm pieces and ones (the product then yields
+            # |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) of the rounded vectors)
+            Bt, F, a16 = _bf16_rows(proj["W1"], proj["E1"], side="index")
+            pr.update(B16=_amx.pack_b(Bt), K16=Bt.shape[1], F_max=float(F.max()),
+                      a16_max=float(a16.max()))
+        else:
+            # stage-1 GEMM operand: the first-stage vectors, their float32
+            # squared norms and ones (the query side adds its own norm: the
+            # GEMM then yields |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) directly)
+            W1T = np.empty((m1 + 3, n), np.float32)
+            W1T[:m1 + 1] = proj["W1"].T
+            W1T[m1 + 1] = proj["nx1"]
+            W1T[m1 + 2] = 1.0
+            pr["W1T"] = W1T
         self._proj = pr
         return pr
 
@@ -616,23 +666,31 @@ class NearestNeighborsIndex:
         return dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
-        """Pruned exact search: stage 1 as float32 GEMM tiles (BLAS) that
-        ``scan_collect`` reduces to the keys under a running threshold, then
-        ``pruned_block`` per block of queries; blocks spread over threads
-        (one BLAS thread each)."""
+        """Pruned exact search: stage 1 as product tiles (AMX bfloat16 where
+        available, else float32 BLAS) that ``scan_collect`` reduces to the
+        keys under a running threshold, then ``pruned_block`` per block of
+        queries; blocks spread over threads (one BLAS thread each)."""
         pr = self._projection(n_threads)
         n = self.n_samples
         m1 = pr["m1"]
         m1p = m1 + 1
+        use_amx = "B16" in pr
         n_seed = min(n, k + min(self._extra_seeds, 2 * k))
         acc32 = _acc32(Q, self.X, is_int)
         # queries per block (fewer for a large k: the per-query seed and top-k
-        # lists stay within ~64 MB); per query up to ``cap`` stage-1 keys are
-        # kept (a query with more has its keys recomputed at the end)
+        # lists stay within ~64 MB; a multiple of 32 for the AMX tiles); per
+        # query up to ``cap`` stage-1 keys are kept (a query with more has
+        # its keys recomputed at the end)
         qb = max(1, min(128, (64 << 20) // (32 * (k + n_seed))))
+        if use_amx:
+            qb = -(-min(qb, chunk_size or Q.shape[0], Q.shape[0]) // 32) * 32
         cap = min(n, _STAGE1_CAP)
-        jt = min(n, _STAGE1_TILE)
-        W1T = pr["W1T"]
+        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
+        # tiles: the first (dense: seeds, first threshold), then wider ones
+        # on AMX (filtered in L1: width costs no memory traffic, and fewer
+        # calls cost less dispatch)
+        jt2 = min(-(-n // 32) * 32, _STAGE1_TILE_AMX) if use_amx else jt
+        tiles = [(0, min(n, jt))] + [(j0, min(n, j0 + jt2)) for j0 in range(jt, n, jt2)]
         n_exact = np.empty(Q.shape[0], np.int64)
         n_kept = np.zeros(Q.shape[0], np.int64)
         qchunk = chunk_size or Q.shape[0]
@@ -646,17 +704,36 @@ class NearestNeighborsIndex:
                 n_exact[s:e] = n
                 continue
             aq = pq["a1"]
-            # stage 1 margin: float32 GEMM of m1+3 terms whose absolute values
-            # sum to at most (|w1(q)| + |w1(x)|)^2, float32 rounding of the
-            # stored norms and of |w1(q)|^2
-            slack1 = (2 * m1p + 24) * _U32 * (aq + pr["a1_max"]) ** 2
-            lim1_add = pq["E1"] + pr["E1_max"]
-            pad2 = pq["E"] + pr["E_max"]
             Wq = pq["W1"]
-            Wa = np.empty((e - s, m1 + 3), np.float32)
-            np.multiply(Wq, np.float32(-2.0), out=Wa[:, :m1p])
-            Wa[:, m1p] = 1.0
-            Wa[:, m1p + 1] = aq * aq
+            # float32 keys |W1(q) - W1(x)|^2: error within (2 m1p + 24) u32
+            # (|w1(q)| + |w1(x)|)^2 (a GEMM of m1 + 3 terms, rounding of the
+            # stored norms); the float64 recomputations of stage 2 and of an
+            # overflowed list are far inside that margin
+            slack1 = (2 * m1p + 24) * _U32 * (aq + pr["a1_max"]) ** 2
+            e1_add = pq["E1"] + pr["E1_max"]
+            pad2 = pq["E"] + pr["E_max"]
+            if use_amx:
+                # bfloat16 keys |h(q) - h(x)|^2: float32 accumulation of K
+                # exact products, the norm pieces (2**-22 relative), 2**-126
+                # per flushed term; the rounded vectors lie within F of the
+                # exact ones
+                A16, Fq, aq16 = _bf16_rows(Wq, pq["E1"], side="query")
+                K16 = pr["K16"]
+                s_add = Fq + pr["F_max"]
+                s_slack = ((K16 + 3) * _U32 * 1.01 * (aq16 + pr["a16_max"]) ** 2
+                           + 2.0 ** -22 * (aq16 ** 2 + pr["a16_max"] ** 2) + 1e-30)
+                nq = e - s
+                A16p = np.zeros((-(-nq // qb) * qb, K16), np.uint16)
+                A16p[:nq] = A16
+                B16 = pr["B16"]
+                Wa = W1T = None
+            else:
+                s_add, s_slack = e1_add, slack1
+                W1T = pr["W1T"]
+                Wa = np.empty((e - s, m1 + 3), np.float32)
+                np.multiply(Wq, np.float32(-2.0), out=Wa[:, :m1p])
+                Wa[:, m1p] = 1.0
+                Wa[:, m1p + 1] = aq * aq
             d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
 
             def work(starts):
@@ -675,33 +752,55 @@ class NearestNeighborsIndex:
                 kd = np.empty(k, np.float64)
                 ki = np.empty(k, np.int64)
                 js = np.empty(k, np.int64)
-                cb_k = np.empty(n, np.float64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
+                if use_amx:
+                    T = np.empty(qb, np.float32)
+                    OK = np.empty((qb, jt2), np.float32)
+                    OJ = np.empty((qb, jt2), np.int32)
+                    CNT = np.empty(qb, np.int32)
                 for q0 in starts:
                     nb = min(e - s, q0 + qb) - q0
                     for a in (sc, kc, n_ex, n_cand):
                         a[:] = 0
                     lim1[:] = np.inf
-                    for j0 in range(0, n, jt):
-                        j1 = min(n, j0 + jt)
-                        # a C-contiguous tile: numba's loops over it vectorise
-                        G = gbuf[:nb * (j1 - j0)].reshape(nb, j1 - j0)
-                        np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j1], out=G)
-                        _k.scan_collect(G, j0, q0, Qc, self.X, is_int, acc32,
-                                        pr["scale"], lim1_add, slack1, sd, si, sc,
+                    for j0, j1 in tiles:
+                        L = j1 - j0
+                        if use_amx:
+                            Lp = -(-L // 32) * 32
+                            Aq = A16p[q0:q0 + qb]
+                            if j0 > 0:
+                                # later tiles: the product is filtered in L1
+                                # by each row's current limit, never stored
+                                _k.tile_limits(sd, sc, lim1, nb, T)
+                                _amx.gemm_filter(Aq, B16, Lp, j0, T, OK, OJ, CNT)
+                                _k.scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Qc, self.X, is_int,
+                                               acc32, pr["scale"], s_add, s_slack, sd, si, sc,
+                                               kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
+                                               n_cand, js)
+                                continue
+                            G = gbuf[:qb * Lp].reshape(qb, Lp)
+                            _amx.gemm(Aq, B16, G, Lp, j0)
+                            G = G[:nb]
+                        else:
+                            # a C-contiguous tile: numba's loops over it vectorise
+                            G = gbuf[:nb * L].reshape(nb, L)
+                            np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j0 + L], out=G)
+                        _k.scan_collect(G, L, j0, q0, Qc, self.X, is_int, acc32,
+                                        pr["scale"], s_add, s_slack, sd, si, sc,
                                         kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
                                         js)
                     _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
-                                    n_ex, cand_k, cand_j, n_cand, Wa, W1T, m1, Wq, pq["Z2"],
-                                    pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, lim1_add,
-                                    slack1, pad2, pr["scale"], k, d_c, i_c, x_c, kd, ki,
-                                    cb_k, cb_d, cb_i)
+                                    n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, pq["Z2"],
+                                    pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, s_add,
+                                    s_slack, e1_add, slack1, pad2, pr["scale"], k, d_c, i_c,
+                                    x_c, kd, ki, cb_d, cb_i)
                     kept_c[q0:q0 + nb] = n_cand[:nb]
 
             map_threads(work, list(range(0, e - s, qb)), n_threads)
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": m1,
+                       "first_stage": "amx-bf16" if use_amx else "blas-float32",
                        "exact_per_query_mean": float(n_exact.mean()),
                        "exact_per_query_max": int(n_exact.max()),
                        "stage1_kept_per_query_mean": float(n_kept.mean()),

@@ -287,11 +287,85 @@ def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c, dedupe):
     return c
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd, ki,
+                   kc, lim1, n_ex, js):
+    """Exact distances of the new first k seeds of row ``b`` (those from the
+    tile at ``j0``; earlier ones were measured on entering): the running
+    threshold ``lim1``. Seeds ranked k and beyond are measured at the end.
+    (Measuring only now and then, or predicting the threshold from the
+    keys, kept far more keys.)"""
+    k = kd.shape[1]
+    m = 0
+    for t in range(min(c, k)):
+        if sib[t] >= j0:
+            js[m] = sib[t]
+            m += 1
+    if m == 0:
+        return          # (a call with nothing to insert still costs ~0.2 us)
+    kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b], False)
+    n_ex[b] += m
+    if kc[b] == k:
+        lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
+
+
 @njit(cache=True, nogil=True)
-def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
+def tile_limits(sd, sc, lim1, nb, T):
+    """Per row the float32 filter of the next tile: the larger of the seed
+    limit and the running threshold (rounded up; every key the tile's scan
+    could use passes it); ``-inf`` for the padding rows ``nb ..``."""
+    n_seed = sd.shape[1]
+    for b in range(T.shape[0]):
+        if b >= nb:
+            T[b] = -np.inf
+            continue
+        slim = sd[b, n_seed - 1] if sc[b] == n_seed else np.inf
+        T[b] = _f32_up(max(slim, lim1[b]))
+
+
+@njit(cache=True, nogil=True)
+def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, acc32, scale, lim1_add, slack1, sd,
+                si, sc, kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js):
+    """``scan_collect`` for a tile after the first, from the output of the
+    AMX filter (``gemm_filter`` with ``tile_limits``): per row only the keys
+    at or below the row's limit, in column order (``OK``/``OJ``/``CNT``);
+    columns ``L ..`` are padding."""
+    n_seed = sd.shape[1]
+    cap = cand_k.shape[1]
+    for b in range(nb):
+        i = q0 + b
+        c = sc[b]
+        sdb = sd[b]
+        sib = si[b]
+        nc = n_cand[b]
+        lim = lim1[b]
+        slim = sdb[n_seed - 1] if c == n_seed else np.inf
+        for t in range(CNT[b]):
+            j = np.int64(OJ[b, t])
+            if j >= L:
+                break
+            v = np.float64(OK[b, t])
+            if v < slim:
+                c = topk_insert(sdb, sib, c, v, j0 + j)
+                slim = sdb[n_seed - 1] if c == n_seed else np.inf
+            if v <= lim:
+                if nc < cap:
+                    cand_k[b, nc] = OK[b, t]
+                    cand_j[b, nc] = j0 + j
+                nc += 1
+        sc[b] = c
+        _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
+                       ki, kc, lim1, n_ex, js)
+        n_cand[b] = nc
+
+
+@njit(cache=True, nogil=True)
+def scan_collect(G, L, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
                  kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js):
-    """Stage 1 on one GEMM tile: keys of the points ``j0 .. j0 + L`` for the
-    queries ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2``).
+    """Stage 1 on one product tile: keys of the points ``j0 .. j0 + L``
+    (``G[:, :L]``; ``G`` may be wider) for the queries
+    ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2`` within
+    ``slack1``, ``w1`` within ``lim1_add`` of the exact vectors).
 
     Per query row, over sub-blocks of ``_SUB`` keys that hold a key at or
     below the current thresholds (counted vectorised, the rest skipped):
@@ -304,10 +378,9 @@ def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si
     only fall, so every key under the final threshold has been appended.
     No key matrix is stored.
     """
-    nb, L = G.shape
+    nb = G.shape[0]
     nsb = (L + _SUB - 1) // _SUB
     n_seed = sd.shape[1]
-    k = kd.shape[1]
     cap = cand_k.shape[1]
     for b in range(nb):
         i = q0 + b
@@ -342,19 +415,8 @@ def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si
                         cand_j[b, nc] = j0 + j
                     nc += 1
         sc[b] = c
-        # ---- exact distances of the new first k seeds (earlier ones were
-        # measured on entering): the running threshold. Seeds ranked k and
-        # beyond are measured at the end. (Measuring only now and then, or
-        # predicting the threshold from the keys, kept far more keys.)
-        m = 0
-        for t in range(min(c, k)):
-            if sib[t] >= j0:
-                js[m] = sib[t]
-                m += 1
-        kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b], False)
-        n_ex[b] += m
-        if kc[b] == k:
-            lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
+        _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
+                       ki, kc, lim1, n_ex, js)
         if first and lim1[b] < np.inf:
             # the tile's candidates under the threshold just set
             lim = lim1[b]
@@ -371,71 +433,55 @@ def scan_collect(G, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si
         n_cand[b] = nc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _sq_l2_part(a, b, start, stop):
     """Squared distance over coordinates [start, stop) of two float32
-    vectors, accumulated in float64 with four independent partial sums (the
-    sequential sum is latency-bound); any order obeys the same rounding bound."""
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    t = start
-    while t + 4 <= stop:
-        d0 = np.float64(a[t]) - np.float64(b[t])
-        d1 = np.float64(a[t + 1]) - np.float64(b[t + 1])
-        d2 = np.float64(a[t + 2]) - np.float64(b[t + 2])
-        d3 = np.float64(a[t + 3]) - np.float64(b[t + 3])
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        t += 4
-    while t < stop:
-        d0 = np.float64(a[t]) - np.float64(b[t])
-        s0 += d0 * d0
-        t += 1
-    return (s0 + s1) + (s2 + s3)
+    vectors, accumulated in float64. Only bounds use it, and the rounding
+    bound of a sum holds in any order, so LLVM may reassociate it (SIMD
+    lanes) and contract it (FMA): ``fastmath`` with those two flags only."""
+    s = 0.0
+    for t in range(start, stop):
+        d = np.float64(a[t]) - np.float64(b[t])
+        s += d * d
+    return s
 
 
 @njit(cache=True, nogil=True)
 def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
-                 n_cand, Wa, W1T, m1, Wq, Zq2, Z2, rq, r, h, lim1_add, slack1, pad2, scale,
-                 k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i):
+                 n_cand, W1, m1, Wq, Zq2, Z2, rq, r, h, s_add, s_slack, e1_add, slack1, pad2,
+                 scale, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i):
     """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
     (``scan_collect`` over all tiles): a cascade of proven lower bounds.
 
     Stage 1 gave, per query, the keys under its running threshold
-    (``cand_k``/``cand_j``) with ``key ~ |w1(q) - w1(x)|^2`` (within
-    ``slack1``), ``w1`` the first ``m1`` projected coordinates plus the
-    residual norm beyond them (``Wq[:, m1]`` and ``W1T[m1]`` hold the
-    residual norms), its seeds (``si``/``sc``; the first k already measured)
-    and the exact top-k so far (``kd_b``/``ki_b``).
-    A query whose list overflowed gets all its keys recomputed
-    (``Wa[i] . W1T[:, j]``, float64 sums). Stage 2 (the points whose key reaches
-    the threshold, float64) extends the bound with the coordinates ``m1 ..``
-    (``Z2``), reusing the first ``m1`` from the key: first ``h`` more
-    coordinates and the residual norm ``r[:, 0]`` beyond them, then all of
-    them with ``r[:, 1]`` (most points stop after the first step). Stage 3:
-    exact distances in increasing order of the stage-2 bound, until the
-    bound passes the k-th exact distance (points already measured as seeds
-    are not counted twice).
+    (``cand_k``/``cand_j``), ``key ~ |w1(q) - w1(x)|^2`` for vectors within
+    ``s_add`` of the exact ``w1`` (the first ``m1`` projected coordinates
+    plus the residual norm beyond them; float32 ``W1``/``Wq``, or these
+    rounded to bfloat16), within ``s_slack``; its seeds (``si``/``sc``; the
+    first k already measured) and the exact top-k so far (``kd_b``/``ki_b``).
+    A query whose list overflowed gets all its keys recomputed from
+    ``W1`` in float64 (vectors within ``e1_add``; ``slack1`` covers far more
+    than that sum's rounding). Stage 2 (the points whose key reaches the
+    threshold) computes ``|z1(q) - z1(x)|^2`` over the first ``m1``
+    coordinates in float64 from ``W1``, then extends it with the coordinates
+    ``m1 ..`` (``Z2``): first ``h`` more coordinates and the residual norm
+    ``r[:, 0]`` beyond them, then all of them with ``r[:, 1]`` (most points
+    stop after the first step). Stage 3: exact distances in increasing order
+    of the stage-2 bound, until the bound passes the k-th exact distance
+    (points already measured as seeds are not counted twice).
 
     Every comparison carries a proven floating-point margin: a point is
     skipped only when its true distance is strictly above the threshold,
     so the answer is the exact top-k by (distance, index). Stage 1 skips
-    ``j`` when ``key > (scale * sqrt(thr) + lim1_add[i])**2 + slack1[i]``;
+    ``j`` when ``key > (scale * sqrt(thr) + s_add[i])**2 + s_slack[i]``;
     stage 2 when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
-    (``s`` = 0, 1 for the two steps; ``slack1`` bounds the float32 error of
-    the key). ``scale`` is the power of two the projected data were
-    multiplied by (keeps float32 values near 1: no overflow, no
-    underflow); exact distances ``thr`` are unscaled.
+    (``s`` = 0, 1 for the two steps). ``scale`` is the power of two the
+    projected data were multiplied by (keeps float32 values near 1: no
+    overflow, no underflow); exact distances ``thr`` are unscaled.
     """
     n = X.shape[0]
     m2 = Z2.shape[1]
     cap = cand_k.shape[1]
-    mk = W1T.shape[0]
-    rx1 = W1T[m1]
     for b in range(nb):
         i = q0 + b
         c = kc[b]
@@ -450,42 +496,32 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
         c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c, True)
         cnt += m
         thr = kd[k - 1]
-        lim1 = _lim(thr, scale, lim1_add[i], slack1[i])
         limm = _lim(thr, scale, pad2[i, 0], slack1[i])
         lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
+        wq = Wq[i]
         # ---- the points the first bound cannot exclude
         nc = 0
         if n_cand[b] <= cap:
+            lim1 = _lim(thr, scale, s_add[i], s_slack[i])
             for t in range(n_cand[b]):
                 if cand_k[b, t] <= lim1:
-                    cb_k[nc] = cand_k[b, t]
                     cb_i[nc] = cand_j[b, t]
                     nc += 1
         else:
-            # the list overflowed: all keys again (float64 sums of the
-            # float32 products, within the same margin)
-            wa = Wa[i]
-            cb_k[:n] = 0.0
-            for t in range(mk):
-                w = np.float64(wa[t])
-                row = W1T[t]
-                for j in range(n):
-                    cb_k[j] += w * np.float64(row[j])
+            # the list overflowed: all keys again, float64 sums from W1
+            lim1 = _lim(thr, scale, e1_add[i], slack1[i])
             for j in range(n):
-                if cb_k[j] <= lim1:
-                    cb_k[nc] = cb_k[j]
+                if _sq_l2_part(wq, W1[j], 0, m1 + 1) <= lim1:
                     cb_i[nc] = j
                     nc += 1
-        # ---- stage 2: |w1(q) - w1(x)|^2 (the key) minus the first
-        # residual term, plus coordinates m1 .. of Z2 and the new residual
+        # ---- stage 2: |z1(q) - z1(x)|^2 over the first m1 coordinates,
+        # plus coordinates m1 .. of Z2 and the new residual
         zq = Zq2[i]
-        rq1 = np.float64(Wq[i, m1])
         nk = 0
         for t in range(nc):
             j = cb_i[t]
             zx = Z2[j]
-            dr1 = rq1 - np.float64(rx1[j])
-            part = (cb_k[t] - dr1 * dr1) + _sq_l2_part(zq, zx, 0, h)
+            part = _sq_l2_part(wq, W1[j], 0, m1) + _sq_l2_part(zq, zx, 0, h)
             dr = rq[i, 0] - r[j, 0]
             acc = part + dr * dr
             if acc > limm:

@@ -1,0 +1,453 @@
+"""bfloat16 matrix products on Intel AMX tiles (Sapphire Rapids and later).
+
+numba cannot express AMX tile instructions, so the kernel is written once in
+LLVM IR and compiled with llvmlite, the LLVM binding numba itself runs on (no
+new dependency). It is called through ctypes, which releases the GIL: one
+call per (query block, index tile), several threads at once.
+
+``C[i, j] = sum_t A[i, t] * B[t, j]`` with ``A`` and ``B`` rounded to
+bfloat16 by ``to_bf16`` and float32 accumulation. A bfloat16 product is exact
+in float32, so the only rounding is the accumulation: for any summation
+order ``|C - exact| <= (K + 1) u32 sum_t |A[i, t] B[t, j]|`` (``u32`` =
+2**-24), plus 2**-126 per term for the flushing of subnormal values
+(``to_bf16`` already flushes its subnormal outputs to zero, so the inputs
+the hardware sees are the ones the caller bounds).
+
+Availability (``available()``): the CPU reports AMX-BF16, Linux grants the
+process the tile data state (``arch_prctl(ARCH_REQ_XCOMP_PERM)``), the kernel
+compiles and a self-test product equals numpy's. ``FASTNN_AMX=0`` turns it off.
+Elsewhere callers use their float32 BLAS path.
+"""
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+__all__ = ["available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
+           "gemm_filter", "KB"]
+
+KB = 32          # bfloat16 values per tile row (64 bytes): K is padded to this
+_lock = threading.Lock()
+_state = {}      # "ok": bool, "engine", "funcs": {kb: callable}
+
+_DECLS = """
+declare x86_amx @llvm.x86.tileloadd64.internal(i16, i16, ptr, i64)
+declare x86_amx @llvm.x86.tdpbf16ps.internal(i16, i16, i16, x86_amx, x86_amx, x86_amx)
+declare void @llvm.x86.tilestored64.internal(i16, i16, ptr, i64, x86_amx)
+declare x86_amx @llvm.x86.tilezero.internal(i16, i16)
+declare void @llvm.masked.compressstore.v16f32(<16 x float>, ptr, <16 x i1>)
+declare void @llvm.masked.compressstore.v16i32(<16 x i32>, ptr, <16 x i1>)
+declare i16 @llvm.ctpop.i16(i16)
+"""
+
+
+def _kernel_ir(kb):
+    """LLVM IR of ``gemm_bf16_<kb>(A, lda, B, C, ldc, mq, nj)``: ``mq`` rows
+    of ``A`` (multiple of 32, ``lda`` bytes apart, ``kb * 32`` bfloat16 each)
+    times ``nj`` packed columns of ``B`` (multiple of 32, see ``pack_b``) into
+    float32 ``C`` (``ldc`` bytes per row). 2 x 2 blocks of 16 x 16 tiles
+    (four accumulators, two A and two B tiles: the eight tile registers);
+    the K loop is unrolled, so no tile value crosses a loop edge."""
+    blk = kb * 1024                     # bytes of one 16-column group of B
+    out = [f"""
+define void @gemm_bf16_{kb}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
+entry:
+  %ng = udiv i64 %nj, 16
+  %empty = icmp ult i64 %mq, 32
+  %empty2 = icmp ult i64 %nj, 32
+  %none = or i1 %empty, %empty2
+  br i1 %none, label %exit, label %iloop
+iloop:
+  %i = phi i64 [0, %entry], [%inext, %iend]
+  %i16 = add i64 %i, 16
+  %ia0 = mul i64 %i, %lda
+  %ia1 = mul i64 %i16, %lda
+  %pa0 = getelementptr i8, ptr %A, i64 %ia0
+  %pa1 = getelementptr i8, ptr %A, i64 %ia1
+  %ic0 = mul i64 %i, %ldc
+  %ic1 = mul i64 %i16, %ldc
+  %pc0 = getelementptr i8, ptr %C, i64 %ic0
+  %pc1 = getelementptr i8, ptr %C, i64 %ic1
+  br label %gloop
+gloop:
+  %g = phi i64 [0, %iloop], [%gnext, %gloop]
+  %g1 = add i64 %g, 1
+  %bo0 = mul i64 %g, {blk}
+  %bo1 = mul i64 %g1, {blk}
+  %pb0 = getelementptr i8, ptr %B, i64 %bo0
+  %pb1 = getelementptr i8, ptr %B, i64 %bo1
+  %co0 = mul i64 %g, 64
+  %co1 = add i64 %co0, 64
+  %pc00 = getelementptr i8, ptr %pc0, i64 %co0
+  %pc01 = getelementptr i8, ptr %pc0, i64 %co1
+  %pc10 = getelementptr i8, ptr %pc1, i64 %co0
+  %pc11 = getelementptr i8, ptr %pc1, i64 %co1
+  %c00_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c01_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c10_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c11_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+"""]
+    for t in range(kb):
+        n = t + 1
+        out.append(f"""
+  %a0p_{t} = getelementptr i8, ptr %pa0, i64 {t * 64}
+  %a1p_{t} = getelementptr i8, ptr %pa1, i64 {t * 64}
+  %b0p_{t} = getelementptr i8, ptr %pb0, i64 {t * 1024}
+  %b1p_{t} = getelementptr i8, ptr %pb1, i64 {t * 1024}
+  %a0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a0p_{t}, i64 %lda)
+  %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
+  %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
+  %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
+  %c00_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
+  %c01_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
+  %c10_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
+  %c11_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
+""")
+    out.append(f"""
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc00, i64 %ldc, x86_amx %c00_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc01, i64 %ldc, x86_amx %c01_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc10, i64 %ldc, x86_amx %c10_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc11, i64 %ldc, x86_amx %c11_{kb})
+  %gnext = add i64 %g, 2
+  %gdone = icmp uge i64 %gnext, %ng
+  br i1 %gdone, label %iend, label %gloop
+iend:
+  %inext = add i64 %i, 32
+  %idone = icmp uge i64 %inext, %mq
+  br i1 %idone, label %exit, label %iloop
+exit:
+  ret void
+}}
+""")
+    return "".join(out)
+
+
+def _filter_kernel_ir(kb):
+    """LLVM IR of ``filter_bf16_<kb>(A, lda, B, mq, nj, T, OK, OJ, ldo, CNT)``:
+    the product of ``gemm_bf16_<kb>`` without storing it. Each 2 x 2 block
+    of tiles goes to a 4 KB scratch (in L1); per row ``r`` the values
+    ``<= T[r]`` are appended (AVX-512 compress stores) to row ``r`` of
+    ``OK`` (float32) and their columns to row ``r`` of ``OJ`` (int32), both
+    ``ldo`` bytes per row, ``CNT[r]`` (int32) counting them. Loops: pairs of
+    16-column groups outside (their B tiles stay in L1), rows inside, so
+    each row's values arrive in column order. ``OK``/``OJ`` need room for
+    ``nj`` values per row."""
+    blk = kb * 1024
+    out = [f"""
+define void @filter_bf16_{kb}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
+                              ptr %OJ, i64 %ldo, ptr %CNT) #0 {{
+entry:
+  %scr = alloca [1024 x float], align 64
+  %s01 = getelementptr i8, ptr %scr, i64 64
+  %s10 = getelementptr i8, ptr %scr, i64 2048
+  %s11 = getelementptr i8, ptr %scr, i64 2112
+  %ng = udiv i64 %nj, 16
+  %empty = icmp ult i64 %mq, 32
+  %empty2 = icmp ult i64 %nj, 32
+  %none = or i1 %empty, %empty2
+  br i1 %none, label %exit, label %gloop
+gloop:
+  %g = phi i64 [0, %entry], [%gnext, %gend]
+  %g1 = add i64 %g, 1
+  %bo0 = mul i64 %g, {blk}
+  %bo1 = mul i64 %g1, {blk}
+  %pb0 = getelementptr i8, ptr %B, i64 %bo0
+  %pb1 = getelementptr i8, ptr %B, i64 %bo1
+  br label %iloop
+iloop:
+  %i = phi i64 [0, %gloop], [%inext, %rdone]
+  %i16 = add i64 %i, 16
+  %ia0 = mul i64 %i, %lda
+  %ia1 = mul i64 %i16, %lda
+  %pa0 = getelementptr i8, ptr %A, i64 %ia0
+  %pa1 = getelementptr i8, ptr %A, i64 %ia1
+  %c00_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c01_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c10_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+  %c11_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
+"""]
+    for t in range(kb):
+        n = t + 1
+        out.append(f"""
+  %a0p_{t} = getelementptr i8, ptr %pa0, i64 {t * 64}
+  %a1p_{t} = getelementptr i8, ptr %pa1, i64 {t * 64}
+  %b0p_{t} = getelementptr i8, ptr %pb0, i64 {t * 1024}
+  %b1p_{t} = getelementptr i8, ptr %pb1, i64 {t * 1024}
+  %a0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a0p_{t}, i64 %lda)
+  %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
+  %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
+  %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
+  %c00_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
+  %c01_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
+  %c10_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
+  %c11_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
+""")
+    out.append(f"""
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %scr, i64 128, x86_amx %c00_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %s01, i64 128, x86_amx %c01_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %s10, i64 128, x86_amx %c10_{kb})
+  call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %s11, i64 128, x86_amx %c11_{kb})
+  br label %rloop
+rloop:
+  %r = phi i64 [0, %iloop], [%rnext, %h1done]
+  %row = add i64 %i, %r
+  %tp = getelementptr float, ptr %T, i64 %row
+  %t = load float, ptr %tp
+  %tv0 = insertelement <16 x float> poison, float %t, i64 0
+  %tv = shufflevector <16 x float> %tv0, <16 x float> poison, <16 x i32> zeroinitializer
+  %so = mul i64 %r, 128
+  %sp0 = getelementptr i8, ptr %scr, i64 %so
+  %sp1 = getelementptr i8, ptr %sp0, i64 64
+  %v0 = load <16 x float>, ptr %sp0, align 64
+  %v1 = load <16 x float>, ptr %sp1, align 64
+  %m0 = fcmp ole <16 x float> %v0, %tv
+  %m1 = fcmp ole <16 x float> %v1, %tv
+  %b0 = bitcast <16 x i1> %m0 to i16
+  %b1 = bitcast <16 x i1> %m1 to i16
+  %bb = or i16 %b0, %b1
+  %any = icmp ne i16 %bb, 0
+  br i1 %any, label %emit, label %h1done
+emit:
+  %cp = getelementptr i32, ptr %CNT, i64 %row
+  %ro = mul i64 %row, %ldo
+  %kr = getelementptr i8, ptr %OK, i64 %ro
+  %jr = getelementptr i8, ptr %OJ, i64 %ro
+  %cnt0 = load i32, ptr %cp
+  %c0 = sext i32 %cnt0 to i64
+  %kp0 = getelementptr float, ptr %kr, i64 %c0
+  %jp0 = getelementptr i32, ptr %jr, i64 %c0
+  %gb0 = trunc i64 %g to i32
+  %gc0 = shl i32 %gb0, 4
+  %gv0i = insertelement <16 x i32> poison, i32 %gc0, i64 0
+  %gv0 = shufflevector <16 x i32> %gv0i, <16 x i32> poison, <16 x i32> zeroinitializer
+  %jv0 = add <16 x i32> %gv0, <i32 0, i32 1, i32 2, i32 3, i32 4, i32 5, i32 6, i32 7, i32 8, i32 9, i32 10, i32 11, i32 12, i32 13, i32 14, i32 15>
+  call void @llvm.masked.compressstore.v16f32(<16 x float> %v0, ptr %kp0, <16 x i1> %m0)
+  call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv0, ptr %jp0, <16 x i1> %m0)
+  %p0 = call i16 @llvm.ctpop.i16(i16 %b0)
+  %p0w = zext i16 %p0 to i32
+  %cnt1 = add i32 %cnt0, %p0w
+  %c1 = sext i32 %cnt1 to i64
+  %kp1 = getelementptr float, ptr %kr, i64 %c1
+  %jp1 = getelementptr i32, ptr %jr, i64 %c1
+  %jv1 = add <16 x i32> %jv0, <i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16>
+  call void @llvm.masked.compressstore.v16f32(<16 x float> %v1, ptr %kp1, <16 x i1> %m1)
+  call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv1, ptr %jp1, <16 x i1> %m1)
+  %p1 = call i16 @llvm.ctpop.i16(i16 %b1)
+  %p1w = zext i16 %p1 to i32
+  %cnt2 = add i32 %cnt1, %p1w
+  store i32 %cnt2, ptr %cp
+  br label %h1done
+h1done:
+  %rnext = add i64 %r, 1
+  %rend = icmp uge i64 %rnext, 32
+  br i1 %rend, label %rdone, label %rloop
+rdone:
+  %inext = add i64 %i, 32
+  %idone = icmp uge i64 %inext, %mq
+  br i1 %idone, label %gend, label %iloop
+gend:
+  %gnext = add i64 %g, 2
+  %gdone = icmp uge i64 %gnext, %ng
+  br i1 %gdone, label %exit, label %gloop
+exit:
+  ret void
+}}
+""")
+    return "".join(out)
+
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_PROTO = ctypes.CFUNCTYPE(None, _P, _I, _P, _P, _I, _I, _I)
+_PROTO_FILTER = ctypes.CFUNCTYPE(None, _P, _I, _P, _I, _I, _P, _P, _P, _I, _P)
+
+
+def _cpu_has_amx():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"amx_tile", "amx_bf16"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def _request_tile_state():
+    """Ask Linux for the AMX tile data state (XFEATURE_XTILEDATA = 18);
+    without it the first tile instruction would kill the process."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # SYS_arch_prctl = 158 on x86-64, ARCH_REQ_XCOMP_PERM = 0x1023
+        return libc.syscall(158, 0x1023, 18) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _compile(kb):
+    import llvmlite.binding as ll
+
+    eng = _state.get("engine")
+    mod = ll.parse_assembly(_DECLS + _kernel_ir(kb) + _filter_kernel_ir(kb) + """
+attributes #0 = { "target-features"="+amx-tile,+amx-bf16,+avx512f,+avx512vl,+avx512bw" }
+""")
+    mod.verify()
+    if eng is None:
+        ll.initialize_native_target()
+        ll.initialize_native_asmprinter()
+        tm = ll.Target.from_default_triple().create_target_machine(
+            cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
+            opt=3, codemodel="jitdefault")
+        eng = ll.create_mcjit_compiler(mod, tm)
+        _state["engine"] = eng
+    else:
+        eng.add_module(mod)
+    eng.finalize_object()
+    _state.setdefault("modules", []).append(mod)
+    return (_PROTO(eng.get_function_address(f"gemm_bf16_{kb}")),
+            _PROTO_FILTER(eng.get_function_address(f"filter_bf16_{kb}")))
+
+
+def _function(kb):
+    with _lock:
+        funcs = _state.setdefault("funcs", {})
+        if kb not in funcs:
+            funcs[kb] = _compile(kb)
+        return funcs[kb]
+
+
+def available():
+    """Whether AMX bfloat16 products can run here (checked once per process:
+    CPU flags, Linux permission, compilation and a self-test)."""
+    ok = _state.get("ok")
+    if ok is not None:
+        return ok
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        ok = (os.environ.get("FASTNN_AMX", "1") != "0" and os.name == "posix"
+              and _cpu_has_amx() and _request_tile_state())
+        _state["ok"] = ok
+    if ok:
+        try:
+            ok = _self_test()
+        except Exception:       # pragma: no cover - any failure: not usable
+            ok = False
+        _state["ok"] = ok
+    return ok
+
+
+def _self_test():
+    rng = np.random.default_rng(0)
+    A = to_bf16(rng.standard_normal((64, 40)).astype(np.float32))
+    B = to_bf16(rng.standard_normal((96, 40)).astype(np.float32))
+    C = np.zeros((64, 96), np.float32)
+    gemm(A, pack_b(B), C, 96)
+    ref = from_bf16(A).astype(np.float64) @ from_bf16(B).astype(np.float64).T
+    bound = (A.shape[1] + 2) * 2.0 ** -24 * (np.abs(from_bf16(A)).astype(np.float64)
+                                            @ np.abs(from_bf16(B)).astype(np.float64).T)
+    return bool(np.all(np.abs(C - ref) <= bound))
+
+
+def bf16_bits(a):
+    """``a`` rounded to bfloat16 (nearest, ties to even; subnormal results
+    flushed to zero, as the tiles read them) as uint16 bit patterns.
+    Values must be finite and below float32's largest bfloat16."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    r = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    r[(r & 0x7F80) == 0] = 0
+    return r
+
+
+def to_bf16(a, k=None):
+    """``bf16_bits`` of the 2-D ``a``, each row padded with zeros to ``k``
+    values (default: the next multiple of ``KB``)."""
+    a = np.asarray(a, np.float32)
+    n, d = a.shape
+    if k is None:
+        k = -(-d // KB) * KB
+    if k % KB or k < d:
+        raise ValueError(f"k must be a multiple of {KB} and >= {d}, got {k}")
+    out = np.zeros((n, k), np.uint16)
+    out[:, :d] = bf16_bits(a)
+    return out
+
+
+def from_bf16(h):
+    """float32 values of bfloat16 bit patterns."""
+    return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def pack_b(Bt):
+    """The right operand from its rows ``Bt`` (``n x K`` bfloat16 bits, one
+    row per output column): zero-padded to a multiple of 32 columns and laid
+    out as AMX wants it, pairs of K values interleaved per column in groups
+    of 16 columns: ``(n_pad / 16, K / 2, 16, 2)``."""
+    Bt = np.asarray(Bt, np.uint16)
+    n, k = Bt.shape
+    if k % KB:
+        raise ValueError(f"rows must hold a multiple of {KB} values, got {k}")
+    n_pad = -(-n // 32) * 32
+    P = np.zeros((n_pad, k), np.uint16)
+    P[:n] = Bt
+    return np.ascontiguousarray(P.reshape(n_pad // 16, 16, k // 2, 2).transpose(0, 2, 1, 3))
+
+
+def gemm(A, Bp, C, nj, j0=0):
+    """``C[:, :nj] = A @ B[:, j0:j0 + nj]`` on AMX tiles.
+
+    ``A``: ``(mq, K)`` uint16 (bfloat16 bits), C-contiguous, ``mq`` a
+    multiple of 32; ``Bp``: ``pack_b`` output; ``j0``, ``nj``: multiples of
+    32 within the packed columns; ``C``: ``(mq, >= nj)`` float32,
+    C-contiguous. Everything is checked before the call (a wrong size would
+    be a wild memory access)."""
+    mq, k = A.shape
+    if not (A.dtype == np.uint16 and A.flags.c_contiguous and Bp.dtype == np.uint16
+            and Bp.flags.c_contiguous and C.dtype == np.float32 and C.flags.c_contiguous
+            and C.flags.writeable):
+        raise TypeError("gemm: A, Bp uint16 and C float32, all C-contiguous")
+    if (k % KB or mq % 32 or nj % 32 or j0 % 32 or nj < 0 or j0 < 0
+            or Bp.ndim != 4 or Bp.shape[1:] != (k // 2, 16, 2)
+            or j0 + nj > Bp.shape[0] * 16 or C.shape[0] != mq or C.shape[1] < nj):
+        raise ValueError(f"gemm: shapes A {A.shape}, Bp {Bp.shape}, C {C.shape}, "
+                         f"j0 {j0}, nj {nj} do not fit")
+    if mq == 0 or nj == 0:
+        return C
+    f = _function(k // KB)[0]
+    f(A.ctypes.data, k * 2, Bp.ctypes.data + j0 * k * 2, C.ctypes.data,
+      C.shape[1] * 4, mq, nj)
+    return C
+
+
+def gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT):
+    """``gemm`` fused with a filter: per row ``r`` only the values
+    ``<= T[r]`` are kept, appended in column order to ``OK[r]`` (float32)
+    with their columns, counted from ``j0``, in ``OJ[r]`` (int32);
+    ``CNT[r]`` counts them. The product never leaves L1: no ``mq x nj``
+    matrix is written or read back. ``T``: float32 ``(mq,)``; ``OK``
+    float32 and ``OJ`` int32, ``(mq, w)`` with ``w >= nj``; ``CNT``: int32
+    ``(mq,)``; all C-contiguous (checked)."""
+    mq, k = A.shape
+    arrs = (A, Bp, T, OK, OJ, CNT)
+    if not (all(a.flags.c_contiguous for a in arrs) and A.dtype == np.uint16
+            and Bp.dtype == np.uint16 and T.dtype == np.float32 and OK.dtype == np.float32
+            and OJ.dtype == np.int32 and CNT.dtype == np.int32
+            and OK.flags.writeable and OJ.flags.writeable and CNT.flags.writeable):
+        raise TypeError("gemm_filter: A, Bp uint16; T, OK float32; OJ, CNT int32; "
+                        "all C-contiguous")
+    if (k % KB or mq % 32 or nj % 32 or j0 % 32 or nj < 0 or j0 < 0
+            or Bp.ndim != 4 or Bp.shape[1:] != (k // 2, 16, 2)
+            or j0 + nj > Bp.shape[0] * 16 or T.shape != (mq,) or CNT.shape != (mq,)
+            or OK.ndim != 2 or OK.shape[0] != mq or OK.shape[1] < nj
+            or OJ.shape != OK.shape):
+        raise ValueError(f"gemm_filter: shapes A {A.shape}, Bp {Bp.shape}, T {T.shape}, "
+                         f"OK {OK.shape}, OJ {OJ.shape}, CNT {CNT.shape}, j0 {j0}, "
+                         f"nj {nj} do not fit")
+    CNT[:] = 0
+    if mq == 0 or nj == 0:
+        return
+    f = _function(k // KB)[1]
+    f(A.ctypes.data, k * 2, Bp.ctypes.data + j0 * k * 2, mq, nj, T.ctypes.data,
+      OK.ctypes.data, OJ.ctypes.data, OK.shape[1] * 4, CNT.ctypes.data)

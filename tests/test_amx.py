@@ -1,0 +1,171 @@
+"""AMX bfloat16 kernels against numpy: rounding, products within the stated
+bound, the fused filter equal to filtering the stored product, and argument
+checks (a wrong size must never reach the tiles)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastnn.kernels import amx
+
+needs_amx = pytest.mark.skipif(not amx.available(),
+                               reason="no AMX-BF16 here (CPU, kernel permission or FASTNN_AMX=0)")
+
+
+def _bf16_reference(x):
+    """Nearest bfloat16 (ties to even) by float64 arithmetic on the
+    neighbouring candidates; subnormal results flushed to zero."""
+    x = np.asarray(x, np.float64)
+    out = np.empty_like(x)
+    for idx, v in np.ndenumerate(x):
+        if v == 0:
+            out[idx] = 0.0
+            continue
+        e = np.floor(np.log2(abs(v)))
+        ulp = 2.0 ** (e - 7)
+        lo = np.floor(abs(v) / ulp) * ulp
+        hi = lo + ulp
+        if abs(v) - lo < hi - abs(v):
+            r = lo
+        elif abs(v) - lo > hi - abs(v):
+            r = hi
+        else:                          # tie: the even mantissa
+            r = lo if int(round(lo / ulp)) % 2 == 0 else hi
+        r = np.copysign(r, v)
+        out[idx] = 0.0 if abs(r) < 2.0 ** -126 else r
+    return out
+
+
+def test_bf16_rounding_is_nearest_even():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-30, 30, 2000),
+                        # exact ties: 8 significant bits plus a half
+                        (np.arange(256, 512) + 0.5) * 2.0 ** -3,
+                        [0.0, -0.0, 1e-39, -1e-39, 2.0 ** -126, 3.0e38]]).astype(np.float32)
+    got = amx.from_bf16(amx.bf16_bits(x)).astype(np.float64)
+    np.testing.assert_array_equal(got, _bf16_reference(x.astype(np.float64)))
+
+
+def test_to_bf16_pads_and_checks():
+    a = np.ones((3, 5), np.float32)
+    b = amx.to_bf16(a)
+    assert b.shape == (3, 32) and (b[:, 5:] == 0).all() and (b[:, :5] == 0x3F80).all()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        amx.to_bf16(a, k=40)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        amx.pack_b(np.zeros((4, 40), np.uint16))
+
+
+def _operands(rng, mq, n, d):
+    A = amx.to_bf16(rng.standard_normal((mq, d)).astype(np.float32))
+    B = amx.to_bf16(rng.standard_normal((n, d)).astype(np.float32))
+    return A, B
+
+
+def _exact(A, B):
+    a = amx.from_bf16(A).astype(np.float64)
+    b = amx.from_bf16(B).astype(np.float64)
+    return a @ b.T, np.abs(a) @ np.abs(b).T
+
+
+@needs_amx
+@settings(max_examples=25, deadline=None)
+@given(mq32=st.integers(1, 4), n=st.integers(1, 300), d=st.integers(1, 130),
+       seed=st.integers(0, 2 ** 16))
+def test_gemm_within_the_rounding_bound(mq32, n, d, seed):
+    """Every tile of the product lies within (K + 1) u32 sum |a b| of the
+    exact product of the bfloat16 operands (the bound the search uses)."""
+    rng = np.random.default_rng(seed)
+    mq = 32 * mq32
+    A, B = _operands(rng, mq, n, d)
+    Bp = amx.pack_b(B)
+    n_pad = Bp.shape[0] * 16
+    C = np.full((mq, n_pad), np.nan, np.float32)
+    amx.gemm(A, Bp, C, n_pad)
+    exact, mag = _exact(A, B)
+    K = A.shape[1]
+    err = np.abs(C[:, :n].astype(np.float64) - exact)
+    assert np.all(err <= (K + 1) * 2.0 ** -24 * mag)
+    assert (C[:, n:] == 0).all()                     # zero-padded columns
+
+
+@needs_amx
+def test_gemm_column_offset():
+    rng = np.random.default_rng(1)
+    A, B = _operands(rng, 64, 1000, 70)
+    Bp = amx.pack_b(B)
+    full = np.empty((64, 1024), np.float32)
+    amx.gemm(A, Bp, full, 1024)
+    part = np.empty((64, 256), np.float32)
+    amx.gemm(A, Bp, part, 256, j0=448)
+    np.testing.assert_array_equal(part, full[:, 448:704])
+
+
+@needs_amx
+@settings(max_examples=25, deadline=None)
+@given(mq32=st.integers(1, 3), n=st.integers(1, 700), d=st.integers(1, 100),
+       q=st.floats(-0.1, 1.1), seed=st.integers(0, 2 ** 16))
+def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed):
+    """The fused filter keeps exactly the values <= T[r] of the stored
+    product, same bits, in column order (thresholds from none to all)."""
+    rng = np.random.default_rng(seed)
+    mq = 32 * mq32
+    A, B = _operands(rng, mq, n, d)
+    Bp = amx.pack_b(B)
+    nj = Bp.shape[0] * 16
+    j0 = 32 * int(rng.integers(0, nj // 32))
+    nj -= j0
+    C = np.empty((mq, nj), np.float32)
+    amx.gemm(A, Bp, C, nj, j0)
+    qs = np.clip(q + 0.05 * rng.standard_normal(mq), 0, 1)
+    T = np.array([np.quantile(C[r], qs[r]) for r in range(mq)], np.float32)
+    T[0] = -np.inf
+    OK = np.full((mq, nj + 7), np.nan, np.float32)
+    OJ = np.full((mq, nj + 7), -1, np.int32)
+    CNT = np.full(mq, 99, np.int32)
+    amx.gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT)
+    for r in range(mq):
+        cols = np.nonzero(C[r] <= T[r])[0]
+        assert CNT[r] == len(cols)
+        np.testing.assert_array_equal(OJ[r, :CNT[r]], cols)
+        np.testing.assert_array_equal(OK[r, :CNT[r]], C[r, cols])
+
+
+@needs_amx
+def test_wrong_arguments_are_refused():
+    rng = np.random.default_rng(2)
+    A, B = _operands(rng, 32, 100, 40)
+    Bp = amx.pack_b(B)
+    C = np.empty((32, 128), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.gemm(A, Bp, C, 160)                      # beyond the packed columns
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.gemm(A[:16], Bp, C[:16], 128)            # rows not a multiple of 32
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.gemm(A, Bp, np.empty((32, 64), np.float32), 128)   # C too narrow
+    with pytest.raises(TypeError, match="C-contiguous"):
+        amx.gemm(A, Bp, np.empty((32, 128), np.float64), 128)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        amx.gemm(np.asfortranarray(A), Bp, C, 128)
+    T = np.zeros(32, np.float32)
+    OK = np.empty((32, 128), np.float32)
+    OJ = np.empty((32, 128), np.int32)
+    CNT = np.empty(32, np.int32)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.gemm_filter(A, Bp, 128, 0, T[:16], OK, OJ, CNT)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.gemm_filter(A, Bp, 128, 0, T, OK, np.empty((32, 64), np.int32), CNT)
+    with pytest.raises(TypeError):
+        amx.gemm_filter(A, Bp, 128, 0, T, OK, OJ.astype(np.int64), CNT)
+
+
+def test_fastnn_amx_0_turns_it_off():
+    code = "from fastnn.kernels import amx; print(amx.available())"
+    env = dict(os.environ, FASTNN_AMX="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False"
