@@ -43,8 +43,8 @@ def _bf16_reference(x):
 def test_bf16_rounding_is_nearest_even():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-30, 30, 2000),
-                        # exact ties: 8 significant bits plus a half
-                        (np.arange(256, 512) + 0.5) * 2.0 ** -3,
+                        # exact ties: odd integers in [257, 511] (spacing 2 there)
+                        np.arange(257, 512, 2.0), -np.arange(257, 512, 2.0) * 2.0 ** -60,
                         [0.0, -0.0, 1e-39, -1e-39, 2.0 ** -126, 3.0e38]]).astype(np.float32)
     got = amx.from_bf16(amx.bf16_bits(x)).astype(np.float64)
     np.testing.assert_array_equal(got, _bf16_reference(x.astype(np.float64)))
@@ -169,3 +169,39 @@ def test_fastnn_amx_0_turns_it_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_stage1_rows_round_like_bf16_bits():
+    """The numba stage-1 rows (index: packed for the tiles; queries: row
+    major) hold exactly ``bf16_bits`` of the vectors (of ``-2 h`` for
+    queries), three ones and three pieces of ``|h|^2`` within 2**-22;
+    ``F = E1 + |W - h|`` and ``a16 = |h|``."""
+    from fastnn.kernels import distances as dk
+    rng = np.random.default_rng(3)
+    n, mp = 70, 23
+    W = (rng.standard_normal((n, mp)) * 2.0 ** rng.integers(-130, 20, (n, mp)))
+    W = W.astype(np.float32)
+    W[0, :8] = (np.arange(128, 136) + 0.5) * 2.0 ** -7            # exact ties
+    W[1, :4] = [1e-39, -1e-39, 0.0, -0.0]                           # subnormals, zeros
+    E1 = rng.uniform(0, 1e-6, n)
+    K = 32
+    h_bits = amx.bf16_bits(W)
+    h = amx.from_bf16(h_bits).astype(np.float64)
+    nrm = (h * h).sum(1)
+    Bp = np.zeros((-(-n // 32) * 2, K // 2, 16, 2), np.uint16)
+    F = np.empty(n)
+    a16 = np.empty(n)
+    dk.stage1_rows_index(W, W.view(np.uint32), E1, 0, np.empty(K, np.uint16), Bp, F, a16)
+    rows = Bp.transpose(0, 2, 1, 3).reshape(-1, K)[:n]
+    np.testing.assert_array_equal(rows[:, :mp], h_bits)
+    assert (rows[:, mp:mp + 3] == 0x3F80).all() and (rows[:, mp + 6:] == 0).all()
+    pieces = amx.from_bf16(rows[:, mp + 3:mp + 6]).astype(np.float64).sum(1)
+    assert np.all(np.abs(pieces - nrm) <= 2.0 ** -22 * nrm)
+    np.testing.assert_allclose(F, E1 + np.sqrt(((W - h) ** 2).sum(1)), rtol=1e-9)
+    np.testing.assert_allclose(a16, np.sqrt(nrm), rtol=1e-12)
+    A = np.zeros((n, K), np.uint16)
+    dk.stage1_rows_query(W, W.view(np.uint32), E1, A, F, a16)
+    np.testing.assert_array_equal(A[:, :mp], amx.bf16_bits(-2.0 * h))
+    assert (A[:, mp + 3:mp + 6] == 0x3F80).all() and (A[:, mp + 6:] == 0).all()
+    pieces = amx.from_bf16(A[:, mp:mp + 3]).astype(np.float64).sum(1)
+    assert np.all(np.abs(pieces - nrm) <= 2.0 ** -22 * nrm)

@@ -147,39 +147,6 @@ def _unit_scaled(S):
     return S
 
 
-def _bf16_rows(W, E, side):
-    """Stage-1 rows for the AMX product from the float32 first-stage vectors
-    ``W`` (bounds ``E``): the vectors rounded to bfloat16 ``h`` and the
-    float64 ``|h|^2`` in three bfloat16 pieces (within ``2**-22 |h|^2``).
-    Index rows are ``[h, 1, 1, 1, pieces]``, query rows
-    ``[-2 h, pieces, 1, 1, 1]``, zero-padded to a multiple of 32.
-
-    Returns the rows (bfloat16 bits), ``F = E + |W - h|`` (distance of the
-    rounded vector to the exact one) and ``|h|``."""
-    n, mp = W.shape
-    K = -(-(mp + 6) // _amx.KB) * _amx.KB
-    hb = _amx.bf16_bits(W)
-    hv = _amx.from_bf16(hb).astype(np.float64)
-    diff = W.astype(np.float64) - hv
-    F = E + np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1.0 + 1e-12)
-    nrm = np.einsum("ij,ij->i", hv, hv)
-    pieces = np.empty((n, 3), np.float64)
-    rest = nrm
-    for t in range(3):
-        pieces[:, t] = _amx.from_bf16(_amx.bf16_bits(rest.astype(np.float32)))
-        rest = rest - pieces[:, t]
-    rows = np.zeros((n, K), np.float32)
-    if side == "index":
-        rows[:, :mp] = hv
-        rows[:, mp:mp + 3] = 1.0
-        rows[:, mp + 3:mp + 6] = pieces
-    else:
-        rows[:, :mp] = -2.0 * hv
-        rows[:, mp:mp + 3] = pieces
-        rows[:, mp + 3:mp + 6] = 1.0
-    return _amx.bf16_bits(rows), F, np.sqrt(nrm)
-
-
 def _orthonormal_rows(V):
     """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
     made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
@@ -588,21 +555,22 @@ class NearestNeighborsIndex:
         amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
-        proj = self._project(self.X, pr, n_threads)
+        use_amx = self._amx is not False and _amx.available()
+        proj = self._project(self.X, pr, n_threads, stage1="index" if use_amx else None)
         pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1=proj["W1"],
                   a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
         n = self.n_samples
-        if self._amx is not False and _amx.available():
-            # stage-1 operand on AMX tiles: the first-stage vectors rounded
-            # to bfloat16 (their distance to the float32 ones, plus E1, is
-            # the point's bound F), ones and the float64 squared norm of the
-            # rounded vector in three bfloat16 pieces; the query side holds
-            # -2 w1(q), its norm pieces and ones (the product then yields
-            # |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) of the rounded vectors)
-            Bt, F, a16 = _bf16_rows(proj["W1"], proj["E1"], side="index")
-            pr.update(B16=_amx.pack_b(Bt), K16=Bt.shape[1], F_max=float(F.max()),
-                      a16_max=float(a16.max()))
+        if use_amx:
+            # stage-1 operand on AMX tiles (written by _project): the
+            # first-stage vectors rounded to bfloat16 (their distance to
+            # the float32 ones, plus E1, is the point's bound F), ones and
+            # the squared norm of the rounded vector in three bfloat16
+            # pieces; the query side holds -2 w1(q), its norm pieces and
+            # ones (the product then yields |w1(q)|^2 + |w1(x)|^2 -
+            # 2 w1(q).w1(x) of the rounded vectors)
+            pr.update(B16=proj["S1"], K16=proj["S1"].shape[1] * 2,
+                      F_max=float(proj["F"].max()), a16_max=float(proj["a16"].max()))
         else:
             # stage-1 GEMM operand: the first-stage vectors, their float32
             # squared norms and ones (the query side adds its own norm: the
@@ -615,7 +583,7 @@ class NearestNeighborsIndex:
         self._proj = pr
         return pr
 
-    def _project(self, A, pr, n_threads):
+    def _project(self, A, pr, n_threads, stage1=None):
         """Project rows of ``A`` with proven error bounds (``None`` when the
         rows are too large for the index's float32 scale).
 
@@ -633,6 +601,11 @@ class NearestNeighborsIndex:
         and the exact vector); the float32 first-stage vectors ``W1`` (first
         ``m1`` coordinates plus their residual norm), their norms ``a1``,
         ``nx1 = float32(a1**2)`` and their error bound ``E1``.
+
+        ``stage1='index'`` or ``'query'`` also writes the rows of the AMX
+        stage-1 product (``S1``: packed for the index, row-major for
+        queries, see ``stage1_rows_*``), their bounds ``F`` and norms
+        ``a16``, tile by tile on the same threads.
         """
         PT, m1, sc = pr["PT"], pr["m1"], pr["scale"]
         d, m = PT.shape
@@ -641,6 +614,7 @@ class NearestNeighborsIndex:
         mh, dl = pr["mh"], pr["delta"]
         c2 = np.empty(n, np.float64)
         W1 = np.empty((n, m1 + 1), np.float32)
+        W1b = W1.view(np.uint32)
         Z2 = np.empty((n, m - m1), np.float32)
         r = np.empty((n, 2), np.float64)
         E = np.empty((n, 2), np.float64)
@@ -648,8 +622,18 @@ class NearestNeighborsIndex:
         a1 = np.empty(n, np.float64)
         nx1 = np.empty(n, np.float32)
         rows = max(16, min(n, (4 << 20) // (8 * d)))
+        if stage1 is not None:
+            K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
+            n_pad = -(-n // 32) * 32
+            if stage1 == "index":
+                S1 = np.zeros((n_pad // 16, K16 // 2, 16, 2), np.uint16)
+            else:
+                S1 = np.zeros((n_pad, K16), np.uint16)
+            F = np.empty(n, np.float64)
+            a16 = np.empty(n, np.float64)
 
         def work(starts):
+            row = np.empty(K16, np.uint16) if stage1 is not None else None
             buf = np.empty((rows, d), np.float64)
             Zt = np.empty((rows, m), np.float64)
             for s in starts:
@@ -659,11 +643,19 @@ class NearestNeighborsIndex:
                 np.matmul(buf[:e - s], PT, out=Zt[:e - s])
                 _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d, dl, m1, mh, W1[s:e],
                                      Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e], nx1[s:e])
+                if stage1 == "index":
+                    _k.stage1_rows_index(W1[s:e], W1b[s:e], E1[s:e], s, row, S1, F[s:e],
+                                         a16[s:e])
+                elif stage1 == "query":
+                    _k.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
 
         map_threads(work, list(range(0, n, rows)), n_threads)
         if n and not np.sqrt(c2.max()) * sc <= 2.0 ** 100:
             return None                 # float32 may have overflowed: unusable
-        return dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
+        out = dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
+        if stage1 is not None:
+            out.update(S1=S1, F=F, a16=a16)
+        return out
 
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         """Pruned exact search: stage 1 as product tiles (AMX bfloat16 where
@@ -697,7 +689,7 @@ class NearestNeighborsIndex:
         for s in range(0, Q.shape[0], qchunk):
             e = min(Q.shape[0], s + qchunk)
             Qc = Q[s:e]
-            pq = self._project(Qc, pr, n_threads)
+            pq = self._project(Qc, pr, n_threads, stage1="query" if use_amx else None)
             if pq is None:
                 # queries far larger than the index: float32 keys could overflow
                 self._search_brute(Qc, is_int, k, dist[s:e], ind[s:e], n_threads, None)
@@ -717,14 +709,11 @@ class NearestNeighborsIndex:
                 # exact products, the norm pieces (2**-22 relative), 2**-126
                 # per flushed term; the rounded vectors lie within F of the
                 # exact ones
-                A16, Fq, aq16 = _bf16_rows(Wq, pq["E1"], side="query")
+                A16, Fq, aq16 = pq["S1"], pq["F"], pq["a16"]
                 K16 = pr["K16"]
                 s_add = Fq + pr["F_max"]
                 s_slack = ((K16 + 3) * _U32 * 1.01 * (aq16 + pr["a16_max"]) ** 2
                            + 2.0 ** -22 * (aq16 ** 2 + pr["a16_max"] ** 2) + 1e-30)
-                nq = e - s
-                A16p = np.zeros((-(-nq // qb) * qb, K16), np.uint16)
-                A16p[:nq] = A16
                 B16 = pr["B16"]
                 Wa = W1T = None
             else:
@@ -768,18 +757,20 @@ class NearestNeighborsIndex:
                         L = j1 - j0
                         if use_amx:
                             Lp = -(-L // 32) * 32
-                            Aq = A16p[q0:q0 + qb]
+                            nbp = -(-nb // 32) * 32
+                            Aq = A16[q0:q0 + nbp]
                             if j0 > 0:
                                 # later tiles: the product is filtered in L1
                                 # by each row's current limit, never stored
-                                _k.tile_limits(sd, sc, lim1, nb, T)
-                                _amx.gemm_filter(Aq, B16, Lp, j0, T, OK, OJ, CNT)
+                                _k.tile_limits(sd, sc, lim1, nb, T[:nbp])
+                                _amx.gemm_filter(Aq, B16, Lp, j0, T[:nbp], OK[:nbp], OJ[:nbp],
+                                                 CNT[:nbp])
                                 _k.scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Qc, self.X, is_int,
                                                acc32, pr["scale"], s_add, s_slack, sd, si, sc,
                                                kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
                                                n_cand, js)
                                 continue
-                            G = gbuf[:qb * Lp].reshape(qb, Lp)
+                            G = gbuf[:nbp * Lp].reshape(nbp, Lp)
                             _amx.gemm(Aq, B16, G, Lp, j0)
                             G = G[:nb]
                         else:

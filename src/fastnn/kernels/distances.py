@@ -679,3 +679,104 @@ def finish_projection(Zt, c2, scale, exact, d, delta, m1, mh, W1, Z2, r, E, E1, 
         rr, ee = _residual(sm, c2s, e_z, c2_err)
         r[i, 1] = rr
         E[i, 1] = ee + tiny
+
+
+# --------------------------------------------------------------------------
+# Stage-1 rows for the AMX bfloat16 product (see neighbors._search_pruned)
+# --------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _bf16_round(v):
+    """``v`` (float64) rounded to bfloat16 (8 significant bits, nearest,
+    ties to even; results below 2**-126 flushed to zero, as the tiles read
+    them): ``(bits, value)``. The same rounding as ``amx.bf16_bits`` for
+    float32 inputs. ``|v|`` must stay below 2**127."""
+    if v == 0.0:
+        return np.uint16(0), 0.0
+    m, ex = math.frexp(abs(v))            # |v| = m 2**ex, 0.5 <= m < 1
+    r = np.rint(m * 256.0)                # 128 .. 256, ties to even
+    if r == 256.0:
+        r = 128.0
+        ex += 1
+    e_b = ex - 1 + 127                    # value = (r / 128) 2**(ex - 1)
+    if e_b <= 0:
+        return np.uint16(0), 0.0
+    val = math.ldexp(r, ex - 8)
+    bits = (e_b << 7) | (np.int64(r) - 128)
+    if v < 0.0:
+        bits |= 0x8000
+        val = -val
+    return np.uint16(bits), val
+
+
+_POW2 = np.array([0.0] + [2.0 ** (e - 127 - 7) for e in range(1, 255)] + [np.inf])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stage1_row(w, wb, e1, index_side, row):
+    """One stage-1 row (see ``stage1_rows_index``) into ``row`` (uint16,
+    K) from the float32 vector ``w`` and its bits ``wb``; returns
+    ``(F, |h|)``. The rounding of ``amx.bf16_bits`` on the bits (nearest,
+    ties to even, subnormal results flushed), the value from the exponent
+    table."""
+    mp = w.shape[0]
+    K = row.shape[0]
+    nrm = 0.0
+    dd = 0.0
+    for t in range(mp):
+        u = np.uint32(wb[t])
+        b = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+        ex = (b >> np.uint32(7)) & np.uint32(0xFF)
+        if ex == 0:
+            b = np.uint32(0)
+        h = (128.0 + np.float64(b & np.uint32(0x7F))) * _POW2[ex]
+        if b & np.uint32(0x8000):
+            h = -h
+        if ex == 0:
+            h = 0.0
+        x = np.float64(w[t])
+        nrm += h * h
+        dd += (x - h) * (x - h)
+        if index_side:
+            row[t] = np.uint16(b)
+        elif ex == 0:
+            row[t] = 0
+        else:
+            # -2 h: the sign flipped, the exponent one up (|h| < 2**126)
+            row[t] = np.uint16((b ^ np.uint32(0x8000)) + np.uint32(0x80))
+    rest = nrm
+    for t in range(3):
+        b16, h = _bf16_round(rest)
+        rest -= h
+        row[mp + t + (3 if index_side else 0)] = b16
+        row[mp + t + (0 if index_side else 3)] = 0x3F80          # 1.0
+    for t in range(mp + 6, K):
+        row[t] = 0
+    return e1 + math.sqrt(dd) * (1.0 + 1e-12), math.sqrt(nrm)
+
+
+@njit(cache=True, nogil=True)
+def stage1_rows_index(W, Wb, E1, s0, row, Bp, F, a16):
+    """Index rows ``s0 ..`` of the stage-1 operand, written straight into
+    the AMX layout ``Bp`` (``(n_pad / 16, K / 2, 16, 2)``, see
+    ``amx.pack_b``): the first-stage vectors ``W`` rounded to bfloat16
+    (``h``), three ones, and the float64 ``|h|^2`` in three bfloat16 pieces
+    (within ``2**-22 |h|^2``). ``F = E1 + |W - h|`` (the rounded vector's
+    distance to the exact one), ``a16 = |h|``. ``Wb``: the bits of ``W``
+    (``W.view(np.uint32)``); ``row``: scratch (K,)."""
+    K = row.shape[0]
+    for i in range(W.shape[0]):
+        F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], True, row)
+        j = s0 + i
+        g = j // 16
+        c = j - 16 * g
+        for t in range(K // 2):
+            Bp[g, t, c, 0] = row[2 * t]
+            Bp[g, t, c, 1] = row[2 * t + 1]
+
+
+@njit(cache=True, nogil=True)
+def stage1_rows_query(W, Wb, E1, A, F, a16):
+    """Query rows of the stage-1 operand (row-major ``A``): ``-2 h``, the
+    three norm pieces and three ones; ``F``, ``a16`` as for the index."""
+    for i in range(W.shape[0]):
+        F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], False, A[i])
