@@ -325,3 +325,31 @@ def test_pruned_first_stage_rounding_is_covered(first_stage, k):
     rd, ri = _reference(centres, X, k)
     np.testing.assert_array_equal(ind, ri)
     np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not amx.available_int8(), reason="no AMX-INT8 here: uint8 data project "
+                    "by float64 GEMM")
+@pytest.mark.parametrize("n, d", [(300, 100), (256, 128), (97, 64)])
+def test_uint8_projection_by_int8_digits_is_within_its_bounds(n, d, rng):
+    """uint8 data project exactly by integer AMX products with the int8
+    digits of the directions (rows padded or not): the stored first-stage
+    vectors lie within their bound E1 of the exact projection (float64
+    numpy on the same directions), and the search is exact."""
+    basis = rng.integers(0, 4, (6, d))
+    X = np.clip(rng.integers(0, 40, (n, 6)) @ basis // 6 + rng.integers(0, 30, (n, d)),
+                0, 255).astype(np.uint8)
+    index = NearestNeighborsIndex(X, backend="pruned")
+    pr = index._projection(2)
+    assert pr["U8"] is not None
+    v = (X.astype(np.float64) - pr["c"]) * pr["scale"]
+    Z = v @ pr["PT"]
+    m1 = pr["m1"]
+    res = np.sqrt(np.maximum((v * v).sum(1) - (Z[:, :m1] ** 2).sum(1), 0.0))
+    exact = np.hstack([Z[:, :m1], res[:, None]])
+    err = np.sqrt(((pr["W1"].astype(np.float64) - exact) ** 2).sum(1))
+    assert np.all(err <= index._project(X, pr, 1)["E1"])
+    Q = np.vstack([X[:5], rng.integers(0, 256, (20, d)).astype(np.uint8)])
+    dist, ind = index.kneighbors(Q, 3)
+    rd, ri = _reference(Q, X, 3)
+    np.testing.assert_array_equal(ind, ri)
+    np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)

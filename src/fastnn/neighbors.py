@@ -147,17 +147,42 @@ def _unit_scaled(S):
     return S
 
 
+def _int8_digits(P, n_digits=4):
+    """Directions ``P`` (``m x d``) as ``n_digits`` int8 digit matrices:
+    ``P' = sum_t w[t] D[t]`` with ``w[t] = s 128**-t`` (``s`` a power of two,
+    ``|D[0]| <= 63``, later digits in [-64, 64]). ``P'`` (exact in float64,
+    within ``s 128**(1 - n_digits) / 2`` of ``P`` per entry) becomes the
+    projection, so uint8 data project exactly in integer arithmetic.
+    Returns ``(P', D, w, phi)``, ``phi >= max_j sum_t w[t] |D[t, j]|``."""
+    amax = float(np.abs(P).max())
+    s = float(2.0 ** np.ceil(np.log2(amax / 63.0))) if amax > 0 else 1.0
+    R = P / s
+    digits = np.empty((n_digits,) + P.shape, np.int8)
+    for t in range(n_digits):
+        Dt = np.rint(R)
+        digits[t] = Dt
+        R = (R - Dt) * 128.0
+    w = s * 128.0 ** -np.arange(n_digits, dtype=np.float64)
+    Pq = np.zeros(P.shape, np.float64)
+    for t in range(n_digits):
+        Pq += w[t] * digits[t]
+    norms = np.sqrt(np.einsum("tjd,tjd->tj", digits.astype(np.float64),
+                              digits.astype(np.float64)))
+    phi = float((w[:, None] * norms).sum(axis=0).max()) * (1.0 + 1e-12)
+    return Pq, digits, w, phi
+
+
 def _orthonormal_rows(V):
     """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
     made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
     a Householder QR of the tall matrix; the second pass brings the
     departure from orthonormality to ~1e-15)."""
-    from scipy.linalg import cholesky, solve_triangular
-
     P = np.ascontiguousarray(V, dtype=np.float64)
     for _ in range(2):
-        L = cholesky(P @ P.T, lower=True)
-        P = solve_triangular(L, P, lower=True)
+        # numpy's LAPACK only: scipy's is another OpenBLAS with its own
+        # threads, which contend with numpy's on a small machine
+        L = np.linalg.cholesky(P @ P.T)
+        P = np.linalg.solve(L, P)
     return np.ascontiguousarray(P)
 
 
@@ -536,7 +561,22 @@ class NearestNeighborsIndex:
         # exact orthonormality in float64 (the bound needs it, not PCA
         # optimality): two Cholesky-QR passes on the nearly orthonormal rows
         P = _orthonormal_rows(Vt)                          # (m, d)
-        delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max())
+        d = P.shape[1]
+        u8 = None
+        kpad = -(-d // 64) * 64
+        if (self.X.dtype == np.uint8 and kpad <= 8192 and self._amx is not False
+                and _amx.available_int8()):
+            # uint8 data: the directions as int8 digits (exactly the
+            # projection used from here on, for every input), so that uint8
+            # rows project exactly by AMX integer products
+            P, digits, w, phi = _int8_digits(P)
+            D, m_ = digits.shape[:2]
+            cen = np.rint(pca["mu"]).astype(np.int64)
+            u8 = dict(Bp=_amx.pack_b_s8(digits.reshape(D * m_, d), kpad), w=w,
+                      Cc=np.einsum("tjd,d->tj", digits.astype(np.int64), cen).reshape(-1),
+                      kpad=kpad, d_eff=max(1, int(np.ceil((D - 1) * phi))))
+        # (+ the float64 rounding of that product)
+        delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max()) + (d + 2) * _U64
         # 95 + 1 first-stage coordinates: on CIFAR-10 as fast as 63 + 1 for
         # k = 1 (fewer survivors pay for the wider GEMM) and faster for k >= 5
         m1 = self.first_stage_components
@@ -547,7 +587,7 @@ class NearestNeighborsIndex:
         # (then x - c and |x - c|^2 are exact)
         c = np.rint(pca["mu"]) if self.is_int else pca["mu"]
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
-                  m=m, m1=m1, mh=min(m, m1 + self._mid_step))
+                  m=m, m1=m1, mh=min(m, m1 + self._mid_step), U8=u8)
         # a power of two brings the largest centred index vector near norm 1
         # (|x - c| <= |x| + |c| <= sqrt(d) max|x_t| + |c|): float32 values
         # neither overflow nor underflow
@@ -622,6 +662,10 @@ class NearestNeighborsIndex:
         a1 = np.empty(n, np.float64)
         nx1 = np.empty(n, np.float32)
         rows = max(16, min(n, (4 << 20) // (8 * d)))
+        u8 = pr["U8"] if (A.dtype == np.uint8 and exact) else None
+        if u8 is not None:
+            rows = 256
+            direct = A.flags.c_contiguous and d == u8["kpad"]
         if stage1 is not None:
             K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
             n_pad = -(-n // 32) * 32
@@ -634,15 +678,35 @@ class NearestNeighborsIndex:
 
         def work(starts):
             row = np.empty(K16, np.uint16) if stage1 is not None else None
-            buf = np.empty((rows, d), np.float64)
             Zt = np.empty((rows, m), np.float64)
+            if u8 is None:
+                buf = np.empty((rows, d), np.float64)
+            else:
+                Ci = np.empty((rows, u8["Bp"].shape[0] * 16), np.int32)
+                Ab = np.empty((rows, u8["kpad"]), np.uint8)
             for s in starts:
                 e = min(n, s + rows)
                 _k.centred_sqnorms_serial(A[s:e], pr["c"], exact, c2[s:e])
-                _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
-                np.matmul(buf[:e - s], PT, out=Zt[:e - s])
-                _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d, dl, m1, mh, W1[s:e],
-                                     Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e], nx1[s:e])
+                if u8 is None:
+                    _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
+                    np.matmul(buf[:e - s], PT, out=Zt[:e - s])
+                    d_err = d
+                else:
+                    # exact integer products on AMX tiles (rows padded to 32
+                    # and features to 64 in a copy where needed; padding
+                    # meets zero digits or is dropped)
+                    ep = s + -(-(e - s) // 32) * 32
+                    if direct and ep == e:
+                        At = A[s:e]
+                    else:
+                        Ab[:e - s, :d] = A[s:e]
+                        At = Ab[:ep - s]
+                    _amx.gemm_u8s8(At, u8["Bp"], Ci[:ep - s], Ci.shape[1])
+                    _k.combine_digits(Ci[:e - s], u8["Cc"], u8["w"], sc, Zt[:e - s])
+                    d_err = u8["d_eff"]
+                _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d_err, dl, m1, mh,
+                                     W1[s:e], Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e],
+                                     nx1[s:e])
                 if stage1 == "index":
                     _k.stage1_rows_index(W1[s:e], W1b[s:e], E1[s:e], s, row, S1, F[s:e],
                                          a16[s:e])
@@ -743,6 +807,9 @@ class NearestNeighborsIndex:
                 js = np.empty(k, np.int64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
+                # a bit per row and query of the block: measured exactly
+                # (nothing is measured twice)
+                seen = np.empty((n, (qb + 63) // 64), np.uint64)
                 if use_amx:
                     T = np.empty(qb, np.float32)
                     OK = np.empty((qb, jt2), np.float32)
@@ -750,7 +817,7 @@ class NearestNeighborsIndex:
                     CNT = np.empty(qb, np.int32)
                 for q0 in starts:
                     nb = min(e - s, q0 + qb) - q0
-                    for a in (sc, kc, n_ex, n_cand):
+                    for a in (sc, kc, n_ex, n_cand, seen):
                         a[:] = 0
                     lim1[:] = np.inf
                     for j0, j1 in tiles:
@@ -768,7 +835,7 @@ class NearestNeighborsIndex:
                                 _k.scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Qc, self.X, is_int,
                                                acc32, pr["scale"], s_add, s_slack, sd, si, sc,
                                                kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
-                                               n_cand, js)
+                                               n_cand, js, seen)
                                 continue
                             G = gbuf[:nbp * Lp].reshape(nbp, Lp)
                             _amx.gemm(Aq, B16, G, Lp, j0)
@@ -780,12 +847,12 @@ class NearestNeighborsIndex:
                         _k.scan_collect(G, L, j0, q0, Qc, self.X, is_int, acc32,
                                         pr["scale"], s_add, s_slack, sd, si, sc,
                                         kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
-                                        js)
+                                        js, seen)
                     _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
                                     n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, pq["Z2"],
                                     pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, s_add,
                                     s_slack, e1_add, slack1, pad2, pr["scale"], k, d_c, i_c,
-                                    x_c, kd, ki, cb_d, cb_i)
+                                    x_c, kd, ki, cb_d, cb_i, seen)
                     kept_c[q0:q0 + nb] = n_cand[:nb]
 
             map_threads(work, list(range(0, e - s, qb)), n_threads)

@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 __all__ = ["available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
-           "gemm_filter", "KB"]
+           "gemm_filter", "available_int8", "pack_b_s8", "gemm_u8s8", "KB"]
 
 KB = 32          # bfloat16 values per tile row (64 bytes): K is padded to this
 _lock = threading.Lock()
@@ -35,6 +35,7 @@ _state = {}      # "ok": bool, "engine", "funcs": {kb: callable}
 _DECLS = """
 declare x86_amx @llvm.x86.tileloadd64.internal(i16, i16, ptr, i64)
 declare x86_amx @llvm.x86.tdpbf16ps.internal(i16, i16, i16, x86_amx, x86_amx, x86_amx)
+declare x86_amx @llvm.x86.tdpbusd.internal(i16, i16, i16, x86_amx, x86_amx, x86_amx)
 declare void @llvm.x86.tilestored64.internal(i16, i16, ptr, i64, x86_amx)
 declare x86_amx @llvm.x86.tilezero.internal(i16, i16)
 declare void @llvm.masked.compressstore.v16f32(<16 x float>, ptr, <16 x i1>)
@@ -43,16 +44,19 @@ declare i16 @llvm.ctpop.i16(i16)
 """
 
 
-def _kernel_ir(kb):
-    """LLVM IR of ``gemm_bf16_<kb>(A, lda, B, C, ldc, mq, nj)``: ``mq`` rows
-    of ``A`` (multiple of 32, ``lda`` bytes apart, ``kb * 32`` bfloat16 each)
-    times ``nj`` packed columns of ``B`` (multiple of 32, see ``pack_b``) into
-    float32 ``C`` (``ldc`` bytes per row). 2 x 2 blocks of 16 x 16 tiles
+def _kernel_ir(kb, op="bf16"):
+    """LLVM IR of ``gemm_<op>_<kb>(A, lda, B, C, ldc, mq, nj)``: ``mq`` rows
+    of ``A`` (multiple of 32, ``lda`` bytes apart, ``kb`` blocks of 64
+    bytes each: 32 bfloat16 or 64 uint8) times ``nj`` packed columns of
+    ``B`` (multiple of 32, see ``pack_b``/``pack_b_s8``) into ``C``
+    (``ldc`` bytes per row; float32 for ``op='bf16'``, int32 for
+    ``op='u8s8'``: uint8 times int8, exact). 2 x 2 blocks of 16 x 16 tiles
     (four accumulators, two A and two B tiles: the eight tile registers);
     the K loop is unrolled, so no tile value crosses a loop edge."""
     blk = kb * 1024                     # bytes of one 16-column group of B
+    dp = "tdpbf16ps" if op == "bf16" else "tdpbusd"
     out = [f"""
-define void @gemm_bf16_{kb}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
+define void @gemm_{op}_{kb}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
 entry:
   %ng = udiv i64 %nj, 16
   %empty = icmp ult i64 %mq, 32
@@ -100,10 +104,10 @@ gloop:
   %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
   %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
   %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
-  %c00_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
-  %c01_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
-  %c10_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
-  %c11_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
+  %c00_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
+  %c01_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
+  %c10_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
+  %c11_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
 """)
     out.append(f"""
   call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc00, i64 %ldc, x86_amx %c00_{kb})
@@ -269,7 +273,9 @@ def _cpu_has_amx():
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return {"amx_tile", "amx_bf16"} <= flags
+                    _state["int8_flag"] = {"amx_int8", "avx512f"} <= flags
+                    return {"amx_tile", "amx_bf16", "avx512f", "avx512vl",
+                            "avx512bw"} <= flags
     except OSError:
         pass
     return False
@@ -286,12 +292,16 @@ def _request_tile_state():
         return False
 
 
-def _compile(kb):
+def _compile(op, kb):
     import llvmlite.binding as ll
 
     eng = _state.get("engine")
-    mod = ll.parse_assembly(_DECLS + _kernel_ir(kb) + _filter_kernel_ir(kb) + """
-attributes #0 = { "target-features"="+amx-tile,+amx-bf16,+avx512f,+avx512vl,+avx512bw" }
+    if op == "bf16":
+        ir = _kernel_ir(kb) + _filter_kernel_ir(kb)
+    else:
+        ir = _kernel_ir(kb, "u8s8")
+    mod = ll.parse_assembly(_DECLS + ir + """
+attributes #0 = { "target-features"="+amx-tile,+amx-bf16,+amx-int8,+avx512f,+avx512vl,+avx512bw" }
 """)
     mod.verify()
     if eng is None:
@@ -306,16 +316,18 @@ attributes #0 = { "target-features"="+amx-tile,+amx-bf16,+avx512f,+avx512vl,+avx
         eng.add_module(mod)
     eng.finalize_object()
     _state.setdefault("modules", []).append(mod)
-    return (_PROTO(eng.get_function_address(f"gemm_bf16_{kb}")),
-            _PROTO_FILTER(eng.get_function_address(f"filter_bf16_{kb}")))
+    if op == "bf16":
+        return (_PROTO(eng.get_function_address(f"gemm_bf16_{kb}")),
+                _PROTO_FILTER(eng.get_function_address(f"filter_bf16_{kb}")))
+    return _PROTO(eng.get_function_address(f"gemm_u8s8_{kb}"))
 
 
-def _function(kb):
+def _function(kb, op="bf16"):
     with _lock:
         funcs = _state.setdefault("funcs", {})
-        if kb not in funcs:
-            funcs[kb] = _compile(kb)
-        return funcs[kb]
+        if (op, kb) not in funcs:
+            funcs[op, kb] = _compile(op, kb)
+        return funcs[op, kb]
 
 
 def available():
@@ -451,3 +463,69 @@ def gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT):
     f = _function(k // KB)[1]
     f(A.ctypes.data, k * 2, Bp.ctypes.data + j0 * k * 2, mq, nj, T.ctypes.data,
       OK.ctypes.data, OJ.ctypes.data, OK.shape[1] * 4, CNT.ctypes.data)
+
+
+def available_int8():
+    """Whether the exact uint8 x int8 product (``gemm_u8s8``) runs here:
+    ``available()`` plus the AMX-INT8 flag and its own self-test."""
+    ok = _state.get("ok_int8")
+    if ok is not None:
+        return ok
+    ok = available() and _state.get("int8_flag", False)
+    if ok:
+        try:
+            rng = np.random.default_rng(0)
+            A = rng.integers(0, 256, (32, 200), dtype=np.uint8)
+            B = rng.integers(-128, 128, (40, 200), dtype=np.int8)
+            Ap = np.zeros((32, 256), np.uint8)
+            Ap[:, :200] = A
+            C = np.zeros((32, 64), np.int32)
+            gemm_u8s8(Ap, pack_b_s8(B, 256), C, 64)
+            ok = bool(np.array_equal(C[:, :40], A.astype(np.int64) @ B.T.astype(np.int64)))
+        except Exception:       # pragma: no cover - any failure: not usable
+            ok = False
+    _state["ok_int8"] = ok
+    return ok
+
+
+def pack_b_s8(Bt, k=None):
+    """The int8 right operand from its rows ``Bt`` (``n x d`` int8, one row
+    per output column), zero-padded to ``k`` values per row (a multiple of
+    64; default the next one) and to a multiple of 32 columns, in the AMX
+    layout: quads of K values interleaved per column, groups of 16 columns:
+    ``(n_pad / 16, k / 4, 16, 4)``."""
+    Bt = np.asarray(Bt, np.int8)
+    n, d = Bt.shape
+    if k is None:
+        k = -(-d // 64) * 64
+    if k % 64 or k < d:
+        raise ValueError(f"k must be a multiple of 64 and >= {d}, got {k}")
+    n_pad = -(-n // 32) * 32
+    P = np.zeros((n_pad, k), np.int8)
+    P[:n, :d] = Bt
+    return np.ascontiguousarray(P.reshape(n_pad // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
+
+
+def gemm_u8s8(A, Bp, C, nj):
+    """``C[:, :nj] = A @ B`` exactly in int32: ``A`` uint8 ``(mq, k)``
+    (``mq`` a multiple of 32, ``k`` of 64; rows may be a strided view with
+    unit inner stride), ``Bp`` from ``pack_b_s8`` with the same ``k``,
+    ``nj`` a multiple of 32 within its columns, ``C`` int32 ``(mq, >= nj)``
+    C-contiguous. Sums must stay within int32: ``k * 255 * 128 < 2**31``
+    (``k <= 65,792``; checked)."""
+    mq, k = A.shape
+    if not (A.dtype == np.uint8 and A.strides[1] == 1 and A.strides[0] >= k
+            and Bp.dtype == np.int8 and Bp.flags.c_contiguous and C.dtype == np.int32
+            and C.flags.c_contiguous and C.flags.writeable):
+        raise TypeError("gemm_u8s8: A uint8 rows (unit inner stride), Bp int8 and C int32 "
+                        "C-contiguous")
+    if (k % 64 or mq % 32 or nj % 32 or nj < 0 or k * 255 * 128 >= 2 ** 31
+            or Bp.ndim != 4 or Bp.shape[1:] != (k // 4, 16, 4)
+            or nj > Bp.shape[0] * 16 or C.shape[0] != mq or C.shape[1] < nj):
+        raise ValueError(f"gemm_u8s8: shapes A {A.shape}, Bp {Bp.shape}, C {C.shape}, "
+                         f"nj {nj} do not fit")
+    if mq == 0 or nj == 0:
+        return C
+    f = _function(k // 64, "u8s8")
+    f(A.ctypes.data, A.strides[0], Bp.ctypes.data, C.ctypes.data, C.shape[1] * 4, mq, nj)
+    return C

@@ -13,7 +13,42 @@ Sorted top-k lists are kept as two arrays (distance, index), ascending by
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Hint the cache line of ``arr[i, j]`` (2-D array) into the caches
+    (``llvm.prefetch``: read, high locality). Random rows of the index are
+    latency-bound; fetching the next candidates' rows while the current one
+    is computed overlaps their misses."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        return None
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, args[1], signature.args[1], types.intp),
+               context.cast(builder, args[2], signature.args[2], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(A, i):
+    """Prefetch row ``i`` of the C-contiguous 2-D ``A``, line by line."""
+    step = max(1, 64 // A.itemsize)
+    for c in range(0, A.shape[1], step):
+        _prefetch(A, i, c)
 
 
 @njit(cache=True, nogil=True)
@@ -195,6 +230,7 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 #   |q - x| >= |w(q) - w(x)|,  w(v) = (P(v - mu), |residual of v - mu|)
 # --------------------------------------------------------------------------
 _SUB = 64          # points per sub-block (its minimum key skips it whole)
+_PF = 6            # stage 2 prefetches the rows of the candidate this far ahead
 
 
 @njit(cache=True, nogil=True)
@@ -231,15 +267,6 @@ def _count_le(g, u, L, t):
 
 
 @njit(cache=True, nogil=True)
-def _insert_new(kd, ki, c, d, j):
-    """``topk_insert`` unless ``j`` is already listed (a point met twice)."""
-    for t in range(c):
-        if ki[t] == j:
-            return c
-    return topk_insert(kd, ki, c, d, j)
-
-
-@njit(cache=True, nogil=True)
 def _sqdist_float4(q, a, b, c, e):
     """``sqdist_float(q, .)`` of four rows at once: four independent chains,
     each in index order (bit-identical to four calls; the single sum is
@@ -261,35 +288,48 @@ def _sqdist_float4(q, a, b, c, e):
     return s0, s1, s2, s3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _seen(seen, j, b):
+    """Whether row ``j`` was measured for query ``b`` of the block."""
+    return (seen[j, b >> 6] >> np.uint64(b & 63)) & np.uint64(1) != 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark(seen, j, b):
+    seen[j, b >> 6] |= np.uint64(1) << np.uint64(b & 63)
+
+
 @njit(cache=True, nogil=True)
-def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c, dedupe):
-    """Exact distances of ``q`` to the rows ``js[:m]`` inserted into the top
-    list ``(kd, ki)`` (``c`` filled; ``dedupe``: skip rows already listed);
-    returns the new count. Float rows go four at a time."""
+def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c):
+    """Exact distances of ``q`` to the rows ``js[:m]`` (none measured
+    before for this query: the callers keep a bit per row, ``seen``) inserted into
+    the top list ``(kd, ki)`` (``c`` filled); returns the new count. Float
+    rows go four at a time; the next rows are prefetched."""
     t = 0
+    for u in range(min(m, 4)):
+        _prefetch_row(X, js[u])
     if not is_int:
         while t + 4 <= m:
+            for u in range(t + 4, min(m, t + 8)):
+                _prefetch_row(X, js[u])
             d0, d1, d2, d3 = _sqdist_float4(q, X[js[t]], X[js[t + 1]], X[js[t + 2]],
                                             X[js[t + 3]])
-            for u, d in ((0, d0), (1, d1), (2, d2), (3, d3)):
-                if dedupe:
-                    c = _insert_new(kd, ki, c, d, js[t + u])
-                else:
-                    c = topk_insert(kd, ki, c, d, js[t + u])
+            c = topk_insert(kd, ki, c, d0, js[t])
+            c = topk_insert(kd, ki, c, d1, js[t + 1])
+            c = topk_insert(kd, ki, c, d2, js[t + 2])
+            c = topk_insert(kd, ki, c, d3, js[t + 3])
             t += 4
     while t < m:
-        d = sqdist(q, X[js[t]], is_int, acc32)
-        if dedupe:
-            c = _insert_new(kd, ki, c, d, js[t])
-        else:
-            c = topk_insert(kd, ki, c, d, js[t])
+        if t + 1 < m:
+            _prefetch_row(X, js[t + 1])
+        c = topk_insert(kd, ki, c, sqdist(q, X[js[t]], is_int, acc32), js[t])
         t += 1
     return c
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd, ki,
-                   kc, lim1, n_ex, js):
+                   kc, lim1, n_ex, js, seen):
     """Exact distances of the new first k seeds of row ``b`` (those from the
     tile at ``j0``; earlier ones were measured on entering): the running
     threshold ``lim1``. Seeds ranked k and beyond are measured at the end.
@@ -298,12 +338,14 @@ def _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, 
     k = kd.shape[1]
     m = 0
     for t in range(min(c, k)):
-        if sib[t] >= j0:
-            js[m] = sib[t]
+        j = sib[t]
+        if j >= j0 and not _seen(seen, j, b):
+            js[m] = j
+            _mark(seen, j, b)
             m += 1
     if m == 0:
         return          # (a call with nothing to insert still costs ~0.2 us)
-    kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b], False)
+    kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b])
     n_ex[b] += m
     if kc[b] == k:
         lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
@@ -325,7 +367,7 @@ def tile_limits(sd, sc, lim1, nb, T):
 
 @njit(cache=True, nogil=True)
 def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, acc32, scale, lim1_add, slack1, sd,
-                si, sc, kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js):
+                si, sc, kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
     """``scan_collect`` for a tile after the first, from the output of the
     AMX filter (``gemm_filter`` with ``tile_limits``): per row only the keys
     at or below the row's limit, in column order (``OK``/``OJ``/``CNT``);
@@ -355,13 +397,13 @@ def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, acc32, scale, lim1_add
                 nc += 1
         sc[b] = c
         _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
-                       ki, kc, lim1, n_ex, js)
+                       ki, kc, lim1, n_ex, js, seen)
         n_cand[b] = nc
 
 
 @njit(cache=True, nogil=True)
 def scan_collect(G, L, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
-                 kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js):
+                 kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
     """Stage 1 on one product tile: keys of the points ``j0 .. j0 + L``
     (``G[:, :L]``; ``G`` may be wider) for the queries
     ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2`` within
@@ -416,7 +458,7 @@ def scan_collect(G, L, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd,
                     nc += 1
         sc[b] = c
         _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
-                       ki, kc, lim1, n_ex, js)
+                       ki, kc, lim1, n_ex, js, seen)
         if first and lim1[b] < np.inf:
             # the tile's candidates under the threshold just set
             lim = lim1[b]
@@ -449,7 +491,7 @@ def _sq_l2_part(a, b, start, stop):
 @njit(cache=True, nogil=True)
 def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
                  n_cand, W1, m1, Wq, Zq2, Z2, rq, r, h, s_add, s_slack, e1_add, slack1, pad2,
-                 scale, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i):
+                 scale, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i, seen):
     """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
     (``scan_collect`` over all tiles): a cascade of proven lower bounds.
 
@@ -468,7 +510,8 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
     ``r[:, 0]`` beyond them, then all of them with ``r[:, 1]`` (most points
     stop after the first step). Stage 3: exact distances in increasing order
     of the stage-2 bound, until the bound passes the k-th exact distance
-    (points already measured as seeds are not counted twice).
+    (points measured before, as seeds, are skipped: ``seen`` holds a bit
+    per row and query of the block, set when the row is measured).
 
     Every comparison carries a proven floating-point margin: a point is
     skipped only when its true distance is strictly above the threshold,
@@ -491,9 +534,12 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
         cnt = n_ex[b]
         m = 0
         for t in range(k, sc[b]):       # the seeds not measured yet
-            cb_i[m] = si[b, t]
-            m += 1
-        c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c, True)
+            j = si[b, t]
+            if not _seen(seen, j, b):
+                cb_i[m] = j
+                _mark(seen, j, b)
+                m += 1
+        c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c)
         cnt += m
         thr = kd[k - 1]
         limm = _lim(thr, scale, pad2[i, 0], slack1[i])
@@ -518,7 +564,13 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
         # plus coordinates m1 .. of Z2 and the new residual
         zq = Zq2[i]
         nk = 0
+        for t in range(min(nc, _PF)):
+            _prefetch_row(W1, cb_i[t])
+            _prefetch_row(Z2, cb_i[t])
         for t in range(nc):
+            if t + _PF < nc:
+                _prefetch_row(W1, cb_i[t + _PF])
+                _prefetch_row(Z2, cb_i[t + _PF])
             j = cb_i[t]
             zx = Z2[j]
             part = _sq_l2_part(wq, W1[j], 0, m1) + _sq_l2_part(zq, zx, 0, h)
@@ -537,12 +589,19 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             nk += 1
         # ---- stage 3: exact distances in increasing bound order
         order = np.argsort(cb_d[:nk])
+        if nk > 0:
+            _prefetch_row(X, cb_i[order[0]])
         for t in range(nk):
             u = order[t]
             if cb_d[u] > lim2:
                 break
+            if t + 1 < nk:
+                _prefetch_row(X, cb_i[order[t + 1]])
             j = cb_i[u]
-            c = _insert_new(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            if _seen(seen, j, b):
+                continue        # measured as a seed: listed, or beyond the list
+            _mark(seen, j, b)
+            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
             cnt += 1
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
@@ -780,3 +839,21 @@ def stage1_rows_query(W, Wb, E1, A, F, a16):
     three norm pieces and three ones; ``F``, ``a16`` as for the index."""
     for i in range(W.shape[0]):
         F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], False, A[i])
+
+
+@njit(cache=True, nogil=True)
+def combine_digits(C, Cc, w, scale, Z):
+    """Projected coordinates from the exact integer products of a uint8
+    tile with the int8 digits of the directions (``amx.gemm_u8s8``):
+    ``Z[i, j] = scale * sum_t w[t] (C[i, t m + j] - Cc[t m + j])``, ``Cc``
+    the centre's products, ``m = Z.shape[1]``. Each term is exact (an
+    integer times a power of two); the sum over the ``D`` digits, largest
+    first, rounds at most ``D - 1`` times."""
+    D = w.shape[0]
+    m = Z.shape[1]
+    for i in range(Z.shape[0]):
+        for j in range(m):
+            s = 0.0
+            for t in range(D):
+                s += w[t] * np.float64(np.int64(C[i, t * m + j]) - Cc[t * m + j])
+            Z[i, j] = s * scale
