@@ -50,6 +50,7 @@ BACKENDS = ("auto", "brute", "pruned", "faiss")
 _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048
+_PCA_ITER = 2         # power iterations of the randomized SVD (> 1024 features)
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 _STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
@@ -145,6 +146,14 @@ def _unit_scaled(S):
     if big > 0:
         S *= np.ldexp(1.0, -np.frexp(big)[1])
     return S
+
+
+def _key_residual(w, bf16):
+    """The residual coordinate of the stage-1 key's vectors (float64): the
+    float32 one, or its bfloat16 rounding for AMX keys."""
+    if bf16:
+        return _amx.from_bf16(_amx.bf16_bits(w)).astype(np.float64)
+    return w.astype(np.float64)
 
 
 def _int8_digits(P, n_digits=4):
@@ -541,7 +550,7 @@ class NearestNeighborsIndex:
             sv = np.sqrt(np.maximum(w[::-1][:m], 0.0))
             Vt = np.ascontiguousarray(V[:, ::-1][:, :m].T)
         elif m < min(S.shape) - 1:
-            _, sv, Vt = randomized_svd(S, m, n_iter=2, random_state=rs)
+            _, sv, Vt = randomized_svd(S, m, n_iter=_PCA_ITER, random_state=rs)
         else:
             _, sv, Vt = np.linalg.svd(S.astype(np.float64), full_matrices=False)
             sv, Vt = sv[:m], Vt[:m]
@@ -597,7 +606,14 @@ class NearestNeighborsIndex:
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         use_amx = self._amx is not False and _amx.available()
         proj = self._project(self.X, pr, n_threads, stage1="index" if use_amx else None)
-        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1=proj["W1"],
+        # per point, in one cache line: the residual norms (at mh and m),
+        # the key vectors' residual coordinate and their bound F (AMX keys)
+        aux = np.zeros((self.n_samples, 4), np.float64)
+        aux[:, :2] = proj["r"]
+        aux[:, 2] = _key_residual(proj["W1"][:, m1], use_amx)
+        if use_amx:
+            aux[:, 3] = proj["F"]
+        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1=proj["W1"], aux=aux,
                   a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
         n = self.n_samples
@@ -768,6 +784,8 @@ class NearestNeighborsIndex:
             slack1 = (2 * m1p + 24) * _U32 * (aq + pr["a1_max"]) ** 2
             e1_add = pq["E1"] + pr["E1_max"]
             pad2 = pq["E"] + pr["E_max"]
+            rq1 = _key_residual(Wq[:, m1], use_amx)
+            Fq = pq["F"] if use_amx else np.zeros(e - s)
             if use_amx:
                 # bfloat16 keys |h(q) - h(x)|^2: float32 accumulation of K
                 # exact products, the norm pieces (2**-22 relative), 2**-126
@@ -805,6 +823,7 @@ class NearestNeighborsIndex:
                 kd = np.empty(k, np.float64)
                 ki = np.empty(k, np.int64)
                 js = np.empty(k, np.int64)
+                cb_k = np.empty(n, np.float64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
                 # a bit per row and query of the block: measured exactly
@@ -849,10 +868,11 @@ class NearestNeighborsIndex:
                                         kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
                                         js, seen)
                     _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
-                                    n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, pq["Z2"],
-                                    pr["Z2"], pq["r"], pr["r"], pr["mh"] - m1, s_add,
-                                    s_slack, e1_add, slack1, pad2, pr["scale"], k, d_c, i_c,
-                                    x_c, kd, ki, cb_d, cb_i, seen)
+                                    n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, rq1,
+                                    Fq, pr["aux"], use_amx, pq["Z2"], pr["Z2"], pq["r"],
+                                    pr["mh"] - m1, s_add, s_slack, e1_add, slack1, pad2,
+                                    pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_k, cb_d, cb_i,
+                                    seen)
                     kept_c[q0:q0 + nb] = n_cand[:nb]
 
             map_threads(work, list(range(0, e - s, qb)), n_threads)

@@ -241,6 +241,26 @@ def _lim(thr, scale, add, pad):
     return st * st * (1.0 + 1e-12) + pad
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _sqrt_up(x):
+    """An upper bound of ``sqrt(x)`` (x >= 0; the rounded root times
+    ``1 + 1e-15``)."""
+    return math.sqrt(x) * (1.0 + 1e-15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lb_dist(acc, sl, pad, scale):
+    """A proven lower bound of an unscaled distance from ``acc``, a scaled
+    squared distance between stored vectors computed within ``sl``, the
+    stored vectors lying within ``pad`` (together) of the exact ones:
+    ``(sqrt(acc - sl) - pad) / scale``, every rounding directed down by
+    relative factors far above float64's. Negative: no information."""
+    v = acc - sl
+    if v <= 0.0:
+        return -1.0
+    return ((math.sqrt(v) * (1.0 - 1e-14) - pad * (1.0 + 1e-14)) / scale) * (1.0 - 1e-15)
+
+
 @njit(cache=True, nogil=True)
 def _f32_up(x):
     """The smallest float32 >= ``x`` (float64): ``key <= x`` and
@@ -490,37 +510,42 @@ def _sq_l2_part(a, b, start, stop):
 
 @njit(cache=True, nogil=True)
 def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
-                 n_cand, W1, m1, Wq, Zq2, Z2, rq, r, h, s_add, s_slack, e1_add, slack1, pad2,
-                 scale, k, kd_out, ki_out, n_exact, kd, ki, cb_d, cb_i, seen):
+                 n_cand, W1, m1, Wq, rq1, Fq, aux, bf16, Zq2, Z2, rq, h, s_add, s_slack, e1_add,
+                 slack1, pad2, scale, k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i, seen):
     """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
-    (``scan_collect`` over all tiles): a cascade of proven lower bounds.
+    (``scan_collect``/``scan_sparse`` over all tiles): a cascade of proven
+    lower bounds.
 
     Stage 1 gave, per query, the keys under its running threshold
-    (``cand_k``/``cand_j``), ``key ~ |w1(q) - w1(x)|^2`` for vectors within
-    ``s_add`` of the exact ``w1`` (the first ``m1`` projected coordinates
-    plus the residual norm beyond them; float32 ``W1``/``Wq``, or these
-    rounded to bfloat16), within ``s_slack``; its seeds (``si``/``sc``; the
-    first k already measured) and the exact top-k so far (``kd_b``/``ki_b``).
-    A query whose list overflowed gets all its keys recomputed from
-    ``W1`` in float64 (vectors within ``e1_add``; ``slack1`` covers far more
-    than that sum's rounding). Stage 2 (the points whose key reaches the
-    threshold) computes ``|z1(q) - z1(x)|^2`` over the first ``m1``
-    coordinates in float64 from ``W1``, then extends it with the coordinates
+    (``cand_k``/``cand_j``), ``key ~ |w1(q) - w1(x)|^2`` within ``s_slack``
+    for vectors within ``s_add`` of the exact ``w1`` (the first ``m1``
+    projected coordinates plus the residual norm beyond them: the float32
+    ``W1``/``Wq``, or these rounded to bfloat16 when ``bf16``; ``rq1``/``rx1``
+    hold the key vectors' residual coordinate), its seeds (``si``/``sc``;
+    the first k already measured) and the exact top-k so far
+    (``kd_b``/``ki_b``). A query whose list overflowed gets all its keys
+    recomputed from ``W1`` in float64 (vectors within ``e1_add``;
+    ``slack1``, the float32 key margin, covers far more than that sum's
+    rounding). Stage 2 (the points whose key reaches the threshold) takes
+    the key minus its residual term and extends it with the coordinates
     ``m1 ..`` (``Z2``): first ``h`` more coordinates and the residual norm
     ``r[:, 0]`` beyond them, then all of them with ``r[:, 1]`` (most points
-    stop after the first step). Stage 3: exact distances in increasing order
-    of the stage-2 bound, until the bound passes the k-th exact distance
-    (points measured before, as seeds, are skipped: ``seen`` holds a bit
-    per row and query of the block, set when the row is measured).
+    stop after the first step); its vectors lie within ``pad2`` of the exact
+    ones, plus ``s_add`` for bfloat16 keys. Stage 3: exact distances in
+    increasing order of the stage-2 bound, until the bound passes the k-th
+    exact distance (points measured before, as seeds, are skipped: ``seen``
+    holds a bit per row and query of the block, set when the row is
+    measured).
 
     Every comparison carries a proven floating-point margin: a point is
     skipped only when its true distance is strictly above the threshold,
     so the answer is the exact top-k by (distance, index). Stage 1 skips
     ``j`` when ``key > (scale * sqrt(thr) + s_add[i])**2 + s_slack[i]``;
-    stage 2 when ``lb2 > (scale * sqrt(thr) + pad2[i, s])**2 + slack1[i]``
-    (``s`` = 0, 1 for the two steps). ``scale`` is the power of two the
-    projected data were multiplied by (keeps float32 values near 1: no
-    overflow, no underflow); exact distances ``thr`` are unscaled.
+    stage 2 when ``lb2 > (scale * sqrt(thr) + pad2[i, s] (+ s_add[i]))**2
+    + slack1[i] (+ s_slack[i])`` (``s`` = 0, 1 for the two steps).
+    ``scale`` is the power of two the projected data were multiplied by
+    (keeps float32 values near 1: no overflow, no underflow); exact
+    distances ``thr`` are unscaled.
     """
     n = X.shape[0]
     m2 = Z2.shape[1]
@@ -542,49 +567,71 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
         c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c)
         cnt += m
         thr = kd[k - 1]
-        limm = _lim(thr, scale, pad2[i, 0], slack1[i])
-        lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
         wq = Wq[i]
-        # ---- the points the first bound cannot exclude
+        # ---- the points the first bound cannot exclude, with their keys
         nc = 0
         if n_cand[b] <= cap:
             lim1 = _lim(thr, scale, s_add[i], s_slack[i])
             for t in range(n_cand[b]):
                 if cand_k[b, t] <= lim1:
                     cb_i[nc] = cand_j[b, t]
+                    cb_k[nc] = cand_k[b, t]
                     nc += 1
+            over = False
         else:
             # the list overflowed: all keys again, float64 sums from W1
             lim1 = _lim(thr, scale, e1_add[i], slack1[i])
             for j in range(n):
-                if _sq_l2_part(wq, W1[j], 0, m1 + 1) <= lim1:
+                key = _sq_l2_part(wq, W1[j], 0, m1 + 1)
+                if key <= lim1:
                     cb_i[nc] = j
+                    cb_k[nc] = key
                     nc += 1
-        # ---- stage 2: |z1(q) - z1(x)|^2 over the first m1 coordinates,
-        # plus coordinates m1 .. of Z2 and the new residual
+            over = True
+        # the keys' vectors: bfloat16 ones from the AMX products (within
+        # Fq of the query's exact vector, aux[j, 3] of the point's), float32
+        # ones otherwise (their error is in pad2); residual coordinate rq1 /
+        # aux[j, 2] (W1's for recomputed keys)
+        if bf16 and not over:
+            fq = Fq[i]
+            f_x = 1.0
+            sl = s_slack[i] + slack1[i]
+            rqk = rq1[i]
+        else:
+            fq = 0.0
+            f_x = 0.0
+            sl = slack1[i]
+            rqk = np.float64(wq[m1])
+        # ---- stage 2: the key minus its residual term (the first m1
+        # coordinates), plus coordinates m1 .. of Z2 and the new residual;
+        # each point's bound as a proven lower bound of its distance
         zq = Zq2[i]
+        st = _sqrt_up(thr)
         nk = 0
         for t in range(min(nc, _PF)):
-            _prefetch_row(W1, cb_i[t])
             _prefetch_row(Z2, cb_i[t])
+            _prefetch_row(aux, cb_i[t])
         for t in range(nc):
             if t + _PF < nc:
-                _prefetch_row(W1, cb_i[t + _PF])
                 _prefetch_row(Z2, cb_i[t + _PF])
+                _prefetch_row(aux, cb_i[t + _PF])
             j = cb_i[t]
             zx = Z2[j]
-            part = _sq_l2_part(wq, W1[j], 0, m1) + _sq_l2_part(zq, zx, 0, h)
-            dr = rq[i, 0] - r[j, 0]
-            acc = part + dr * dr
-            if acc > limm:
+            ax = aux[j]
+            d1 = rqk - (np.float64(W1[j, m1]) if over else ax[2])
+            f = fq + f_x * ax[3]
+            part = (cb_k[t] - d1 * d1) + _sq_l2_part(zq, zx, 0, h)
+            dr = rq[i, 0] - ax[0]
+            lb = _lb_dist(part + dr * dr, sl, pad2[i, 0] + f, scale)
+            if lb > st:
                 continue
             if h < m2:
                 part += _sq_l2_part(zq, zx, h, m2)
-                dr = rq[i, 1] - r[j, 1]
-                acc = part + dr * dr
-                if acc > lim2:
+                dr = rq[i, 1] - ax[1]
+                lb = _lb_dist(part + dr * dr, sl, pad2[i, 1] + f, scale)
+                if lb > st:
                     continue
-            cb_d[nk] = acc
+            cb_d[nk] = lb
             cb_i[nk] = j
             nk += 1
         # ---- stage 3: exact distances in increasing bound order
@@ -593,7 +640,7 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             _prefetch_row(X, cb_i[order[0]])
         for t in range(nk):
             u = order[t]
-            if cb_d[u] > lim2:
+            if cb_d[u] > st:
                 break
             if t + 1 < nk:
                 _prefetch_row(X, cb_i[order[t + 1]])
@@ -605,7 +652,7 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             cnt += 1
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
-                lim2 = _lim(thr, scale, pad2[i, 1], slack1[i])
+                st = _sqrt_up(thr)
         n_exact[i] = cnt
         for t in range(k):
             kd_out[i, t] = kd[t]
