@@ -44,6 +44,32 @@ declare i16 @llvm.ctpop.i16(i16)
 """
 
 
+def _k_loop_ir(kb, dp):
+    """The unrolled K loop of a 2 x 2 block of 16 x 16 tiles (``dp``: the
+    tile product instruction), from zeroed accumulators ``%c.._0`` to
+    ``%c.._<kb>``; rows of A at ``%pa0``/``%pa1`` (``%lda`` bytes apart),
+    the two 16-column groups of packed B at ``%pb0``/``%pb1``."""
+    out = ["".join(f"  %c{r}_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)\n"
+                   for r in ("00", "01", "10", "11"))]
+    for t in range(kb):
+        n = t + 1
+        out.append(f"""
+  %a0p_{t} = getelementptr i8, ptr %pa0, i64 {t * 64}
+  %a1p_{t} = getelementptr i8, ptr %pa1, i64 {t * 64}
+  %b0p_{t} = getelementptr i8, ptr %pb0, i64 {t * 1024}
+  %b1p_{t} = getelementptr i8, ptr %pb1, i64 {t * 1024}
+  %a0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a0p_{t}, i64 %lda)
+  %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
+  %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
+  %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
+  %c00_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
+  %c01_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
+  %c10_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
+  %c11_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
+""")
+    return "".join(out)
+
+
 def _kernel_ir(kb, op="bf16"):
     """LLVM IR of ``gemm_<op>_<kb>(A, lda, B, C, ldc, mq, nj)``: ``mq`` rows
     of ``A`` (multiple of 32, ``lda`` bytes apart, ``kb`` blocks of 64
@@ -88,27 +114,8 @@ gloop:
   %pc01 = getelementptr i8, ptr %pc0, i64 %co1
   %pc10 = getelementptr i8, ptr %pc1, i64 %co0
   %pc11 = getelementptr i8, ptr %pc1, i64 %co1
-  %c00_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c01_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c10_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c11_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
 """]
-    for t in range(kb):
-        n = t + 1
-        out.append(f"""
-  %a0p_{t} = getelementptr i8, ptr %pa0, i64 {t * 64}
-  %a1p_{t} = getelementptr i8, ptr %pa1, i64 {t * 64}
-  %b0p_{t} = getelementptr i8, ptr %pb0, i64 {t * 1024}
-  %b1p_{t} = getelementptr i8, ptr %pb1, i64 {t * 1024}
-  %a0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a0p_{t}, i64 %lda)
-  %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
-  %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
-  %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
-  %c00_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
-  %c01_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
-  %c10_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
-  %c11_{n} = call x86_amx @llvm.x86.{dp}.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
-""")
+    out.append(_k_loop_ir(kb, dp))
     out.append(f"""
   call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc00, i64 %ldc, x86_amx %c00_{kb})
   call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %pc01, i64 %ldc, x86_amx %c01_{kb})
@@ -167,27 +174,8 @@ iloop:
   %ia1 = mul i64 %i16, %lda
   %pa0 = getelementptr i8, ptr %A, i64 %ia0
   %pa1 = getelementptr i8, ptr %A, i64 %ia1
-  %c00_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c01_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c10_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
-  %c11_0 = call x86_amx @llvm.x86.tilezero.internal(i16 16, i16 64)
 """]
-    for t in range(kb):
-        n = t + 1
-        out.append(f"""
-  %a0p_{t} = getelementptr i8, ptr %pa0, i64 {t * 64}
-  %a1p_{t} = getelementptr i8, ptr %pa1, i64 {t * 64}
-  %b0p_{t} = getelementptr i8, ptr %pb0, i64 {t * 1024}
-  %b1p_{t} = getelementptr i8, ptr %pb1, i64 {t * 1024}
-  %a0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a0p_{t}, i64 %lda)
-  %a1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %a1p_{t}, i64 %lda)
-  %b0_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b0p_{t}, i64 64)
-  %b1_{t} = call x86_amx @llvm.x86.tileloadd64.internal(i16 16, i16 64, ptr %b1p_{t}, i64 64)
-  %c00_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c00_{t}, x86_amx %a0_{t}, x86_amx %b0_{t})
-  %c01_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c01_{t}, x86_amx %a0_{t}, x86_amx %b1_{t})
-  %c10_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c10_{t}, x86_amx %a1_{t}, x86_amx %b0_{t})
-  %c11_{n} = call x86_amx @llvm.x86.tdpbf16ps.internal(i16 16, i16 64, i16 64, x86_amx %c11_{t}, x86_amx %a1_{t}, x86_amx %b1_{t})
-""")
+    out.append(_k_loop_ir(kb, "tdpbf16ps"))
     out.append(f"""
   call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %scr, i64 128, x86_amx %c00_{kb})
   call void @llvm.x86.tilestored64.internal(i16 16, i16 64, ptr %s01, i64 128, x86_amx %c01_{kb})
