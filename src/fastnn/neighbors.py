@@ -15,9 +15,12 @@ Backends
 ``'pruned'``
     Exact search that skips candidates by the projection lower bound
     ``|q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2`` (P: top principal
-    directions of a sample of the index), first with a float32 BLAS GEMM in
-    95 directions for every point, then in all 128 directions for the points
-    left, then exactly; every stage with a proven rounding margin.
+    directions of a sample of the index), first in 95 directions for every
+    point (AMX bfloat16 tiles filtered in L1 where the CPU has them, else a
+    float32 BLAS GEMM), then in all directions (128; 160 for wide data) for
+    the points left, then exactly; every stage with a proven rounding
+    margin. uint8 data project exactly (int8 digits of the directions on
+    AMX integer tiles, else a float64 GEMM).
 ``'faiss'``
     faiss ``IndexFlatL2`` (float32) for candidates, exact re-rank; queries
     whose candidates cannot be proven complete are redone exactly.
