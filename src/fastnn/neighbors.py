@@ -58,6 +58,7 @@ _PCA_ITER = 2         # power iterations of the randomized SVD (> 1024 features)
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 _STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
+_QBLOCK = 128         # queries per block of the pruned search
 _LARGE_K = 256        # above: selection + stable sort instead of sorted top lists
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
@@ -760,7 +761,7 @@ class NearestNeighborsIndex:
         # lists stay within ~64 MB; a multiple of 32 for the AMX tiles); per
         # query up to ``cap`` stage-1 keys are kept (a query with more has
         # its keys recomputed at the end)
-        qb = max(1, min(128, (64 << 20) // (32 * (k + n_seed))))
+        qb = max(1, min(_QBLOCK, (64 << 20) // (32 * (k + n_seed))))
         if use_amx:
             qb = -(-min(qb, chunk_size or Q.shape[0], Q.shape[0]) // 32) * 32
         cap = min(n, _STAGE1_CAP)
@@ -771,6 +772,7 @@ class NearestNeighborsIndex:
         jt2 = min(-(-n // 32) * 32, _STAGE1_TILE_AMX) if use_amx else jt
         tiles = [(0, min(n, jt))] + [(j0, min(n, j0 + jt2)) for j0 in range(jt, n, jt2)]
         n_exact = np.empty(Q.shape[0], np.int64)
+        n_seed_ex = np.zeros(Q.shape[0], np.int64)
         n_kept = np.zeros(Q.shape[0], np.int64)
         qchunk = chunk_size or Q.shape[0]
         for s in range(0, Q.shape[0], qchunk):
@@ -813,6 +815,7 @@ class NearestNeighborsIndex:
                 Wa[:, m1p] = 1.0
                 Wa[:, m1p + 1] = aq * aq
             d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
+            seed_c = n_seed_ex[s:e]
 
             def work(starts):
                 gbuf = np.empty(qb * jt, np.float32)
@@ -881,6 +884,7 @@ class NearestNeighborsIndex:
                                     pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_k, cb_d, cb_i,
                                     seen)
                     kept_c[q0:q0 + nb] = n_cand[:nb]
+                    seed_c[q0:q0 + nb] = n_ex[:nb]
 
             map_threads(work, list(range(0, e - s, qb)), n_threads)
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
@@ -888,6 +892,7 @@ class NearestNeighborsIndex:
                        "first_stage": "amx-bf16" if use_amx else "blas-float32",
                        "exact_per_query_mean": float(n_exact.mean()),
                        "exact_per_query_max": int(n_exact.max()),
+                       "exact_during_stage1_per_query_mean": float(n_seed_ex.mean()),
                        "stage1_kept_per_query_mean": float(n_kept.mean()),
                        "stage1_overflows": int((n_kept > cap).sum()),
                        "n_samples": self.n_samples}
