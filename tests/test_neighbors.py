@@ -353,3 +353,19 @@ def test_uint8_projection_by_int8_digits_is_within_its_bounds(n, d, rng):
     rd, ri = _reference(Q, X, 3)
     np.testing.assert_array_equal(ind, ri)
     np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("first_stage", FIRST_STAGES)
+@pytest.mark.parametrize("exp", [30, 62, 70, 120])
+def test_pruned_queries_far_larger_than_the_index(first_stage, exp, rng):
+    """Queries 2^30 .. 2^120 times the index's magnitude: their squared
+    norms would overflow the float32 / bfloat16 first-stage keys, so such
+    queries are answered exactly by the brute-force path, without warnings."""
+    X = rng.normal(size=(1500, 40))
+    Q = np.vstack([rng.normal(size=(10, 40)) * 2.0 ** exp, X[:3]])
+    index = _pruned(X, first_stage)
+    d1, i1 = index.kneighbors(Q, 3)
+    d0, i0 = index.kneighbors(Q, 3, backend="brute")
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(d1, d0)

@@ -738,8 +738,10 @@ class NearestNeighborsIndex:
                     _k.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
 
         map_threads(work, list(range(0, n, rows)), n_threads)
-        if n and not np.sqrt(c2.max()) * sc <= 2.0 ** 100:
-            return None                 # float32 may have overflowed: unusable
+        if n and not np.sqrt(c2.max()) * sc <= 2.0 ** 60:
+            # rows far larger than the index (whose scaled norms are <= 1):
+            # their squared norms could overflow float32 / bfloat16 keys
+            return None
         out = dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
         if stage1 is not None:
             out.update(S1=S1, F=F, a16=a16)
