@@ -22,7 +22,9 @@ from numba.extending import intrinsic
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
     """Hint the cache line of ``arr[i, j]`` (2-D array) into the caches
-    (``llvm.prefetch``: read, high locality). Random rows of the index are
+    (``llvm.prefetch``: read, locality 2, i.e. ``prefetcht1``: into L2,
+    which holds more misses in flight than L1; measured ~5 % faster than
+    ``prefetcht0`` on whole 3 KB rows). Random rows of the index are
     latency-bound; fetching the next candidates' rows while the current one
     is computed overlaps their misses."""
     if not (isinstance(arr, types.Array) and arr.ndim == 2):
@@ -38,7 +40,7 @@ def _prefetch(typingctx, arr, i, j):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
     return sig, codegen
 
@@ -231,6 +233,7 @@ rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 # --------------------------------------------------------------------------
 _SUB = 64          # points per sub-block (its minimum key skips it whole)
 _PF = 6            # stage 2 prefetches the rows of the candidate this far ahead
+_PF3 = 2           # stage 3 (exact distances): this far ahead
 
 
 @njit(cache=True, nogil=True)
@@ -636,14 +639,14 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             nk += 1
         # ---- stage 3: exact distances in increasing bound order
         order = np.argsort(cb_d[:nk])
-        if nk > 0:
-            _prefetch_row(X, cb_i[order[0]])
+        for t in range(min(nk, _PF3)):
+            _prefetch_row(X, cb_i[order[t]])
         for t in range(nk):
             u = order[t]
             if cb_d[u] > st:
                 break
-            if t + 1 < nk:
-                _prefetch_row(X, cb_i[order[t + 1]])
+            if t + _PF3 < nk:
+                _prefetch_row(X, cb_i[order[t + _PF3]])
             j = cb_i[u]
             if _seen(seen, j, b):
                 continue        # measured as a seed: listed, or beyond the list
