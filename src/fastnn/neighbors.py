@@ -257,6 +257,7 @@ class NearestNeighborsIndex:
         self._pca_cache = None
         self._resid_estimate = None
         self._proj = None
+        self._u8s = None
         self._faiss = None
         self.stats_ = {}
 
@@ -747,6 +748,23 @@ class NearestNeighborsIndex:
             out.update(S1=S1, F=F, a16=a16)
         return out
 
+    def _u8_stats(self, n_threads):
+        """Row sums and sums of squares of a uint8 index (int64, cached)."""
+        if self._u8s is None:
+            n = self.n_samples
+            XS = np.empty(n, np.int64)
+            XN = np.empty(n, np.int64)
+            rows = 4096
+
+            def work(starts):
+                for s0 in starts:
+                    _k.u8_row_stats(self.X[s0:s0 + rows], XS[s0:s0 + rows], XN[s0:s0 + rows],
+                                    np.empty((0, 0), np.int8))
+
+            map_threads(work, list(range(0, n, rows)), n_threads)
+            self._u8s = (XS, XN)
+        return self._u8s
+
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         """Pruned exact search: stage 1 as product tiles (AMX bfloat16 where
         available, else float32 BLAS) that ``scan_collect`` reduces to the
@@ -759,6 +777,13 @@ class NearestNeighborsIndex:
         use_amx = "B16" in pr
         n_seed = min(n, k + min(self._extra_seeds, 2 * k))
         acc32 = _acc32(Q, self.X, is_int)
+        # uint8 data on a VNNI CPU: exact distances as |q|^2 + |x|^2 - 2 q.x
+        # with 64 byte products per instruction (row sums and squares kept)
+        use_u8 = bool(_k.VNNI and self.X.dtype == np.uint8 and Q.dtype == np.uint8)
+        if use_u8:
+            XS, XN = self._u8_stats(n_threads)
+        else:
+            XS = XN = np.zeros(1, np.int64)
         # queries per block (fewer for a large k: the per-query seed and top-k
         # lists stay within ~64 MB; a multiple of 32 for the AMX tiles); per
         # query up to ``cap`` stage-1 keys are kept (a query with more has
@@ -816,6 +841,22 @@ class NearestNeighborsIndex:
                 np.multiply(Wq, np.float32(-2.0), out=Wa[:, :m1p])
                 Wa[:, m1p] = 1.0
                 Wa[:, m1p + 1] = aq * aq
+            if use_u8:
+                Q8 = np.empty(Qc.shape, np.int8)
+                QS = np.empty(e - s, np.int64)
+                QN = np.empty(e - s, np.int64)
+                rows = 1024
+
+                def prep(starts):
+                    for r0 in starts:
+                        _k.u8_row_stats(Qc[r0:r0 + rows], QS[r0:r0 + rows], QN[r0:r0 + rows],
+                                        Q8[r0:r0 + rows])
+
+                map_threads(prep, list(range(0, e - s, rows)), n_threads)
+            else:
+                Q8 = np.zeros((1, 1), np.int8)
+                QN = np.zeros(1, np.int64)
+            ux = (acc32, use_u8, Q8, QN, XS, XN)
             d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
             seed_c = n_seed_ex[s:e]
 
@@ -864,7 +905,7 @@ class NearestNeighborsIndex:
                                 _amx.gemm_filter(Aq, B16, Lp, j0, T[:nbp], OK[:nbp], OJ[:nbp],
                                                  CNT[:nbp])
                                 _k.scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Qc, self.X, is_int,
-                                               acc32, pr["scale"], s_add, s_slack, sd, si, sc,
+                                               ux, pr["scale"], s_add, s_slack, sd, si, sc,
                                                kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
                                                n_cand, js, seen)
                                 continue
@@ -875,11 +916,11 @@ class NearestNeighborsIndex:
                             # a C-contiguous tile: numba's loops over it vectorise
                             G = gbuf[:nb * L].reshape(nb, L)
                             np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j0 + L], out=G)
-                        _k.scan_collect(G, L, j0, q0, Qc, self.X, is_int, acc32,
+                        _k.scan_collect(G, L, j0, q0, Qc, self.X, is_int, ux,
                                         pr["scale"], s_add, s_slack, sd, si, sc,
                                         kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
                                         js, seen)
-                    _k.pruned_block(Qc, self.X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc,
+                    _k.pruned_block(Qc, self.X, is_int, ux, q0, nb, si, sc, kd_b, ki_b, kc,
                                     n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, rq1,
                                     Fq, pr["aux"], use_amx, pq["Z2"], pr["Z2"], pq["r"],
                                     pr["mh"] - m1, s_add, s_slack, e1_add, slack1, pad2,

@@ -11,6 +11,7 @@ Sorted top-k lists are kept as two arrays (distance, index), ascending by
 """
 
 import math
+import os
 
 import numpy as np
 from llvmlite import ir
@@ -43,6 +44,111 @@ def _prefetch(typingctx, arr, i, j):
         builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
     return sig, codegen
+
+
+def _host_has_vnni():
+    """AVX-512 VNNI on the CPU numba compiles for (``FASTNN_VNNI=0``: off)."""
+    if os.environ.get("FASTNN_VNNI", "1") == "0":
+        return False
+    try:
+        import llvmlite.binding as ll
+        return bool(ll.get_host_cpu_features().get("avx512vnni", False))
+    except Exception:       # pragma: no cover
+        return False
+
+
+VNNI = _host_has_vnni()
+
+
+@intrinsic
+def _dot_u8s8(typingctx, a, b, n64):
+    """``sum_t a[t] * b[t]`` over the first ``64 n64`` entries of the
+    C-contiguous 1-D uint8 ``a`` and int8 ``b``, as int64: exact (per int32
+    lane at most ``n64 * 4 * 255 * 128 < 2**31`` for ``n64 < 16,000``).
+    With AVX-512 VNNI, 64 products per ``vpdpbusd``; elsewhere (decided when
+    compiled) a plain loop, so the code compiles on any CPU."""
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array)):
+        return None
+    sig = types.int64(a, b, n64)
+
+    def codegen(context, builder, signature, args):
+        A = context.make_array(signature.args[0])(context, builder, args[0])
+        B = context.make_array(signature.args[1])(context, builder, args[1])
+        n = context.cast(builder, args[2], signature.args[2], types.intp)
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        pa = builder.bitcast(A.data, cgutils.voidptr_t)
+        pb = builder.bitcast(B.data, cgutils.voidptr_t)
+        if VNNI:
+            v16 = ir.VectorType(i32, 16)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16, [v16, v16, v16]),
+                "llvm.x86.avx512.vpdpbusd.512")
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v16, None))
+            with cgutils.for_range(builder, n) as loop:
+                off = builder.mul(loop.index, ir.Constant(loop.index.type, 64))
+                la = builder.load(builder.bitcast(builder.gep(pa, [off]), v16.as_pointer()),
+                                  align=1)
+                lb = builder.load(builder.bitcast(builder.gep(pb, [off]), v16.as_pointer()),
+                                  align=1)
+                builder.store(builder.call(fn, [builder.load(acc), la, lb]), acc)
+            vec = builder.load(acc)
+            total = ir.Constant(i64, 0)
+            for t in range(16):
+                total = builder.add(total, builder.sext(
+                    builder.extract_element(vec, ir.Constant(i32, t)), i64))
+            return total
+        total = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        nb = builder.mul(n, ir.Constant(n.type, 64))
+        with cgutils.for_range(builder, nb) as loop:
+            xa = builder.zext(builder.load(builder.gep(pa, [loop.index])), i64)
+            xb = builder.sext(builder.load(builder.gep(pb, [loop.index])), i64)
+            builder.store(builder.add(builder.load(total), builder.mul(xa, xb)), total)
+        return builder.load(total)
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sqdist_u8(q8, qn, x, xs, xn):
+    """Exact squared distance of uint8 rows from a dot product: ``q8 = q -
+    128`` (int8), ``qn = |q|^2``, ``xs = sum(x)``, ``xn = |x|^2`` (int64):
+    ``|q - x|^2 = qn + xn - 2 (q8 . x + 128 xs)``, all in exact integers."""
+    d = x.shape[0]
+    n64 = d // 64
+    dot = _dot_u8s8(x, q8, n64)
+    for t in range(n64 * 64, d):
+        dot += np.int64(x[t]) * np.int64(q8[t])
+    return np.float64(qn + xn - 2 * (dot + 128 * xs))
+
+
+@njit(cache=True, nogil=True)
+def u8_row_stats(A, s, sq, A8):
+    """Per uint8 row: the sum and the sum of squares (int64); ``A8`` (int8,
+    same shape, or empty rows to skip) receives ``A - 128``."""
+    shift = A8.shape[0] == A.shape[0]
+    for i in range(A.shape[0]):
+        a = np.int64(0)
+        b = np.int64(0)
+        for t in range(A.shape[1]):
+            v = np.int32(A[i, t])
+            a += v
+            b += v * v
+        s[i] = a
+        sq[i] = b
+        if shift:
+            for t in range(A.shape[1]):
+                A8[i, t] = np.int8(np.int32(A[i, t]) - 128)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact(Q, i, X, j, is_int, ux):
+    """The exact squared distance of query ``i`` to row ``j``. ``ux``:
+    ``(acc32, use_u8, Q8, QN, XS, XN)``; with ``use_u8`` (uint8 data on a
+    VNNI CPU) the dot-product form ``_sqdist_u8``, else ``sqdist``; both
+    give the same exact integer."""
+    if is_int and ux[1]:
+        return _sqdist_u8(ux[2][i], ux[3][i], X[j], ux[4][j], ux[5][j])
+    return sqdist(Q[i], X[j], is_int, ux[0])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -323,12 +429,13 @@ def _mark(seen, j, b):
 
 
 @njit(cache=True, nogil=True)
-def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c):
-    """Exact distances of ``q`` to the rows ``js[:m]`` (none measured
+def _insert_exact(Q, i, X, js, m, is_int, ux, kd, ki, c):
+    """Exact distances of query ``i`` to the rows ``js[:m]`` (none measured
     before for this query: the callers keep a bit per row, ``seen``) inserted into
     the top list ``(kd, ki)`` (``c`` filled); returns the new count. Float
     rows go four at a time; the next rows are prefetched."""
     t = 0
+    q = Q[i]
     for u in range(min(m, 4)):
         _prefetch_row(X, js[u])
     if not is_int:
@@ -345,13 +452,13 @@ def _insert_exact(q, X, js, m, is_int, acc32, kd, ki, c):
     while t < m:
         if t + 1 < m:
             _prefetch_row(X, js[t + 1])
-        c = topk_insert(kd, ki, c, sqdist(q, X[js[t]], is_int, acc32), js[t])
+        c = topk_insert(kd, ki, c, _exact(Q, i, X, js[t], is_int, ux), js[t])
         t += 1
     return c
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd, ki,
+def _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd, ki,
                    kc, lim1, n_ex, js, seen):
     """Exact distances of the new first k seeds of row ``b`` (those from the
     tile at ``j0``; earlier ones were measured on entering): the running
@@ -368,7 +475,7 @@ def _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, 
             m += 1
     if m == 0:
         return          # (a call with nothing to insert still costs ~0.2 us)
-    kc[b] = _insert_exact(Q[i], X, js, m, is_int, acc32, kd[b], ki[b], kc[b])
+    kc[b] = _insert_exact(Q, i, X, js, m, is_int, ux, kd[b], ki[b], kc[b])
     n_ex[b] += m
     if kc[b] == k:
         lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
@@ -389,7 +496,7 @@ def tile_limits(sd, sc, lim1, nb, T):
 
 
 @njit(cache=True, nogil=True)
-def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, acc32, scale, lim1_add, slack1, sd,
+def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, ux, scale, lim1_add, slack1, sd,
                 si, sc, kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
     """``scan_collect`` for a tile after the first, from the output of the
     AMX filter (``gemm_filter`` with ``tile_limits``): per row only the keys
@@ -419,13 +526,13 @@ def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, acc32, scale, lim1_add
                     cand_j[b, nc] = j0 + j
                 nc += 1
         sc[b] = c
-        _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
+        _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
                        ki, kc, lim1, n_ex, js, seen)
         n_cand[b] = nc
 
 
 @njit(cache=True, nogil=True)
-def scan_collect(G, L, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd, si, sc,
+def scan_collect(G, L, j0, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si, sc,
                  kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
     """Stage 1 on one product tile: keys of the points ``j0 .. j0 + L``
     (``G[:, :L]``; ``G`` may be wider) for the queries
@@ -480,7 +587,7 @@ def scan_collect(G, L, j0, q0, Q, X, is_int, acc32, scale, lim1_add, slack1, sd,
                         cand_j[b, nc] = j0 + j
                     nc += 1
         sc[b] = c
-        _measure_seeds(b, i, j0, Q, X, is_int, acc32, scale, lim1_add, slack1, sib, c, kd,
+        _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
                        ki, kc, lim1, n_ex, js, seen)
         if first and lim1[b] < np.inf:
             # the tile's candidates under the threshold just set
@@ -512,7 +619,7 @@ def _sq_l2_part(a, b, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
+def pruned_block(Q, X, is_int, ux, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
                  n_cand, W1, m1, Wq, rq1, Fq, aux, bf16, Zq2, Z2, rq, h, s_add, s_slack, e1_add,
                  slack1, pad2, scale, k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i, seen):
     """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
@@ -567,7 +674,7 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
                 cb_i[m] = j
                 _mark(seen, j, b)
                 m += 1
-        c = _insert_exact(Q[i], X, cb_i, m, is_int, acc32, kd, ki, c)
+        c = _insert_exact(Q, i, X, cb_i, m, is_int, ux, kd, ki, c)
         cnt += m
         thr = kd[k - 1]
         wq = Wq[i]
@@ -651,7 +758,7 @@ def pruned_block(Q, X, is_int, acc32, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand
             if _seen(seen, j, b):
                 continue        # measured as a seed: listed, or beyond the list
             _mark(seen, j, b)
-            c = topk_insert(kd, ki, c, sqdist(Q[i], X[j], is_int, acc32), j)
+            c = topk_insert(kd, ki, c, _exact(Q, i, X, j, is_int, ux), j)
             cnt += 1
             if kd[k - 1] < thr:
                 thr = kd[k - 1]
