@@ -580,6 +580,9 @@ class NearestNeighborsIndex:
         # optimality): two Cholesky-QR passes on the nearly orthonormal rows
         P = _orthonormal_rows(Vt)                          # (m, d)
         d = P.shape[1]
+        # the centre: the sample mean, rounded to integers for integer data
+        # (then x - c and |x - c|^2 are exact)
+        c = np.rint(pca["mu"]) if self.is_int else pca["mu"]
         u8 = None
         kpad = -(-d // 64) * 64
         if (self.X.dtype == np.uint8 and kpad <= 8192 and self._amx is not False
@@ -589,9 +592,9 @@ class NearestNeighborsIndex:
             # rows project exactly by AMX integer products
             P, digits, w, phi = _int8_digits(P)
             D, m_ = digits.shape[:2]
-            cen = np.rint(pca["mu"]).astype(np.int64)
             u8 = dict(Bp=_amx.pack_b_s8(digits.reshape(D * m_, d), kpad), w=w,
-                      Cc=np.einsum("tjd,d->tj", digits.astype(np.int64), cen).reshape(-1),
+                      Cc=np.einsum("tjd,d->tj", digits.astype(np.int64),
+                                   c.astype(np.int64)).reshape(-1),
                       kpad=kpad, d_eff=max(1, int(np.ceil((D - 1) * phi))))
         # (+ the float64 rounding of that product)
         delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max()) + (d + 2) * _U64
@@ -601,9 +604,6 @@ class NearestNeighborsIndex:
         if m1 is None:
             m1 = 95
         m1 = min(m1, m)
-        # the centre: the sample mean, rounded to integers for integer data
-        # (then x - c and |x - c|^2 are exact)
-        c = np.rint(pca["mu"]) if self.is_int else pca["mu"]
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
                   m=m, m1=m1, mh=min(m, m1 + self._mid_step), U8=u8)
         # a power of two brings the largest centred index vector near norm 1
@@ -622,7 +622,7 @@ class NearestNeighborsIndex:
         aux[:, 2] = _key_residual(proj["W1"][:, m1], use_amx)
         if use_amx:
             aux[:, 3] = proj["F"]
-        pr.update(Z2=proj["Z2"], r=proj["r"], E=proj["E"], W1=proj["W1"], aux=aux,
+        pr.update(Z2=proj["Z2"], W1=proj["W1"], aux=aux,
                   a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
         n = self.n_samples
@@ -821,7 +821,6 @@ class NearestNeighborsIndex:
             e1_add = pq["E1"] + pr["E1_max"]
             pad2 = pq["E"] + pr["E_max"]
             rq1 = _key_residual(Wq[:, m1], use_amx)
-            Fq = pq["F"] if use_amx else np.zeros(e - s)
             if use_amx:
                 # bfloat16 keys |h(q) - h(x)|^2: float32 accumulation of K
                 # exact products, the norm pieces (2**-22 relative), 2**-126
@@ -836,6 +835,7 @@ class NearestNeighborsIndex:
                 Wa = W1T = None
             else:
                 s_add, s_slack = e1_add, slack1
+                Fq = np.zeros(e - s)
                 W1T = pr["W1T"]
                 Wa = np.empty((e - s, m1 + 3), np.float32)
                 np.multiply(Wq, np.float32(-2.0), out=Wa[:, :m1p])

@@ -521,6 +521,9 @@ def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, ux, scale, lim1_add, s
                 c = topk_insert(sdb, sib, c, v, j0 + j)
                 slim = sdb[n_seed - 1] if c == n_seed else np.inf
             if v <= lim:
+                # (the append is written out here and in scan_collect: an
+                # inlined helper taking the arrays measured 25 % slower at
+                # k=10 on CIFAR HOG)
                 if nc < cap:
                     cand_k[b, nc] = OK[b, t]
                     cand_j[b, nc] = j0 + j
