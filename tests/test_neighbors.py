@@ -369,3 +369,39 @@ def test_pruned_queries_far_larger_than_the_index(first_stage, exp, rng):
     d0, i0 = index.kneighbors(Q, 3, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
+
+
+@pytest.mark.parametrize("first_stage", FIRST_STAGES)
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+@pytest.mark.parametrize("k", [1, 7, 40])
+def test_pruned_clustered_index(first_stage, dtype, k):
+    """An index of many stage-1 tiles is clustered (the first tile of a
+    block of queries is their cluster; for uint8 with AMX-INT8 and k up to a
+    quarter of a tile that tile is measured exactly). Rows duplicated across
+    clusters and queries equal to index rows make exact ties; the answer is
+    the reference's, whatever the thread count and query chunk, also when
+    every query's key list overflows (all keys recomputed)."""
+    from unittest import mock
+
+    import fastnn.neighbors as nb
+    r = np.random.default_rng(k)
+    centres = r.integers(20, 236, (12, 48))
+    X = np.clip(centres[r.integers(0, 12, 3000)] + r.integers(-20, 21, (3000, 48)), 0, 255)
+    X[2000:2300] = X[:300]
+    X = X.astype(dtype)
+    Q = np.vstack([X[::97], np.clip(centres[r.integers(0, 12, 60)]
+                                    + r.integers(-25, 26, (60, 48)), 0, 255).astype(dtype)])
+    rd, ri = _reference(Q, X, k)
+    with mock.patch.object(nb, "_STAGE1_TILE", 128), mock.patch.object(nb, "_STAGE1_TILE_AMX", 256):
+        for n_jobs, chunk, cap in ((1, None, 8192), (2, None, 8192), (2, 37, 8192), (2, None, 1)):
+            index = _pruned(X, first_stage, n_jobs=n_jobs)
+            with mock.patch.object(nb, "_STAGE1_CAP", cap):
+                dist, ind = index.kneighbors(Q, k, chunk_size=chunk)
+            assert (index.stats_["stage1_overflows"] > 0) == (cap == 1)
+            np.testing.assert_array_equal(ind, ri)
+            np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+            _check_first_stage(index, first_stage)
+            assert index.stats_["clustered"]
+            exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
+                          and amx.available_int8() and index.stats_["u8_dot"])
+            assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)

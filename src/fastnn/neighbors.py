@@ -59,6 +59,10 @@ _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 _STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
 _QBLOCK = 128         # queries per block of the pruned search
+_CLUSTER_DIMS = 32    # coordinates the index is clustered on
+_KMEANS_SAMPLE = 16384
+_KMEANS_ITER = 6
+_MAX_CLUSTERS = 256
 _LARGE_K = 256        # above: selection + stable sort instead of sorted top lists
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
@@ -186,6 +190,70 @@ def _int8_digits(P, n_digits=4):
     return Pq, digits, w, phi
 
 
+def _nearest_centroid(W, cen, rows=65536):
+    """Index of the nearest centroid of each row of ``W`` (float32; row tiles
+    keep the distance block small)."""
+    out = np.empty(W.shape[0], np.int64)
+    cn = np.einsum("ij,ij->i", cen, cen)
+    for s in range(0, W.shape[0], rows):
+        D = W[s:s + rows] @ cen.T
+        D *= -2.0
+        D += cn
+        out[s:s + rows] = D.argmin(axis=1)
+    return out
+
+
+def _cluster_order(W, n_clusters, seed):
+    """An order of the index points in which near points sit together:
+    k-means (Lloyd, on a sample) on ``W`` (their first projected
+    coordinates, float32), clusters in the order of their centroids' first
+    coordinate (neighbouring clusters then lie near each other too).
+
+    Only the speed of the pruned search depends on it: the first stage-1
+    tile of a block of queries from one cluster is that cluster (its
+    threshold starts near the final one), and the block's rows share
+    candidates in cache. Returns ``(perm, starts, centroids)``: the points
+    of cluster ``c`` are ``perm[starts[c]:starts[c + 1]]``, in index order.
+    """
+    n, dim = W.shape
+    rs = np.random.RandomState(seed)
+    S = W[np.sort(rs.choice(n, min(n, _KMEANS_SAMPLE), replace=False))]
+    cen = S[rs.choice(S.shape[0], n_clusters, replace=False)].astype(np.float32)
+    for _ in range(_KMEANS_ITER):
+        a = _nearest_centroid(S, cen)
+        cnt = np.bincount(a, minlength=n_clusters)
+        full = cnt > 0
+        for t in range(dim):
+            cen[full, t] = np.bincount(a, weights=S[:, t], minlength=n_clusters)[full] / cnt[full]
+    cen = np.ascontiguousarray(cen[np.argsort(cen[:, 0], kind="stable")])
+    a = _nearest_centroid(W, cen)
+    perm = np.argsort(a, kind="stable")
+    starts = np.zeros(n_clusters + 1, np.int64)
+    np.cumsum(np.bincount(a, minlength=n_clusters), out=starts[1:])
+    return perm, starts, cen
+
+
+def _permute_packed(Bp, perm):
+    """The ``amx.pack_b`` layout with its first ``len(perm)`` columns in the
+    order ``perm`` (padding columns stay zero)."""
+    out = np.empty_like(Bp)
+    _k.permute_packed(Bp.view(np.uint32)[..., 0], perm, out.view(np.uint32)[..., 0])
+    return out
+
+
+def _block_tiles(w0, n, jt, jt2):
+    """Stage-1 tiles ``(j0, j1)`` of positions for a block whose first
+    (dense) tile starts at ``w0``: then outwards, alternately right and
+    left, ``jt2`` wide (boundaries stay multiples of 32)."""
+    w1 = min(n, w0 + jt)
+    tiles = [(w0, w1)]
+    right = [(j, min(n, j + jt2)) for j in range(w1, n, jt2)]
+    left = [(max(0, j - jt2), j) for j in range(w0, 0, -jt2)]
+    for t in range(max(len(right), len(left))):
+        tiles += right[t:t + 1] + left[t:t + 1]
+    return tiles
+
+
 def _orthonormal_rows(V):
     """Rows of ``V`` (nearly orthonormal, e.g. float32 singular vectors)
     made orthonormal in float64 by two Cholesky-QR passes (much cheaper than
@@ -251,6 +319,7 @@ class NearestNeighborsIndex:
         # seeds beyond k for the first threshold: min(8, 2k) (CIFAR-10: k=1 is
         # fastest with 2, k=10 with 8)
         self._extra_seeds = 8
+        self._exact_first_tile = True
         # stage 1 of the pruned search on AMX bfloat16 tiles where the CPU
         # has them (None: automatic; False: float32 BLAS)
         self._amx = None
@@ -600,6 +669,7 @@ class NearestNeighborsIndex:
         delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max()) + (d + 2) * _U64
         # 95 + 1 first-stage coordinates: on CIFAR-10 as fast as 63 + 1 for
         # k = 1 (fewer survivors pay for the wider GEMM) and faster for k >= 5
+        use_amx = self._amx is not False and _amx.available()
         m1 = self.first_stage_components
         if m1 is None:
             m1 = 95
@@ -613,7 +683,6 @@ class NearestNeighborsIndex:
         amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
-        use_amx = self._amx is not False and _amx.available()
         proj = self._project(self.X, pr, n_threads, stage1="index" if use_amx else None)
         # per point, in one cache line: the residual norms (at mh and m),
         # the key vectors' residual coordinate and their bound F (AMX keys)
@@ -645,6 +714,21 @@ class NearestNeighborsIndex:
             W1T[m1 + 1] = proj["nx1"]
             W1T[m1 + 2] = 1.0
             pr["W1T"] = W1T
+        # the stage-1 operand in cluster order (an index of several tiles);
+        # positions map back to rows through perm
+        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
+        n_clusters = min(_MAX_CLUSTERS, n // jt)
+        if n_clusters >= 4:
+            perm, starts, cen = _cluster_order(
+                np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
+                self.random_state)
+            if use_amx:
+                pr["B16"] = _permute_packed(pr["B16"], perm)
+            else:
+                pr["W1T"] = np.ascontiguousarray(pr["W1T"][:, perm])
+            pr.update(perm=perm, starts=starts, centroids=cen)
+        else:
+            pr["perm"] = np.arange(n, dtype=np.int64)
         self._proj = pr
         return pr
 
@@ -765,6 +849,28 @@ class NearestNeighborsIndex:
             self._u8s = (XS, XN)
         return self._u8s
 
+    @staticmethod
+    def _query_blocks(pq, pr, nq, qb, jt):
+        """Blocks ``(q0, q1, w0)`` of at most ``qb`` queries and the position
+        ``w0`` of their first stage-1 tile; with a clustered index, queries
+        grouped by nearest centroid (the order ``qperm``, else None) and the
+        first tile on their cluster."""
+        if "centroids" not in pr or nq == 0:
+            return [(q0, min(nq, q0 + qb), 0) for q0 in range(0, nq, qb)], None
+        cen, starts = pr["centroids"], pr["starts"]
+        n = int(starts[-1])
+        lab = _nearest_centroid(np.ascontiguousarray(pq["W1"][:, :cen.shape[1]]), cen)
+        qperm = np.argsort(lab, kind="stable")
+        lab = lab[qperm]
+        cuts = np.concatenate(([0], np.flatnonzero(np.diff(lab)) + 1, [nq]))
+        blocks = []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            c = lab[a]
+            w0 = (int(starts[c] + starts[c + 1]) - jt) // 2
+            w0 = max(0, min(w0, n - jt)) // 32 * 32
+            blocks += [(int(q0), int(min(b, q0 + qb)), w0) for q0 in range(a, b, qb)]
+        return blocks, qperm
+
     def _search_pruned(self, Q, is_int, k, dist, ind, n_threads, chunk_size):
         """Pruned exact search: stage 1 as product tiles (AMX bfloat16 where
         available, else float32 BLAS) that ``scan_collect`` reduces to the
@@ -775,11 +881,17 @@ class NearestNeighborsIndex:
         m1 = pr["m1"]
         m1p = m1 + 1
         use_amx = "B16" in pr
-        n_seed = min(n, k + min(self._extra_seeds, 2 * k))
         acc32 = _acc32(Q, self.X, is_int)
         # uint8 data on a VNNI CPU: exact distances as |q|^2 + |x|^2 - 2 q.x
         # with 64 byte products per instruction (row sums and squares kept)
         use_u8 = bool(_k.VNNI and self.X.dtype == np.uint8 and Q.dtype == np.uint8)
+        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
+        # a clustered uint8 index with AMX int8: the first tile (the block's
+        # cluster) measured exactly by one integer product, its k-th distance
+        # the threshold from the start (no seeds)
+        exact_tile = bool(use_u8 and "centroids" in pr and pr["U8"] is not None
+                          and k <= jt // 4 and self._exact_first_tile)
+        n_seed = k if exact_tile else min(n, k + min(self._extra_seeds, 2 * k))
         if use_u8:
             XS, XN = self._u8_stats(n_threads)
         else:
@@ -792,12 +904,10 @@ class NearestNeighborsIndex:
         if use_amx:
             qb = -(-min(qb, chunk_size or Q.shape[0], Q.shape[0]) // 32) * 32
         cap = min(n, _STAGE1_CAP)
-        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
         # tiles: the first (dense: seeds, first threshold), then wider ones
         # on AMX (filtered in L1: width costs no memory traffic, and fewer
         # calls cost less dispatch)
         jt2 = min(-(-n // 32) * 32, _STAGE1_TILE_AMX) if use_amx else jt
-        tiles = [(0, min(n, jt))] + [(j0, min(n, j0 + jt2)) for j0 in range(jt, n, jt2)]
         n_exact = np.empty(Q.shape[0], np.int64)
         n_seed_ex = np.zeros(Q.shape[0], np.int64)
         n_kept = np.zeros(Q.shape[0], np.int64)
@@ -811,6 +921,15 @@ class NearestNeighborsIndex:
                 self._search_brute(Qc, is_int, k, dist[s:e], ind[s:e], n_threads, None)
                 n_exact[s:e] = n
                 continue
+            nq = e - s
+            blocks, qperm = self._query_blocks(pq, pr, nq, qb, jt)
+            if qperm is not None:
+                # queries grouped by cluster (results go back at the end)
+                pq = {key: a[qperm] for key, a in pq.items()}
+                if use_amx:
+                    A16 = np.zeros((-(-nq // 32) * 32 + 32, pq["S1"].shape[1]), np.uint16)
+                    A16[:nq] = pq["S1"]
+                    pq["S1"] = A16
             aq = pq["a1"]
             Wq = pq["W1"]
             # float32 keys |W1(q) - W1(x)|^2: error within (2 m1p + 24) u32
@@ -856,11 +975,18 @@ class NearestNeighborsIndex:
             else:
                 Q8 = np.zeros((1, 1), np.int8)
                 QN = np.zeros(1, np.int64)
-            ux = (acc32, use_u8, Q8, QN, XS, XN)
-            d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
-            seed_c = n_seed_ex[s:e]
+            # query i of the blocks is row qrow[i] of Qc
+            qrow = np.arange(nq, dtype=np.int64) if qperm is None else qperm
+            ux = (acc32, use_u8, Q8, QN, XS, XN, qrow)
+            if qperm is None:
+                d_c, i_c, x_c, kept_c = dist[s:e], ind[s:e], n_exact[s:e], n_kept[s:e]
+                seed_c = n_seed_ex[s:e]
+            else:
+                d_c, i_c = np.empty((nq, k), np.float64), np.empty((nq, k), np.int64)
+                x_c, kept_c, seed_c = (np.zeros(nq, np.int64) for _ in range(3))
+            perm = pr["perm"]
 
-            def work(starts):
+            def work(part):
                 gbuf = np.empty(qb * jt, np.float32)
                 sd = np.empty((qb, n_seed), np.float64)
                 si = np.empty((qb, n_seed), np.int64)
@@ -882,29 +1008,46 @@ class NearestNeighborsIndex:
                 # a bit per row and query of the block: measured exactly
                 # (nothing is measured twice)
                 seen = np.empty((n, (qb + 63) // 64), np.uint64)
+                if exact_tile:
+                    kpad = pr["U8"]["kpad"]
+                    Xw = np.zeros((jt, kpad), np.uint8)
+                    Cw = np.empty((jt, -(-qb // 32) * 32), np.int32)
+                    Bq = np.empty((Cw.shape[1] // 16, kpad // 4, 16, 4), np.int8)
+                    w_last = -1
                 if use_amx:
                     T = np.empty(qb, np.float32)
                     OK = np.empty((qb, jt2), np.float32)
                     OJ = np.empty((qb, jt2), np.int32)
                     CNT = np.empty(qb, np.int32)
-                for q0 in starts:
-                    nb = min(e - s, q0 + qb) - q0
+                for q0, q1, w0 in part:
+                    nb = q1 - q0
                     for a in (sc, kc, n_ex, n_cand, seen):
                         a[:] = 0
                     lim1[:] = np.inf
-                    for j0, j1 in tiles:
+                    for ti, (j0, j1) in enumerate(_block_tiles(w0, n, jt, jt2)):
                         L = j1 - j0
+                        if ti == 0 and exact_tile:
+                            rows_w = perm[j0:j1]
+                            if j0 != w_last:    # (blocks of a cluster follow each other)
+                                _k.gather_rows(self.X, rows_w, Xw)
+                                w_last = j0
+                            _k.pack_rows_s8(Q8, qrow[q0:q1], Bq)
+                            _amx.gemm_u8s8(Xw[:L], Bq, Cw, -(-nb // 32) * 32)
+                            _k.window_exact(Cw[:L], rows_w, XS, XN, QN, qrow, q0, nb,
+                                            pr["scale"], s_add, s_slack, kd_b, ki_b, kc, lim1,
+                                            sd, si, sc, seen)
+                            continue
                         if use_amx:
                             Lp = -(-L // 32) * 32
                             nbp = -(-nb // 32) * 32
                             Aq = A16[q0:q0 + nbp]
-                            if j0 > 0:
+                            if ti > 0:
                                 # later tiles: the product is filtered in L1
                                 # by each row's current limit, never stored
                                 _k.tile_limits(sd, sc, lim1, nb, T[:nbp])
                                 _amx.gemm_filter(Aq, B16, Lp, j0, T[:nbp], OK[:nbp], OJ[:nbp],
                                                  CNT[:nbp])
-                                _k.scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Qc, self.X, is_int,
+                                _k.scan_sparse(OK, OJ, CNT, L, j0, perm, q0, nb, Qc, self.X, is_int,
                                                ux, pr["scale"], s_add, s_slack, sd, si, sc,
                                                kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
                                                n_cand, js, seen)
@@ -916,7 +1059,7 @@ class NearestNeighborsIndex:
                             # a C-contiguous tile: numba's loops over it vectorise
                             G = gbuf[:nb * L].reshape(nb, L)
                             np.matmul(Wa[q0:q0 + nb], W1T[:, j0:j0 + L], out=G)
-                        _k.scan_collect(G, L, j0, q0, Qc, self.X, is_int, ux,
+                        _k.scan_collect(G, L, j0, perm, q0, Qc, self.X, is_int, ux,
                                         pr["scale"], s_add, s_slack, sd, si, sc,
                                         kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j, n_cand,
                                         js, seen)
@@ -929,10 +1072,17 @@ class NearestNeighborsIndex:
                     kept_c[q0:q0 + nb] = n_cand[:nb]
                     seed_c[q0:q0 + nb] = n_ex[:nb]
 
-            map_threads(work, list(range(0, e - s, qb)), n_threads)
+            map_threads(work, blocks, n_threads)
+            if qperm is not None:
+                for full, part_ in ((dist, d_c), (ind, i_c), (n_exact, x_c), (n_kept, kept_c),
+                                    (n_seed_ex, seed_c)):
+                    full[s:e][qperm] = part_
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": m1,
                        "first_stage": "amx-bf16" if use_amx else "blas-float32",
+                       "clustered": "centroids" in pr,
+                       "u8_dot": use_u8,
+                       "exact_first_tile_per_query": jt if exact_tile else 0,
                        "exact_per_query_mean": float(n_exact.mean()),
                        "exact_per_query_max": int(n_exact.max()),
                        "exact_during_stage1_per_query_mean": float(n_seed_ex.mean()),

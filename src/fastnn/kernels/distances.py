@@ -142,13 +142,14 @@ def u8_row_stats(A, s, sq, A8):
 
 @njit(cache=True, nogil=True, inline="always")
 def _exact(Q, i, X, j, is_int, ux):
-    """The exact squared distance of query ``i`` to row ``j``. ``ux``:
-    ``(acc32, use_u8, Q8, QN, XS, XN)``; with ``use_u8`` (uint8 data on a
-    VNNI CPU) the dot-product form ``_sqdist_u8``, else ``sqdist``; both
-    give the same exact integer."""
+    """The exact squared distance of query ``i`` (row ``qrow[i]`` of ``Q``)
+    to row ``j``. ``ux``: ``(acc32, use_u8, Q8, QN, XS, XN, qrow)``; with
+    ``use_u8`` (uint8 data on a VNNI CPU) the dot-product form
+    ``_sqdist_u8``, else ``sqdist``; both give the same exact integer."""
+    r = ux[6][i]
     if is_int and ux[1]:
-        return _sqdist_u8(ux[2][i], ux[3][i], X[j], ux[4][j], ux[5][j])
-    return sqdist(Q[i], X[j], is_int, ux[0])
+        return _sqdist_u8(ux[2][r], ux[3][r], X[j], ux[4][j], ux[5][j])
+    return sqdist(Q[r], X[j], is_int, ux[0])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -435,7 +436,7 @@ def _insert_exact(Q, i, X, js, m, is_int, ux, kd, ki, c):
     the top list ``(kd, ki)`` (``c`` filled); returns the new count. Float
     rows go four at a time; the next rows are prefetched."""
     t = 0
-    q = Q[i]
+    q = Q[ux[6][i]]
     for u in range(min(m, 4)):
         _prefetch_row(X, js[u])
     if not is_int:
@@ -458,18 +459,18 @@ def _insert_exact(Q, i, X, js, m, is_int, ux, kd, ki, c):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd, ki,
+def _measure_seeds(b, i, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd, ki,
                    kc, lim1, n_ex, js, seen):
-    """Exact distances of the new first k seeds of row ``b`` (those from the
-    tile at ``j0``; earlier ones were measured on entering): the running
-    threshold ``lim1``. Seeds ranked k and beyond are measured at the end.
+    """Exact distances of the new first k seeds of row ``b`` (a seed ranked
+    below k now was so when it entered, and was measured then: ``seen``):
+    the running threshold ``lim1``. Seeds ranked k and beyond are measured at the end.
     (Measuring only now and then, or predicting the threshold from the
     keys, kept far more keys.)"""
     k = kd.shape[1]
     m = 0
     for t in range(min(c, k)):
         j = sib[t]
-        if j >= j0 and not _seen(seen, j, b):
+        if not _seen(seen, j, b):
             js[m] = j
             _mark(seen, j, b)
             m += 1
@@ -479,6 +480,99 @@ def _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, 
     n_ex[b] += m
     if kc[b] == k:
         lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
+
+
+@njit(cache=True, nogil=True)
+def gather_rows(X, rows, out):
+    """``out[t, :d] = X[rows[t]]`` (``out`` may be wider: its padding
+    columns are left as they are)."""
+    d = X.shape[1]
+    for t in range(rows.shape[0]):
+        x = X[rows[t]]
+        o = out[t]
+        for c in range(d):
+            o[c] = x[c]
+
+
+@njit(cache=True, nogil=True)
+def pack_rows_s8(A, rows, out):
+    """``amx.pack_b_s8`` of the rows ``A[rows]`` into ``out``
+    (``(n_pad / 16, k / 4, 16, 4)`` int8, zeroed where no row or value
+    is)."""
+    d = A.shape[1]
+    k4 = out.shape[1]
+    for g in range(out.shape[0]):
+        for c in range(16):
+            r = 16 * g + c
+            if r < rows.shape[0]:
+                a = A[rows[r]]
+                for t in range(k4):
+                    for u in range(4):
+                        v = 4 * t + u
+                        out[g, t, c, u] = a[v] if v < d else 0
+            else:
+                for t in range(k4):
+                    for u in range(4):
+                        out[g, t, c, u] = 0
+
+
+@njit(cache=True, nogil=True)
+def permute_packed(Bp, perm, out):
+    """The packed stage-1 operand (``amx.pack_b`` layout, viewed as uint32
+    pairs: ``(n_pad / 16, K / 2, 16)``) with column ``p`` taken from column
+    ``perm[p]``; columns beyond ``perm`` zero."""
+    n = perm.shape[0]
+    for g in range(out.shape[0]):
+        for t in range(out.shape[1]):
+            for c in range(16):
+                p = 16 * g + c
+                if p < n:
+                    src = perm[p]
+                    out[g, t, c] = Bp[src // 16, t, src % 16]
+                else:
+                    out[g, t, c] = 0
+
+
+@njit(cache=True, nogil=True)
+def window_exact(C, rows, XS, XN, QN, qrow, q0, nb, scale, lim1_add, slack1, kd, ki, kc,
+                 lim1, sd, si, sc, seen):
+    """The first stage-1 tile of a uint8 block, exactly: ``C[p, b]`` holds
+    the integer product ``x . (q - 128)`` of row ``rows[p]`` of ``X`` and
+    query ``q0 + b`` (``gemm_u8s8``), so ``|q - x|^2 = |q|^2 + |x|^2 -
+    2 (C + 128 sum(x))`` exactly (``QN``/``XS``/``XN``, ``qrow`` maps the
+    query to its row). Per query: the exact top-k of the tile (ties by
+    row), every row marked measured (``seen``), the stage-1 limit ``lim1``
+    from the k-th distance, and the seed list closed (seeds ``-inf``: the
+    exact threshold replaces them)."""
+    k = kd.shape[1]
+    qn = np.empty(nb, np.int64)
+    thr = np.empty(nb, np.float64)        # k-th distance so far (a plain compare
+    for b in range(nb):                   # skips nearly every pair)
+        qn[b] = QN[qrow[q0 + b]]
+        thr[b] = kd[b, k - 1] if kc[b] == k else np.inf
+    nw = seen.shape[1]
+    for p in range(rows.shape[0]):
+        j = rows[p]
+        base = XN[j] - 256 * XS[j]
+        c = C[p]
+        for b in range(nb):
+            d = np.float64(qn[b] + base - 2 * np.int64(c[b]))
+            if d <= thr[b]:
+                kc[b] = topk_insert(kd[b], ki[b], kc[b], d, j)
+                if kc[b] == k:
+                    thr[b] = kd[b, k - 1]
+        for w in range(nw):
+            bits = min(64, nb - 64 * w)
+            if bits > 0:
+                seen[j, w] |= np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - bits)
+    for b in range(nb):
+        i = q0 + b
+        if kc[b] == k:
+            lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
+        for t in range(sd.shape[1]):
+            sd[b, t] = -np.inf
+            si[b, t] = ki[b, min(t, kc[b] - 1)]
+        sc[b] = sd.shape[1]
 
 
 @njit(cache=True, nogil=True)
@@ -496,7 +590,7 @@ def tile_limits(sd, sc, lim1, nb, T):
 
 
 @njit(cache=True, nogil=True)
-def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, ux, scale, lim1_add, slack1, sd,
+def scan_sparse(OK, OJ, CNT, L, j0, perm, q0, nb, Q, X, is_int, ux, scale, lim1_add, slack1, sd,
                 si, sc, kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
     """``scan_collect`` for a tile after the first, from the output of the
     AMX filter (``gemm_filter`` with ``tile_limits``): per row only the keys
@@ -518,7 +612,7 @@ def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, ux, scale, lim1_add, s
                 break
             v = np.float64(OK[b, t])
             if v < slim:
-                c = topk_insert(sdb, sib, c, v, j0 + j)
+                c = topk_insert(sdb, sib, c, v, perm[j0 + j])
                 slim = sdb[n_seed - 1] if c == n_seed else np.inf
             if v <= lim:
                 # (the append is written out here and in scan_collect: an
@@ -526,19 +620,20 @@ def scan_sparse(OK, OJ, CNT, L, j0, q0, nb, Q, X, is_int, ux, scale, lim1_add, s
                 # k=10 on CIFAR HOG)
                 if nc < cap:
                     cand_k[b, nc] = OK[b, t]
-                    cand_j[b, nc] = j0 + j
+                    cand_j[b, nc] = perm[j0 + j]
                 nc += 1
         sc[b] = c
-        _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
+        _measure_seeds(b, i, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
                        ki, kc, lim1, n_ex, js, seen)
         n_cand[b] = nc
 
 
 @njit(cache=True, nogil=True)
-def scan_collect(G, L, j0, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si, sc,
+def scan_collect(G, L, j0, perm, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si, sc,
                  kd, ki, kc, lim1, n_ex, cand_k, cand_j, n_cand, js, seen):
-    """Stage 1 on one product tile: keys of the points ``j0 .. j0 + L``
-    (``G[:, :L]``; ``G`` may be wider) for the queries
+    """Stage 1 on one product tile: keys of the points at positions
+    ``j0 .. j0 + L`` of the stage-1 order (``G[:, :L]``; ``G`` may be
+    wider; ``perm`` maps a position to its row of ``X``) for the queries
     ``q0 .. q0 + G.shape[0]`` (``G[b, t] ~ |w1(q) - w1(x)|^2`` within
     ``slack1``, ``w1`` within ``lim1_add`` of the exact vectors).
 
@@ -567,7 +662,7 @@ def scan_collect(G, L, j0, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si
         lim = lim1[b]
         j_first = 0
         while c < n_seed and j_first < L:       # the first seeds, unfiltered
-            c = topk_insert(sdb, sib, c, np.float64(g[j_first]), j0 + j_first)
+            c = topk_insert(sdb, sib, c, np.float64(g[j_first]), perm[j0 + j_first])
             j_first += 1
         # ---- one filtered pass: seeds below the seed limit, candidates
         # below the threshold of the earlier tiles (none yet: after seeds)
@@ -582,15 +677,15 @@ def scan_collect(G, L, j0, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si
             for j in range(u * _SUB, min(L, (u + 1) * _SUB)):
                 v = np.float64(g[j])
                 if v < slim and j >= j_first:
-                    c = topk_insert(sdb, sib, c, v, j0 + j)
+                    c = topk_insert(sdb, sib, c, v, perm[j0 + j])
                     slim = sdb[n_seed - 1]
                 if not first and v <= lim:
                     if nc < cap:
                         cand_k[b, nc] = g[j]
-                        cand_j[b, nc] = j0 + j
+                        cand_j[b, nc] = perm[j0 + j]
                     nc += 1
         sc[b] = c
-        _measure_seeds(b, i, j0, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
+        _measure_seeds(b, i, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd,
                        ki, kc, lim1, n_ex, js, seen)
         if first and lim1[b] < np.inf:
             # the tile's candidates under the threshold just set
@@ -603,7 +698,7 @@ def scan_collect(G, L, j0, q0, Q, X, is_int, ux, scale, lim1_add, slack1, sd, si
                     if np.float64(g[j]) <= lim:
                         if nc < cap:
                             cand_k[b, nc] = g[j]
-                            cand_j[b, nc] = j0 + j
+                            cand_j[b, nc] = perm[j0 + j]
                         nc += 1
         n_cand[b] = nc
 
