@@ -54,7 +54,7 @@ _U64 = 2.0 ** -53
 _U32 = 2.0 ** -24
 _PCA_SAMPLE = 2048    # rows the directions are fitted on (covariance, <= 1024 features)
 _PCA_SAMPLE_WIDE = 1024   # ... randomized SVD (> 1024 features; raw pixels)
-_PCA_ITER = 2         # power iterations of the randomized SVD (> 1024 features)
+_PCA_ITER = 1         # power iterations of the randomized SVD (> 1024 features)
 _STAGE1_TILE = 2048   # index points per stage-1 GEMM tile (a multiple of 64)
 _STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
@@ -667,12 +667,15 @@ class NearestNeighborsIndex:
                       kpad=kpad, d_eff=max(1, int(np.ceil((D - 1) * phi))))
         # (+ the float64 rounding of that product)
         delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max()) + (d + 2) * _U64
-        # 95 + 1 first-stage coordinates: on CIFAR-10 as fast as 63 + 1 for
-        # k = 1 (fewer survivors pay for the wider GEMM) and faster for k >= 5
+        # 95 + 1 first-stage coordinates for float32 BLAS: on CIFAR-10 as
+        # fast as 63 + 1 for k = 1 (fewer survivors pay for the wider GEMM)
+        # and faster for k >= 5; on AMX, 121 + 1: the bfloat16 rows hold
+        # m1 + 7 values in K steps of 32, so 121 costs what 95 does (CIFAR-10
+        # stage-1 survivors at k = 10: raw 454 -> 321, HOG 311 -> 68)
         use_amx = self._amx is not False and _amx.available()
         m1 = self.first_stage_components
         if m1 is None:
-            m1 = 95
+            m1 = 121 if use_amx else 95
         m1 = min(m1, m)
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
                   m=m, m1=m1, mh=min(m, m1 + self._mid_step), U8=u8)
