@@ -60,8 +60,8 @@ _STAGE1_TILE_AMX = 8192   # ... after the first, on AMX (a multiple of 32)
 _STAGE1_CAP = 8192    # stage-1 keys kept per query (more: recomputed)
 _QBLOCK = 128         # queries per block of the pruned search
 _CLUSTER_DIMS = 32    # coordinates the index is clustered on
-_KMEANS_SAMPLE = 16384
-_KMEANS_ITER = 6
+_KMEANS_SAMPLE = 8192
+_KMEANS_ITER = 5
 _MAX_CLUSTERS = 256
 _LARGE_K = 256        # above: selection + stable sort instead of sorted top lists
 # 'auto' picks the pruned search when at most this variance fraction lies
@@ -94,13 +94,19 @@ def check_data(X, name="X", allow_empty=False):
         X = X.astype(np.float32)
     is_int = X.dtype.kind in "ui"
     if is_int:
-        if X.size:
+        info = np.iinfo(X.dtype)
+        span = max(abs(int(info.min)), int(info.max)) * 2
+        if X.size and X.shape[1] * span * span >= 2 ** 52:
+            # (the dtype's range decides for small integer types: no pass)
             lo, hi = int(X.min()), int(X.max())
             span = max(abs(lo), abs(hi)) * 2
             if X.shape[1] * span * span >= 2 ** 52:
                 X = X.astype(np.float64)
                 is_int = False
-    elif X.size and not np.isfinite(X).all():
+    elif X.size and not (np.isfinite(np.add.reduce(X, axis=None))
+                         or np.isfinite(X).all()):
+        # (a finite sum proves every value finite in one pass without a
+        # temporary; an overflowing one falls back to the elementwise test)
         raise ValueError(f"{name} contains NaN or infinity")
     elif X.size and X.dtype == np.float64 and max(X.max(), -X.min()) > 1e150:
         # squared distances would overflow float64 (float32 data cannot)
@@ -222,9 +228,11 @@ def _cluster_order(W, n_clusters, seed):
     for _ in range(_KMEANS_ITER):
         a = _nearest_centroid(S, cen)
         cnt = np.bincount(a, minlength=n_clusters)
-        full = cnt > 0
-        for t in range(dim):
-            cen[full, t] = np.bincount(a, weights=S[:, t], minlength=n_clusters)[full] / cnt[full]
+        full = np.flatnonzero(cnt)
+        first = np.concatenate(([0], np.cumsum(cnt)[:-1]))[full]
+        sums = np.add.reduceat(S[np.argsort(a, kind="stable")], first, axis=0,
+                               dtype=np.float64)
+        cen[full] = sums / cnt[full, None]
     cen = np.ascontiguousarray(cen[np.argsort(cen[:, 0], kind="stable")])
     a = _nearest_centroid(W, cen)
     perm = np.argsort(a, kind="stable")
@@ -263,8 +271,10 @@ def _orthonormal_rows(V):
     for _ in range(2):
         # numpy's LAPACK only: scipy's is another OpenBLAS with its own
         # threads, which contend with numpy's on a small machine
+        # (the inverse of the small triangle, then one product: 3x faster
+        # than solve, same orthonormality)
         L = np.linalg.cholesky(P @ P.T)
-        P = np.linalg.solve(L, P)
+        P = np.linalg.inv(L) @ P
     return np.ascontiguousarray(P)
 
 
@@ -579,8 +589,11 @@ class NearestNeighborsIndex:
 
     def _spectrum_residual(self):
         """Shares of variance outside the first 32 and 96 principal
-        directions, estimated cheaply from the Gram matrix of 512 sampled
-        rows (cached; the PCA's own figures once it exists)."""
+        directions: the PCA's own figures (the pruned search needs the PCA
+        anyway), or, where it fits fewer than 96 directions, an estimate from
+        the Gram matrix of 512 sampled rows (cached)."""
+        if self._pca_cache is None and (self.n_components or 96) >= 96:
+            self._pca()
         if self._pca_cache is not None:
             return self._pca_cache["resid"], self._pca_cache["resid96"]
         if self._resid_estimate is None:
@@ -669,13 +682,14 @@ class NearestNeighborsIndex:
         delta = float(np.abs(P @ P.T - np.eye(P.shape[0])).max()) + (d + 2) * _U64
         # 95 + 1 first-stage coordinates for float32 BLAS: on CIFAR-10 as
         # fast as 63 + 1 for k = 1 (fewer survivors pay for the wider GEMM)
-        # and faster for k >= 5; on AMX, 121 + 1: the bfloat16 rows hold
-        # m1 + 7 values in K steps of 32, so 121 costs what 95 does (CIFAR-10
-        # stage-1 survivors at k = 10: raw 454 -> 321, HOG 311 -> 68)
+        # and faster for k >= 5. On AMX the bfloat16 rows hold m1 + 7 values
+        # in K steps of 32: the last full step below m + 7 (CIFAR-10: HOG
+        # 121 of 128, raw 153 of 160; keys kept per query at k = 10: HOG
+        # 311 with 95, 68 with 121; raw 454 / 306 / 222 with 95 / 121 / 153)
         use_amx = self._amx is not False and _amx.available()
         m1 = self.first_stage_components
         if m1 is None:
-            m1 = 121 if use_amx else 95
+            m1 = max(25, m // 32 * 32 - 7) if use_amx else 95
         m1 = min(m1, m)
         pr = dict(c=c, PT=np.ascontiguousarray(P.T), delta=delta,
                   m=m, m1=m1, mh=min(m, m1 + self._mid_step), U8=u8)
@@ -683,7 +697,10 @@ class NearestNeighborsIndex:
         # (|x - c| <= |x| + |c| <= sqrt(d) max|x_t| + |c|): float32 values
         # neither overflow nor underflow
         X = self.X
-        amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
+        if X.dtype == np.uint8:
+            amax = 255.0        # (a bound suffices: no pass over the index)
+        else:
+            amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, pr, n_threads, stage1="index" if use_amx else None)
@@ -720,7 +737,7 @@ class NearestNeighborsIndex:
         # the stage-1 operand in cluster order (an index of several tiles);
         # positions map back to rows through perm
         jt = min(-(-n // 32) * 32, _STAGE1_TILE)
-        n_clusters = min(_MAX_CLUSTERS, n // jt)
+        n_clusters = min(_MAX_CLUSTERS, n // jt)       # (clusters of about a tile)
         if n_clusters >= 4:
             perm, starts, cen = _cluster_order(
                 np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
