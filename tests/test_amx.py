@@ -205,3 +205,67 @@ def test_stage1_rows_round_like_bf16_bits():
     assert (A[:, mp + 3:mp + 6] == 0x3F80).all() and (A[:, mp + 6:] == 0).all()
     pieces = amx.from_bf16(A[:, mp:mp + 3]).astype(np.float64).sum(1)
     assert np.all(np.abs(pieces - nrm) <= 2.0 ** -22 * nrm)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 100), k4=st.integers(1, 3), nrows=st.integers(0, 70),
+       seed=st.integers(0, 2 ** 16))
+def test_packing_kernels_equal_the_numpy_packing(n, k4, nrows, seed):
+    """The numba packers used by the clustered search equal amx's numpy
+    packing: rows of int8 data in a given order (``pack_rows_s8``, padded
+    values and columns zero) and the bfloat16 operand with its columns
+    permuted (``permute_packed``)."""
+    from fastnn.kernels import distances as dk
+    from fastnn.neighbors import _permute_packed
+    r = np.random.default_rng(seed)
+    d = 64 * k4 - int(r.integers(0, 64))
+    A = r.integers(-128, 128, (n, d)).astype(np.int8)
+    rows = r.integers(0, n, min(nrows, 64))
+    out = np.full((4, 16 * k4, 16, 4), 99, np.int8)
+    dk.pack_rows_s8(A, rows, out)
+    ref = amx.pack_b_s8(A[rows], 64 * k4)
+    np.testing.assert_array_equal(out[:ref.shape[0]], ref)
+    assert not out[ref.shape[0]:].any()
+    Bt = r.integers(0, 2 ** 16, (n, 32 * k4)).astype(np.uint16)
+    perm = r.permutation(n)
+    np.testing.assert_array_equal(_permute_packed(amx.pack_b(Bt), perm), amx.pack_b(Bt[perm]))
+
+
+def test_gather_rows_and_exact_first_tile():
+    """The exact first tile of a uint8 block: gathered rows times the
+    block's queries - 128 on AMX integer tiles give |q - x|^2 exactly, the
+    top-k per query by (distance, row), every row marked measured."""
+    if not amx.available_int8():
+        pytest.skip("no AMX-INT8 here")
+    from fastnn.kernels import distances as dk
+    r = np.random.default_rng(3)
+    X = r.integers(0, 4, (500, 70)).astype(np.uint8)          # few levels: ties
+    Q = np.vstack([X[:5], r.integers(0, 4, (35, 70)).astype(np.uint8)])
+    rows = np.sort(r.choice(500, 64, replace=False))
+    Xw = np.zeros((64, 128), np.uint8)
+    dk.gather_rows(X, rows, Xw)
+    np.testing.assert_array_equal(Xw[:, :70], X[rows])
+    assert not Xw[:, 70:].any()
+    Q8 = (Q.astype(np.int16) - 128).astype(np.int8)
+    qrow = np.arange(len(Q))
+    Bq = np.empty((4, 32, 16, 4), np.int8)
+    dk.pack_rows_s8(Q8, qrow, Bq)
+    C = np.empty((64, 64), np.int32)
+    amx.gemm_u8s8(Xw, Bq, C, 64)
+    XS = X.sum(1, dtype=np.int64)
+    XN = (X.astype(np.int64) ** 2).sum(1)
+    QN = (Q.astype(np.int64) ** 2).sum(1)
+    k, nb = 4, len(Q)
+    kd, ki = np.empty((nb, k)), np.empty((nb, k), np.int64)
+    kc = np.zeros(nb, np.int64)
+    lim1, sd, si, sc = np.empty(nb), np.empty((nb, k)), np.empty((nb, k), np.int64), np.empty(nb, np.int64)
+    seen = np.zeros((500, 1), np.uint64)
+    dk.window_exact(C, rows, XS, XN, QN, qrow, 0, nb, 1.0, np.zeros(nb), np.zeros(nb), kd, ki,
+                    kc, lim1, sd, si, sc, seen)
+    D = ((Q[:, None, :].astype(np.int64) - X[rows][None].astype(np.int64)) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(rows, D.shape), D), axis=1)[:, :k]
+    np.testing.assert_array_equal(ki, rows[order])
+    np.testing.assert_array_equal(kd, np.take_along_axis(D, order, 1))
+    assert np.all(kc == k) and np.all(sd == -np.inf) and np.all(sc == k)
+    bits = np.unpackbits(seen.view(np.uint8), axis=1, bitorder="little")[:, :nb]
+    assert bits[rows].all() and bits.sum() == len(rows) * nb

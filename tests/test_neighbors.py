@@ -405,3 +405,35 @@ def test_pruned_clustered_index(first_stage, dtype, k):
             exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
                           and amx.available_int8() and index.stats_["u8_dot"])
             assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
+
+
+@pytest.mark.parametrize("rank, no_cholesky", [(None, False), (None, True), (5, False)])
+def test_randomized_pca_finds_the_leading_directions(rank, no_cholesky):
+    """The numpy randomized PCA of wide data: its singular values match the
+    SVD's where the spectrum decays (also through the Householder fallback
+    when a Cholesky-QR step fails), and a sample of low rank (tiny
+    eigenvalues: the SVD fallback) still gives orthonormal directions that
+    span the sample's rows."""
+    import contextlib
+    from unittest import mock
+
+    from fastnn.neighbors import _randomized_pca
+    r = np.random.default_rng(0)
+    if rank is None:
+        S = (r.normal(size=(400, 60)) * 0.8 ** np.arange(60)) @ np.linalg.qr(
+            r.normal(size=(1500, 60)))[0].T
+    else:
+        S = r.normal(size=(400, rank)) @ r.normal(size=(rank, 1500))
+    S = S.astype(np.float32)
+    with mock.patch.object(np.linalg, "cholesky", side_effect=np.linalg.LinAlgError) \
+            if no_cholesky else contextlib.nullcontext():
+        sv, Vt = _randomized_pca(S, 20, 1, np.random.RandomState(0))
+    ref = np.linalg.svd(S.astype(np.float64), compute_uv=False)[:20]
+    assert Vt.shape == (20, 1500)
+    np.testing.assert_allclose(Vt @ Vt.T, np.eye(20), atol=1e-6)
+    if rank is None:
+        np.testing.assert_allclose(sv, ref, rtol=1e-3)
+    else:
+        np.testing.assert_allclose(sv[:rank], ref[:rank], rtol=1e-4)
+        resid = S - (S @ Vt[:rank].T) @ Vt[:rank]
+        assert np.abs(resid).max() < 1e-3 * np.abs(S).max()
