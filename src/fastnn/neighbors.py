@@ -850,7 +850,7 @@ class NearestNeighborsIndex:
                 Ab = np.empty((rows, u8["kpad"]), np.uint8)
             for s in starts:
                 e = min(n, s + rows)
-                _k.centred_sqnorms_serial(A[s:e], pr["c"], exact, c2[s:e])
+                _k.centred_sqnorms_bound(A[s:e], pr["c"], exact, c2[s:e])
                 if u8 is None:
                     _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
                     np.matmul(buf[:e - s], PT, out=Zt[:e - s])
