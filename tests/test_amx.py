@@ -258,7 +258,8 @@ def test_gather_rows_and_exact_first_tile():
     k, nb = 4, len(Q)
     kd, ki = np.empty((nb, k)), np.empty((nb, k), np.int64)
     kc = np.zeros(nb, np.int64)
-    lim1, sd, si, sc = np.empty(nb), np.empty((nb, k)), np.empty((nb, k), np.int64), np.empty(nb, np.int64)
+    lim1, sd = np.empty(nb), np.empty((nb, k))
+    si, sc = np.empty((nb, k), np.int64), np.empty(nb, np.int64)
     seen = np.zeros((500, 1), np.uint64)
     dk.window_exact(C, rows, XS, XN, QN, qrow, 0, nb, 1.0, np.zeros(nb), np.zeros(nb), kd, ki,
                     kc, lim1, sd, si, sc, seen)
