@@ -79,3 +79,24 @@ def test_pruned_uint8_search_uses_the_dot_product_form_exactly(rng):
     d2, i2 = index.kneighbors(Q, 4, backend="brute")
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("d", [1, 70, 3072, 33000])
+def test_fused_index_stats_equal_the_int64_sums(d):
+    """The projection's one-pass uint8 statistics (int32 lanes): |a - c|^2,
+    the row sums and sums of squares equal int64 numpy sums, also at the
+    largest row length the caller allows (d * 255**2 < 2**31) with extreme
+    rows."""
+    rng = np.random.default_rng(d)
+    A = rng.integers(0, 256, (7, d), dtype=np.uint8)
+    A[0] = 255
+    A[1] = 0
+    c = np.rint(rng.uniform(0, 255, d))
+    c[: d // 2] = 0.0
+    assert d * 255 * 255 < 2 ** 31
+    c2, s, sq = np.empty(7), np.empty(7, np.int64), np.empty(7, np.int64)
+    dk.u8_centred_stats(A, c, c2, s, sq)
+    A64 = A.astype(np.int64)
+    np.testing.assert_array_equal(c2, ((A64 - c.astype(np.int64)) ** 2).sum(1).astype(np.float64))
+    np.testing.assert_array_equal(s, A64.sum(1))
+    np.testing.assert_array_equal(sq, (A64 ** 2).sum(1))

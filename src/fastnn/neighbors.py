@@ -827,9 +827,12 @@ class NearestNeighborsIndex:
         nx1 = np.empty(n, np.float32)
         rows = max(16, min(n, (4 << 20) // (8 * d)))
         u8 = pr["U8"] if (A.dtype == np.uint8 and exact) else None
+        stats = None
         if u8 is not None:
             rows = 256
             direct = A.flags.c_contiguous and d == u8["kpad"]
+            if stage1 == "index" and self._u8s is None and d * 255 * 255 < 2 ** 31:
+                stats = (np.empty(n, np.int64), np.empty(n, np.int64))
         if stage1 is not None:
             K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
             n_pad = -(-n // 32) * 32
@@ -850,7 +853,13 @@ class NearestNeighborsIndex:
                 Ab = np.empty((rows, u8["kpad"]), np.uint8)
             for s in starts:
                 e = min(n, s + rows)
-                _k.centred_sqnorms_bound(A[s:e], pr["c"], exact, c2[s:e])
+                if stats is not None:
+                    # (with the row sums and squares the uint8 exact
+                    # distances use: one pass over the index, int32 lanes)
+                    _k.u8_centred_stats(A[s:e], pr["c"], c2[s:e], stats[0][s:e],
+                                        stats[1][s:e])
+                else:
+                    _k.centred_sqnorms_bound(A[s:e], pr["c"], exact, c2[s:e])
                 if u8 is None:
                     _k.centre_scale_serial(A[s:e], pr["c"], sc, buf[:e - s])
                     np.matmul(buf[:e - s], PT, out=Zt[:e - s])
@@ -878,6 +887,8 @@ class NearestNeighborsIndex:
                     _k.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
 
         map_threads(work, list(range(0, n, rows)), n_threads)
+        if stats is not None:
+            self._u8s = stats
         if n and not np.sqrt(c2.max()) * sc <= 2.0 ** 60:
             # rows far larger than the index (whose scaled norms are <= 1):
             # their squared norms could overflow float32 / bfloat16 keys

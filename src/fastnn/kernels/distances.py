@@ -140,6 +140,31 @@ def u8_row_stats(A, s, sq, A8):
                 A8[i, t] = np.int8(np.int32(A[i, t]) - 128)
 
 
+@njit(cache=True, nogil=True)
+def u8_centred_stats(A, c, c2, s, sq):
+    """Per uint8 row in one pass: ``|a - c|^2`` (float64 of an exact
+    integer; ``c`` integer-valued) and the row's sum and sum of squares
+    (int64). Accumulates in int32 lanes (exact while ``d * 255**2 <
+    2**31``, checked by the caller)."""
+    d = A.shape[1]
+    ci = np.empty(d, np.int32)
+    for t in range(d):
+        ci[t] = np.int32(c[t])
+    for i in range(A.shape[0]):
+        a2 = np.int32(0)
+        a1 = np.int32(0)
+        v2 = np.int32(0)
+        for t in range(d):
+            x = np.int32(A[i, t])
+            v = x - ci[t]
+            a1 += x
+            a2 += x * x
+            v2 += v * v
+        c2[i] = np.float64(v2)
+        s[i] = a1
+        sq[i] = a2
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _exact(Q, i, X, j, is_int, ux):
     """The exact squared distance of query ``i`` (row ``qrow[i]`` of ``Q``)
