@@ -19,6 +19,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._jit import twin
+
 
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
@@ -267,7 +269,8 @@ def _merge_tile_py(G, qn, xn, j0, sign, kd, ki, counts):
         counts[i] = c
 
 
-merge_tile_parallel = njit(cache=True, parallel=True, nogil=True)(_merge_tile_py)
+merge_tile_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_merge_tile_py, "parallel"))
 merge_tile_serial = njit(cache=True, nogil=True)(_merge_tile_py)
 
 
@@ -286,7 +289,8 @@ def _exact_scan_py(Q, X, rows, sign, is_int, kd_out, ki_out):
             ki_out[i, t] = ki[t]
 
 
-exact_scan_parallel = njit(cache=True, parallel=True, nogil=True)(_exact_scan_py)
+exact_scan_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_exact_scan_py, "parallel"))
 exact_scan_serial = njit(cache=True, nogil=True)(_exact_scan_py)
 
 
@@ -322,7 +326,8 @@ def _select_exact_py(A, Q, X, sign, is_int, err_q, err_x_max, k, kd_out, ki_out)
             ki_out[i, t] = cj[order[t]]
 
 
-select_exact_parallel = njit(cache=True, parallel=True, nogil=True)(_select_exact_py)
+select_exact_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_select_exact_py, "parallel"))
 select_exact_serial = njit(cache=True, nogil=True)(_select_exact_py)
 
 
@@ -355,7 +360,8 @@ def _rerank_py(Q, X, cand_i, cand_d, counts, sign, is_int, err_q, err_x_max, k,
             ki_out[i, t] = ki[t]
 
 
-rerank_parallel = njit(cache=True, parallel=True, nogil=True)(_rerank_py)
+rerank_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_rerank_py, "parallel"))
 rerank_serial = njit(cache=True, nogil=True)(_rerank_py)
 
 
@@ -907,7 +913,8 @@ def _finish_pairwise_py(G, qn, xn, squared, out):
             out[i, t] = d
 
 
-finish_pairwise_parallel = njit(cache=True, parallel=True, nogil=True)(_finish_pairwise_py)
+finish_pairwise_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_finish_pairwise_py, "parallel"))
 finish_pairwise_serial = njit(cache=True, nogil=True)(_finish_pairwise_py)
 
 
@@ -929,13 +936,14 @@ def _centred_sqnorms_py(A, c, exact, out):
             out[j] = s
 
 
-centred_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(_centred_sqnorms_py)
+centred_sqnorms_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_centred_sqnorms_py, "parallel"))
 centred_sqnorms_serial = njit(cache=True, nogil=True)(_centred_sqnorms_py)
 # for the projection's bounds only: the bound of a float sum of squares,
 # (d + 4) u |v|^2, holds in any order, so LLVM may reassociate (SIMD lanes:
 # the index-order chain is latency-bound, 5x slower on HOG rows) and contract
 centred_sqnorms_bound = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(
-    _centred_sqnorms_py)
+    twin(_centred_sqnorms_py, "bound"))
 
 
 def _centre_scale_py(A, c, scale, out):

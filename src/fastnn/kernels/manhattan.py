@@ -12,6 +12,7 @@ enough to stay in cache, queries spread over threads, top lists sorted by
 import numpy as np
 from numba import njit, prange
 
+from ._jit import twin
 from .distances import topk_insert
 
 
@@ -88,7 +89,8 @@ def _l1_topk_py(Q, X, XT, j0, j1, sign, is_int, acc32, kd, ki, counts):
         counts[i] = c
 
 
-l1_topk_parallel = njit(cache=True, parallel=True, nogil=True)(_l1_topk_py)
+l1_topk_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_l1_topk_py, "parallel"))
 l1_topk_serial = njit(cache=True, nogil=True)(_l1_topk_py)
 
 
@@ -98,5 +100,6 @@ def _l1_rows_py(Q, X, XT, j0, j1, is_int, acc32, out):
         l1_row(Q[i], X, XT, j0, j1, is_int, acc32, out[i])
 
 
-l1_rows_parallel = njit(cache=True, parallel=True, nogil=True)(_l1_rows_py)
+l1_rows_parallel = njit(cache=True, parallel=True, nogil=True)(
+    twin(_l1_rows_py, "parallel"))
 l1_rows_serial = njit(cache=True, nogil=True)(_l1_rows_py)
