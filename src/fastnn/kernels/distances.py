@@ -710,6 +710,10 @@ def scan_collect(G, L, j0, perm, q0, Q, X, is_int, ux, scale, lim1_add, slack1, 
                 if v < slim and j >= j_first:
                     c = topk_insert(sdb, sib, c, v, perm[j0 + j])
                     slim = sdb[n_seed - 1]
+                    # the sub-block filter follows the falling seed limit (kept
+                    # at its first value, it let nearly every sub-block of a
+                    # cluster's tile through at small k)
+                    t32 = _f32_up(slim if first else max(slim, lim))
                 if not first and v <= lim:
                     if nc < cap:
                         cand_k[b, nc] = g[j]
