@@ -210,6 +210,12 @@ def _nearest_centroid(W, cen, rows=65536):
     return out
 
 
+def _first_tile_width(n):
+    """Points in the first (dense) stage-1 tile of a query block: also the
+    size of a cluster of a clustered index."""
+    return min(-(-n // 32) * 32, _STAGE1_TILE)
+
+
 def _cluster_order(W, n_clusters, seed):
     """An order of the index points in which near points sit together:
     k-means (Lloyd, on a sample) on ``W`` (their first projected
@@ -218,8 +224,7 @@ def _cluster_order(W, n_clusters, seed):
 
     Only the speed of the pruned search depends on it: the first stage-1
     tile of a block of queries from one cluster is that cluster (its
-    threshold starts near the final one), and the block's rows share
-    candidates in cache. Returns ``(perm, starts, centroids)``: the points
+    threshold starts near the final one). Returns ``(perm, starts, centroids)``: the points
     of cluster ``c`` are ``perm[starts[c]:starts[c + 1]]``, in index order.
     """
     n, dim = W.shape
@@ -366,7 +371,6 @@ class NearestNeighborsIndex:
         # than 4 tiles): min(8, 2k) (CIFAR-10 before clustering: k=1 was
         # fastest with 2, k=10 with 8)
         self._extra_seeds = 8
-        self._exact_first_tile = True
         # stage 1 of the pruned search on AMX bfloat16 tiles where the CPU
         # has them (None: automatic; False: float32 BLAS)
         self._amx = None
@@ -771,8 +775,7 @@ class NearestNeighborsIndex:
             pr["W1T"] = W1T
         # the stage-1 operand in cluster order (an index of several tiles);
         # positions map back to rows through perm
-        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
-        n_clusters = min(_MAX_CLUSTERS, n // jt)       # (clusters of about a tile)
+        n_clusters = min(_MAX_CLUSTERS, n // _first_tile_width(n))   # (about a tile each)
         if n_clusters >= 4:
             perm, starts, cen = _cluster_order(
                 np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
@@ -951,16 +954,15 @@ class NearestNeighborsIndex:
         # uint8 data on a VNNI CPU: exact distances as |q|^2 + |x|^2 - 2 q.x
         # with 64 byte products per instruction (row sums and squares kept)
         use_u8 = bool(_k.VNNI and self.X.dtype == np.uint8 and Q.dtype == np.uint8)
-        jt = min(-(-n // 32) * 32, _STAGE1_TILE)
+        jt = _first_tile_width(n)
+        clustered = "centroids" in pr
         # a clustered uint8 index with AMX int8: the first tile (the block's
         # cluster) measured exactly by one integer product, its k-th distance
         # the threshold from the start (no seeds)
-        exact_tile = bool(use_u8 and "centroids" in pr and pr["U8"] is not None
-                          and k <= jt // 4 and self._exact_first_tile)
+        exact_tile = bool(use_u8 and clustered and pr["U8"] is not None and k <= jt // 4)
         # seeds beyond k help an unclustered index's first tile (random
         # points); a cluster's own tile needs none (CIFAR HOG k=5: 14.8 ->
         # 11.9 exact distances per query)
-        clustered = "centroids" in pr
         n_seed = k if clustered else min(n, k + min(self._extra_seeds, 2 * k))
         if use_u8:
             XS, XN = self._u8_stats(n_threads)
