@@ -60,6 +60,28 @@ def test_to_bf16_pads_and_checks():
         amx.pack_b(np.zeros((4, 40), np.uint16))
 
 
+
+@pytest.mark.parametrize("shape, dtype", [((0,), np.uint8), (7, np.float32),
+                                          ((3, 5), np.uint16), ((1 << 18, 5), np.int8),
+                                          ((33, 2, 16, 2), np.uint16)])
+def test_aligned_arrays_start_on_a_cache_line(shape, dtype):
+    for zero in (False, True):
+        a = amx.aligned(shape, dtype, zero=zero)
+        assert a.size == 0 or a.ctypes.data % amx.LINE == 0   # (nothing reads an empty one)
+        assert a.shape == ((shape,) if np.ndim(shape) == 0 else shape) and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+        if zero:
+            assert not a.any()
+    # the packed operands the tiles read come out aligned too (the layout
+    # itself is checked against numpy elsewhere)
+    rng = np.random.default_rng(0)
+    B = amx.to_bf16(rng.standard_normal((100_000, 40)).astype(np.float32))
+    assert B.ctypes.data % amx.LINE == 0
+    assert amx.pack_b(B).ctypes.data % amx.LINE == 0
+    assert amx.pack_b_s8(rng.integers(-128, 128, (70_000, 70)).astype(np.int8)).ctypes.data \
+        % amx.LINE == 0
+
+
 def _operands(rng, mq, n, d):
     A = amx.to_bf16(rng.standard_normal((mq, d)).astype(np.float32))
     B = amx.to_bf16(rng.standard_normal((n, d)).astype(np.float32))

@@ -250,7 +250,7 @@ def _cluster_order(W, n_clusters, seed):
 def _permute_packed(Bp, perm):
     """The ``amx.pack_b`` layout with its first ``len(perm)`` columns in the
     order ``perm`` (padding columns stay zero)."""
-    out = np.empty_like(Bp)
+    out = _amx.aligned(Bp.shape, Bp.dtype)
     _k.permute_packed(Bp.view(np.uint32)[..., 0], perm, out.view(np.uint32)[..., 0])
     return out
 
@@ -833,16 +833,18 @@ class NearestNeighborsIndex:
         stats = None
         if u8 is not None:
             rows = 256
-            direct = A.flags.c_contiguous and d == u8["kpad"]
+            # (rows read in place where they start on cache lines)
+            direct = (A.flags.c_contiguous and d == u8["kpad"]
+                      and A.ctypes.data % _amx.LINE == 0)
             if stage1 == "index" and self._u8s is None and d * 255 * 255 < 2 ** 31:
                 stats = (np.empty(n, np.int64), np.empty(n, np.int64))
         if stage1 is not None:
             K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
             n_pad = -(-n // 32) * 32
             if stage1 == "index":
-                S1 = np.zeros((n_pad // 16, K16 // 2, 16, 2), np.uint16)
+                S1 = _amx.aligned((n_pad // 16, K16 // 2, 16, 2), np.uint16, zero=True)
             else:
-                S1 = np.zeros((n_pad, K16), np.uint16)
+                S1 = _amx.aligned((n_pad, K16), np.uint16, zero=True)
             F = np.empty(n, np.float64)
             a16 = np.empty(n, np.float64)
 
@@ -852,8 +854,8 @@ class NearestNeighborsIndex:
             if u8 is None:
                 buf = np.empty((rows, d), np.float64)
             else:
-                Ci = np.empty((rows, u8["Bp"].shape[0] * 16), np.int32)
-                Ab = np.empty((rows, u8["kpad"]), np.uint8)
+                Ci = _amx.aligned((rows, u8["Bp"].shape[0] * 16), np.int32)
+                Ab = _amx.aligned((rows, u8["kpad"]), np.uint8)
             for s in starts:
                 e = min(n, s + rows)
                 if stats is not None:
@@ -999,7 +1001,8 @@ class NearestNeighborsIndex:
                 # queries grouped by cluster (results go back at the end)
                 pq = {key: a[qperm] for key, a in pq.items()}
                 if use_amx:
-                    A16 = np.zeros((-(-nq // 32) * 32 + 32, pq["S1"].shape[1]), np.uint16)
+                    A16 = _amx.aligned((-(-nq // 32) * 32 + 32, pq["S1"].shape[1]), np.uint16,
+                                       zero=True)
                     A16[:nq] = pq["S1"]
                     pq["S1"] = A16
             aq = pq["a1"]
@@ -1059,7 +1062,7 @@ class NearestNeighborsIndex:
             perm = pr["perm"]
 
             def work(part):
-                gbuf = np.empty(qb * jt, np.float32)
+                gbuf = _amx.aligned(qb * jt, np.float32)
                 sd = np.empty((qb, n_seed), np.float64)
                 si = np.empty((qb, n_seed), np.int64)
                 sc = np.empty(qb, np.int64)
@@ -1082,9 +1085,9 @@ class NearestNeighborsIndex:
                 seen = np.empty((n, (qb + 63) // 64), np.uint64)
                 if exact_tile:
                     kpad = pr["U8"]["kpad"]
-                    Xw = np.zeros((jt, kpad), np.uint8)
-                    Cw = np.empty((jt, -(-qb // 32) * 32), np.int32)
-                    Bq = np.empty((Cw.shape[1] // 16, kpad // 4, 16, 4), np.int8)
+                    Xw = _amx.aligned((jt, kpad), np.uint8, zero=True)
+                    Cw = _amx.aligned((jt, -(-qb // 32) * 32), np.int32)
+                    Bq = _amx.aligned((Cw.shape[1] // 16, kpad // 4, 16, 4), np.int8)
                     w_last = -1
                 if use_amx:
                     T = np.empty(qb, np.float32)

@@ -26,9 +26,10 @@ import threading
 import numpy as np
 
 __all__ = ["available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
-           "gemm_filter", "available_int8", "pack_b_s8", "gemm_u8s8", "KB"]
+           "gemm_filter", "available_int8", "pack_b_s8", "gemm_u8s8", "KB", "aligned"]
 
 KB = 32          # bfloat16 values per tile row (64 bytes): K is padded to this
+LINE = 64        # cache line: tile rows should start on one
 _lock = threading.Lock()
 _state = {}      # "ok": bool, "engine", "funcs": {kb: callable}
 
@@ -351,6 +352,23 @@ def _self_test():
     return bool(np.all(np.abs(C - ref) <= bound))
 
 
+def aligned(shape, dtype, zero=False):
+    """An empty (or zeroed) C-contiguous array whose data starts on a
+    64-byte cache line.
+
+    A tile row of 64 bytes that does not start on a line touches two, and
+    numpy's large allocations start 16 bytes past a page: the filtered
+    product (``gemm_filter``, K = 128) then runs at ~330 GMAC/s on this
+    Sapphire Rapids VM, against ~590 with both operands aligned. Every
+    operand and result of the tile kernels should come from here."""
+    dtype = np.dtype(dtype)
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(v) for v in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = (np.zeros if zero else np.empty)(nbytes + LINE, np.uint8)
+    off = (-buf.ctypes.data) % LINE
+    return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
 def bf16_bits(a):
     """``a`` rounded to bfloat16 (nearest, ties to even; subnormal results
     flushed to zero, as the tiles read them) as uint16 bit patterns.
@@ -370,7 +388,7 @@ def to_bf16(a, k=None):
         k = -(-d // KB) * KB
     if k % KB or k < d:
         raise ValueError(f"k must be a multiple of {KB} and >= {d}, got {k}")
-    out = np.zeros((n, k), np.uint16)
+    out = aligned((n, k), np.uint16, zero=True)
     out[:, :d] = bf16_bits(a)
     return out
 
@@ -392,7 +410,9 @@ def pack_b(Bt):
     n_pad = -(-n // 32) * 32
     P = np.zeros((n_pad, k), np.uint16)
     P[:n] = Bt
-    return np.ascontiguousarray(P.reshape(n_pad // 16, 16, k // 2, 2).transpose(0, 2, 1, 3))
+    out = aligned((n_pad // 16, k // 2, 16, 2), np.uint16)
+    out[...] = P.reshape(n_pad // 16, 16, k // 2, 2).transpose(0, 2, 1, 3)
+    return out
 
 
 def gemm(A, Bp, C, nj, j0=0):
@@ -491,7 +511,9 @@ def pack_b_s8(Bt, k=None):
     n_pad = -(-n // 32) * 32
     P = np.zeros((n_pad, k), np.int8)
     P[:n, :d] = Bt
-    return np.ascontiguousarray(P.reshape(n_pad // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
+    out = aligned((n_pad // 16, k // 4, 16, 4), np.int8)
+    out[...] = P.reshape(n_pad // 16, 16, k // 4, 4).transpose(0, 2, 1, 3)
+    return out
 
 
 def gemm_u8s8(A, Bp, C, nj):
