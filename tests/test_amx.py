@@ -157,6 +157,42 @@ def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed):
         np.testing.assert_array_equal(OK[r, :CNT[r]], C[r, cols])
 
 
+
+@needs_amx
+def test_filter_plan_rows_and_columns():
+    """A plan over a taller A and wider outputs filters the rows and columns
+    it is given, like gemm_filter on those slices; ranges outside its arrays
+    are refused before the tiles see them."""
+    rng = np.random.default_rng(5)
+    A, B = _operands(rng, 160, 300, 70)
+    Bp = amx.pack_b(B)
+    T = np.empty(96, np.float32)
+    OK = amx.aligned((96, 256), np.float32)
+    OJ = amx.aligned((96, 256), np.int32)
+    CNT = np.full(96, 7, np.int32)
+    plan = amx.FilterPlan(A, Bp, T, OK, OJ, CNT)
+    for q0, mq, j0, nj in ((0, 96, 0, 256), (64, 64, 32, 256), (128, 32, 288, 32), (37, 32, 64, 96)):
+        T[:] = rng.uniform(-5, 5, 96).astype(np.float32)
+        plan(q0, mq, j0, nj)
+        ref_ok = np.full((mq, nj), np.nan, np.float32)
+        ref_oj = np.full((mq, nj), -1, np.int32)
+        ref_cnt = np.empty(mq, np.int32)
+        amx.gemm_filter(np.ascontiguousarray(A[q0:q0 + mq]), Bp, nj, j0, T[:mq].copy(), ref_ok,
+                        ref_oj, ref_cnt)
+        np.testing.assert_array_equal(CNT[:mq], ref_cnt)
+        for r in range(mq):
+            np.testing.assert_array_equal(OJ[r, :CNT[r]], ref_oj[r, :ref_cnt[r]])
+            np.testing.assert_array_equal(OK[r, :CNT[r]], ref_ok[r, :ref_cnt[r]])
+    for bad in ((0, 128, 0, 32), (140, 32, 0, 32), (0, 16, 0, 32), (0, 32, 16, 32),
+                (0, 32, 288, 64), (0, 32, 0, 288), (-32, 32, 0, 32)):
+        with pytest.raises(ValueError, match="do not fit"):
+            plan(*bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.FilterPlan(A, Bp, T, OK, OJ, CNT[:32])
+    with pytest.raises(TypeError):
+        amx.FilterPlan(A, Bp, T.astype(np.float64), OK, OJ, CNT)
+
+
 @needs_amx
 def test_wrong_arguments_are_refused():
     rng = np.random.default_rng(2)

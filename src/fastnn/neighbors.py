@@ -1090,10 +1090,12 @@ class NearestNeighborsIndex:
                     Bq = _amx.aligned((Cw.shape[1] // 16, kpad // 4, 16, 4), np.int8)
                     w_last = -1
                 if use_amx:
-                    T = np.empty(qb, np.float32)
-                    OK = np.empty((qb, jt2), np.float32)
-                    OJ = np.empty((qb, jt2), np.int32)
-                    CNT = np.empty(qb, np.int32)
+                    nbp_max = -(-qb // 32) * 32
+                    T = np.empty(nbp_max, np.float32)
+                    OK = np.empty((nbp_max, jt2), np.float32)
+                    OJ = np.empty((nbp_max, jt2), np.int32)
+                    CNT = np.empty(nbp_max, np.int32)
+                    filt = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT)
                 for q0, q1, w0 in part:
                     nb = q1 - q0
                     for a in (sc, kc, n_ex, n_cand, seen):
@@ -1120,8 +1122,7 @@ class NearestNeighborsIndex:
                                 # later tiles: the product is filtered in L1
                                 # by each row's current limit, never stored
                                 _k.tile_limits(sd, sc, lim1, nb, T[:nbp])
-                                _amx.gemm_filter(Aq, B16, Lp, j0, T[:nbp], OK[:nbp], OJ[:nbp],
-                                                 CNT[:nbp])
+                                filt(q0, nbp, j0, Lp)
                                 _k.scan_sparse(OK, OJ, CNT, L, j0, perm, q0, nb, Qc, self.X, is_int,
                                                ux, pr["scale"], s_add, s_slack, sd, si, sc,
                                                kd_b, ki_b, kc, lim1, n_ex, cand_k, cand_j,
