@@ -11,12 +11,29 @@
 """
 
 import os
+import sys
 import threading
 from contextlib import contextmanager
 
 import numba
 
 _parallel_lock = threading.Lock()
+_controller = [None, -1]     # threadpoolctl controller, len(sys.modules) when made
+
+
+def _blas_limits(n_threads):
+    """``threadpoolctl.threadpool_limits(n_threads, user_api='blas')`` on a
+    cached controller: a new one scans every loaded library (~1 ms, and a
+    k-NN search sets limits several times). It is made again when modules
+    were imported since (a new extension may bring its own BLAS)."""
+    from threadpoolctl import ThreadpoolController
+
+    n_mod = len(sys.modules)
+    ctl = _controller[0]
+    if ctl is None or _controller[1] != n_mod:
+        ctl = ThreadpoolController()
+        _controller[:] = [ctl, n_mod]
+    return ctl.limit(limits=n_threads, user_api="blas")
 
 
 def resolve_n_jobs(n_jobs):
@@ -37,12 +54,10 @@ def resolve_n_jobs(n_jobs):
 @contextmanager
 def limit_threads(n_threads):
     """Run the block with ``n_threads`` numba threads and BLAS threads."""
-    from threadpoolctl import threadpool_limits
-
     prev = numba.get_num_threads()
     try:
         numba.set_num_threads(n_threads)
-        with threadpool_limits(limits=n_threads, user_api="blas"):
+        with _blas_limits(n_threads):
             yield n_threads
     finally:
         numba.set_num_threads(prev)
@@ -77,10 +92,8 @@ def map_threads(fn, items, n_threads):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     parts = [p for p in (items[i::n_threads] for i in range(max(1, n_threads))) if len(p)]
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_limits(1):
         if len(parts) <= 1:
             for p in parts:
                 fn(p)
