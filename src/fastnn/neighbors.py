@@ -41,6 +41,7 @@ import numpy as np
 
 from ._threads import limit_threads, map_threads, resolve_n_jobs, run_kernel
 from .kernels import amx as _amx
+from .kernels import cluster as _kc
 from .kernels import distances as _k
 from .kernels import manhattan as _l1
 
@@ -203,10 +204,7 @@ def _nearest_centroid(W, cen, rows=65536):
     out = np.empty(W.shape[0], np.int64)
     cn = np.einsum("ij,ij->i", cen, cen)
     for s in range(0, W.shape[0], rows):
-        D = W[s:s + rows] @ cen.T
-        D *= -2.0
-        D += cn
-        out[s:s + rows] = D.argmin(axis=1)
+        _kc.nearest_from_products(W[s:s + rows] @ cen.T, cn, out[s:s + rows])
     return out
 
 
@@ -231,19 +229,16 @@ def _cluster_order(W, n_clusters, seed):
     rs = np.random.RandomState(seed)
     S = W[np.sort(rs.choice(n, min(n, _KMEANS_SAMPLE), replace=False))]
     cen = S[rs.choice(S.shape[0], n_clusters, replace=False)].astype(np.float32)
+    sums = np.empty((n_clusters, dim), np.float64)
+    cnt = np.empty(n_clusters, np.int64)
     for _ in range(_KMEANS_ITER):
-        a = _nearest_centroid(S, cen)
-        cnt = np.bincount(a, minlength=n_clusters)
-        full = np.flatnonzero(cnt)
-        first = np.concatenate(([0], np.cumsum(cnt)[:-1]))[full]
-        sums = np.add.reduceat(S[np.argsort(a, kind="stable")], first, axis=0,
-                               dtype=np.float64)
-        cen[full] = sums / cnt[full, None]
+        _kc.centroid_sums(S, _nearest_centroid(S, cen), sums, cnt)
+        full = cnt > 0
+        cen[full] = sums[full] / cnt[full, None]
     cen = np.ascontiguousarray(cen[np.argsort(cen[:, 0], kind="stable")])
-    a = _nearest_centroid(W, cen)
-    perm = np.argsort(a, kind="stable")
-    starts = np.zeros(n_clusters + 1, np.int64)
-    np.cumsum(np.bincount(a, minlength=n_clusters), out=starts[1:])
+    perm = np.empty(n, np.int64)
+    starts = np.empty(n_clusters + 1, np.int64)
+    _kc.counting_order(_nearest_centroid(W, cen), n_clusters, perm, starts)
     return perm, starts, cen
 
 
