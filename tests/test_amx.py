@@ -249,7 +249,8 @@ def test_stage1_rows_round_like_bf16_bits():
     Bp = np.zeros((-(-n // 32) * 2, K // 2, 16, 2), np.uint16)
     F = np.empty(n)
     a16 = np.empty(n)
-    dk.stage1_rows_index(W, W.view(np.uint32), E1, 0, np.empty(K, np.uint16), Bp, F, a16)
+    perm = np.arange(n)
+    dk.stage1_rows_index(W, W.view(np.uint32), E1, perm, 0, n, np.empty(K, np.uint16), Bp, F, a16)
     rows = Bp.transpose(0, 2, 1, 3).reshape(-1, K)[:n]
     np.testing.assert_array_equal(rows[:, :mp], h_bits)
     assert (rows[:, mp:mp + 3] == 0x3F80).all() and (rows[:, mp + 6:] == 0).all()
@@ -257,6 +258,18 @@ def test_stage1_rows_round_like_bf16_bits():
     assert np.all(np.abs(pieces - nrm) <= 2.0 ** -22 * nrm)
     np.testing.assert_allclose(F, E1 + np.sqrt(((W - h) ** 2).sum(1)), rtol=1e-9)
     np.testing.assert_allclose(a16, np.sqrt(nrm), rtol=1e-12)
+    # in a given order, written in two position ranges: position p holds row
+    # perm[p] (the clustered index), F and a16 stay per row
+    perm = rng.permutation(n)
+    Bq = np.full_like(Bp, 7)
+    F2 = np.empty(n)
+    a2 = np.empty(n)
+    for p0, p1 in ((0, 37), (37, n)):
+        dk.stage1_rows_index(W, W.view(np.uint32), E1, perm, p0, p1, np.empty(K, np.uint16), Bq,
+                             F2, a2)
+    np.testing.assert_array_equal(Bq.transpose(0, 2, 1, 3).reshape(-1, K)[:n], rows[perm])
+    np.testing.assert_array_equal(F2, F)
+    np.testing.assert_array_equal(a2, a16)
     A = np.zeros((n, K), np.uint16)
     dk.stage1_rows_query(W, W.view(np.uint32), E1, A, F, a16)
     np.testing.assert_array_equal(A[:, :mp], amx.bf16_bits(-2.0 * h))
@@ -269,12 +282,10 @@ def test_stage1_rows_round_like_bf16_bits():
 @given(n=st.integers(1, 100), k4=st.integers(1, 3), nrows=st.integers(0, 70),
        seed=st.integers(0, 2 ** 16))
 def test_packing_kernels_equal_the_numpy_packing(n, k4, nrows, seed):
-    """The numba packers used by the clustered search equal amx's numpy
+    """The numba packer used by the clustered search equals amx's numpy
     packing: rows of int8 data in a given order (``pack_rows_s8``, padded
-    values and columns zero) and the bfloat16 operand with its columns
-    permuted (``permute_packed``)."""
+    values and columns zero)."""
     from fastnn.kernels import distances as dk
-    from fastnn.neighbors import _permute_packed
     r = np.random.default_rng(seed)
     d = 64 * k4 - int(r.integers(0, 64))
     A = r.integers(-128, 128, (n, d)).astype(np.int8)
@@ -284,9 +295,6 @@ def test_packing_kernels_equal_the_numpy_packing(n, k4, nrows, seed):
     ref = amx.pack_b_s8(A[rows], 64 * k4)
     np.testing.assert_array_equal(out[:ref.shape[0]], ref)
     assert not out[ref.shape[0]:].any()
-    Bt = r.integers(0, 2 ** 16, (n, 32 * k4)).astype(np.uint16)
-    perm = r.permutation(n)
-    np.testing.assert_array_equal(_permute_packed(amx.pack_b(Bt), perm), amx.pack_b(Bt[perm]))
 
 
 def test_gather_rows_and_exact_first_tile():

@@ -242,14 +242,6 @@ def _cluster_order(W, n_clusters, seed):
     return perm, starts, cen
 
 
-def _permute_packed(Bp, perm):
-    """The ``amx.pack_b`` layout with its first ``len(perm)`` columns in the
-    order ``perm`` (padding columns stay zero)."""
-    out = _amx.aligned(Bp.shape, Bp.dtype)
-    _k.permute_packed(Bp.view(np.uint32)[..., 0], perm, out.view(np.uint32)[..., 0])
-    return out
-
-
 def _block_tiles(w0, n, jt, jt2):
     """Stage-1 tiles ``(j0, j1)`` of positions for a block whose first
     (dense) tile starts at ``w0``: then outwards, alternately right and
@@ -737,28 +729,37 @@ class NearestNeighborsIndex:
             amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
-        proj = self._project(self.X, pr, n_threads, stage1="index" if use_amx else None)
+        proj = self._project(self.X, pr, n_threads, stage1="index")
+        n = self.n_samples
+        # the stage-1 operand goes in cluster order (an index of several
+        # tiles); positions map back to rows through perm
+        n_clusters = min(_MAX_CLUSTERS, n // _first_tile_width(n))   # (about a tile each)
+        if n_clusters >= 4:
+            perm, starts, cen = _cluster_order(
+                np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
+                self.random_state)
+            pr.update(perm=perm, starts=starts, centroids=cen)
+        else:
+            perm = pr["perm"] = np.arange(n, dtype=np.int64)
         # per point, in one cache line: the residual norms (at mh and m),
         # the key vectors' residual coordinate and their bound F (AMX keys)
-        aux = np.zeros((self.n_samples, 4), np.float64)
+        aux = np.zeros((n, 4), np.float64)
         aux[:, :2] = proj["r"]
         aux[:, 2] = _key_residual(proj["W1"][:, m1], use_amx)
-        if use_amx:
-            aux[:, 3] = proj["F"]
         pr.update(Z2=proj["Z2"], W1=proj["W1"], aux=aux,
                   a1_max=float(proj["a1"].max()),
                   E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
-        n = self.n_samples
         if use_amx:
-            # stage-1 operand on AMX tiles (written by _project): the
-            # first-stage vectors rounded to bfloat16 (their distance to
-            # the float32 ones, plus E1, is the point's bound F), ones and
-            # the squared norm of the rounded vector in three bfloat16
-            # pieces; the query side holds -2 w1(q), its norm pieces and
-            # ones (the product then yields |w1(q)|^2 + |w1(x)|^2 -
-            # 2 w1(q).w1(x) of the rounded vectors)
-            pr.update(B16=proj["S1"], K16=proj["S1"].shape[1] * 2,
-                      F_max=float(proj["F"].max()), a16_max=float(proj["a16"].max()))
+            # stage-1 operand on AMX tiles: the first-stage vectors rounded
+            # to bfloat16 (their distance to the float32 ones, plus E1, is
+            # the point's bound F), ones and the squared norm of the rounded
+            # vector in three bfloat16 pieces; the query side holds
+            # -2 w1(q), its norm pieces and ones (the product then yields
+            # |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) of the rounded vectors)
+            B16, F, a16 = self._stage1_index(proj, perm, m1, n_threads)
+            aux[:, 3] = F
+            pr.update(B16=B16, K16=B16.shape[1] * 2, F_max=float(F.max()) if n else 0.0,
+                      a16_max=float(a16.max()) if n else 0.0)
         else:
             # stage-1 GEMM operand: the first-stage vectors, their float32
             # squared norms and ones (the query side adds its own norm: the
@@ -767,23 +768,34 @@ class NearestNeighborsIndex:
             W1T[:m1 + 1] = proj["W1"].T
             W1T[m1 + 1] = proj["nx1"]
             W1T[m1 + 2] = 1.0
-            pr["W1T"] = W1T
-        # the stage-1 operand in cluster order (an index of several tiles);
-        # positions map back to rows through perm
-        n_clusters = min(_MAX_CLUSTERS, n // _first_tile_width(n))   # (about a tile each)
-        if n_clusters >= 4:
-            perm, starts, cen = _cluster_order(
-                np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
-                self.random_state)
-            if use_amx:
-                pr["B16"] = _permute_packed(pr["B16"], perm)
-            else:
-                pr["W1T"] = np.ascontiguousarray(pr["W1T"][:, perm])
-            pr.update(perm=perm, starts=starts, centroids=cen)
-        else:
-            pr["perm"] = np.arange(n, dtype=np.int64)
+            pr["W1T"] = W1T if "centroids" not in pr else np.ascontiguousarray(W1T[:, perm])
         self._proj = pr
         return pr
+
+    @staticmethod
+    def _stage1_index(proj, perm, m1, n_threads):
+        """The index's AMX stage-1 operand (``stage1_rows_index``), position
+        ``p`` holding row ``perm[p]``, written in position order by
+        ``n_threads`` threads (chunks of 32 positions: whole tile groups);
+        with each row's bound ``F`` and norm ``a16``."""
+        W1 = proj["W1"]
+        n = W1.shape[0]
+        K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
+        n_pad = -(-n // 32) * 32
+        B16 = _amx.aligned((n_pad // 16, K16 // 2, 16, 2), np.uint16, zero=True)
+        F = np.empty(n, np.float64)
+        a16 = np.empty(n, np.float64)
+        W1b = W1.view(np.uint32)
+        E1 = proj["E1"]
+        step = 4096
+
+        def work(starts):
+            row = np.empty(K16, np.uint16)
+            for p0 in starts:
+                _k.stage1_rows_index(W1, W1b, E1, perm, p0, min(n, p0 + step), row, B16, F, a16)
+
+        map_threads(work, list(range(0, n, step)), n_threads)
+        return B16, F, a16
 
     def _project(self, A, pr, n_threads, stage1=None):
         """Project rows of ``A`` with proven error bounds (``None`` when the
@@ -804,10 +816,12 @@ class NearestNeighborsIndex:
         ``m1`` coordinates plus their residual norm), their norms ``a1``,
         ``nx1 = float32(a1**2)`` and their error bound ``E1``.
 
-        ``stage1='index'`` or ``'query'`` also writes the rows of the AMX
-        stage-1 product (``S1``: packed for the index, row-major for
-        queries, see ``stage1_rows_*``), their bounds ``F`` and norms
-        ``a16``, tile by tile on the same threads.
+        ``stage1='query'`` also writes the query rows of the AMX stage-1
+        product (``S1``, row-major, see ``stage1_rows_query``), their bounds
+        ``F`` and norms ``a16``, tile by tile on the same threads.
+        ``stage1='index'`` marks the index's own projection (a uint8 index
+        then also gets its row statistics); its stage-1 operand is written
+        afterwards, in cluster order (``_stage1_index``).
         """
         PT, m1, sc = pr["PT"], pr["m1"], pr["scale"]
         d, m = PT.shape
@@ -833,18 +847,13 @@ class NearestNeighborsIndex:
                       and A.ctypes.data % _amx.LINE == 0)
             if stage1 == "index" and self._u8s is None and d * 255 * 255 < 2 ** 31:
                 stats = (np.empty(n, np.int64), np.empty(n, np.int64))
-        if stage1 is not None:
+        if stage1 == "query":
             K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB
-            n_pad = -(-n // 32) * 32
-            if stage1 == "index":
-                S1 = _amx.aligned((n_pad // 16, K16 // 2, 16, 2), np.uint16, zero=True)
-            else:
-                S1 = _amx.aligned((n_pad, K16), np.uint16, zero=True)
+            S1 = _amx.aligned((-(-n // 32) * 32, K16), np.uint16, zero=True)
             F = np.empty(n, np.float64)
             a16 = np.empty(n, np.float64)
 
         def work(starts):
-            row = np.empty(K16, np.uint16) if stage1 is not None else None
             Zt = np.empty((rows, m), np.float64)
             if u8 is None:
                 buf = np.empty((rows, d), np.float64)
@@ -880,10 +889,7 @@ class NearestNeighborsIndex:
                 _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d_err, dl, m1, mh,
                                      W1[s:e], Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e],
                                      nx1[s:e])
-                if stage1 == "index":
-                    _k.stage1_rows_index(W1[s:e], W1b[s:e], E1[s:e], s, row, S1, F[s:e],
-                                         a16[s:e])
-                elif stage1 == "query":
+                if stage1 == "query":
                     _k.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
 
         map_threads(work, list(range(0, n, rows)), n_threads)
@@ -894,7 +900,7 @@ class NearestNeighborsIndex:
             # their squared norms could overflow float32 / bfloat16 keys
             return None
         out = dict(Z2=Z2, r=r, E=E, W1=W1, a1=a1, nx1=nx1, E1=E1)
-        if stage1 is not None:
+        if stage1 == "query":
             out.update(S1=S1, F=F, a16=a16)
         return out
 

@@ -548,23 +548,6 @@ def pack_rows_s8(A, rows, out):
 
 
 @njit(cache=True, nogil=True)
-def permute_packed(Bp, perm, out):
-    """The packed stage-1 operand (``amx.pack_b`` layout, viewed as uint32
-    pairs: ``(n_pad / 16, K / 2, 16)``) with column ``p`` taken from column
-    ``perm[p]``; columns beyond ``perm`` zero."""
-    n = perm.shape[0]
-    for g in range(out.shape[0]):
-        for t in range(out.shape[1]):
-            for c in range(16):
-                p = 16 * g + c
-                if p < n:
-                    src = perm[p]
-                    out[g, t, c] = Bp[src // 16, t, src % 16]
-                else:
-                    out[g, t, c] = 0
-
-
-@njit(cache=True, nogil=True)
 def window_exact(C, rows, XS, XN, QN, qrow, q0, nb, scale, lim1_add, slack1, kd, ki, kc,
                  lim1, sd, si, sc, seen):
     """The first stage-1 tile of a uint8 block, exactly: ``C[p, b]`` holds
@@ -1111,20 +1094,23 @@ def _stage1_row(w, wb, e1, index_side, row):
 
 
 @njit(cache=True, nogil=True)
-def stage1_rows_index(W, Wb, E1, s0, row, Bp, F, a16):
-    """Index rows ``s0 ..`` of the stage-1 operand, written straight into
+def stage1_rows_index(W, Wb, E1, perm, p0, p1, row, Bp, F, a16):
+    """Positions ``p0 .. p1`` of the stage-1 operand, written straight into
     the AMX layout ``Bp`` (``(n_pad / 16, K / 2, 16, 2)``, see
-    ``amx.pack_b``): the first-stage vectors ``W`` rounded to bfloat16
-    (``h``), three ones, and the float64 ``|h|^2`` in three bfloat16 pieces
-    (within ``2**-22 |h|^2``). ``F = E1 + |W - h|`` (the rounded vector's
+    ``amx.pack_b``), position ``p`` holding index row ``perm[p]``: its
+    first-stage vector ``W`` rounded to bfloat16 (``h``), three ones, and
+    the float64 ``|h|^2`` in three bfloat16 pieces (within
+    ``2**-22 |h|^2``). Per row: ``F = E1 + |W - h|`` (the rounded vector's
     distance to the exact one), ``a16 = |h|``. ``Wb``: the bits of ``W``
-    (``W.view(np.uint32)``); ``row``: scratch (K,)."""
+    (``W.view(np.uint32)``); ``row``: scratch (K,). Going in position
+    order, each 16-column group of ``Bp`` is written whole (its cache lines
+    once); only the rows ``W[perm[p]]`` are gathered."""
     K = row.shape[0]
-    for i in range(W.shape[0]):
-        F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], True, row)
-        j = s0 + i
-        g = j // 16
-        c = j - 16 * g
+    for p in range(p0, p1):
+        j = perm[p]
+        F[j], a16[j] = _stage1_row(W[j], Wb[j], E1[j], True, row)
+        g = p // 16
+        c = p - 16 * g
         for t in range(K // 2):
             Bp[g, t, c, 0] = row[2 * t]
             Bp[g, t, c, 1] = row[2 * t + 1]
