@@ -11,28 +11,54 @@
 """
 
 import os
-import sys
 import threading
 from contextlib import contextmanager
 
 import numba
 
 _parallel_lock = threading.Lock()
-_controller = [None, -1]     # threadpoolctl controller, len(sys.modules) when made
+_controller = [None, -1]     # threadpoolctl controller, loaded-library count when made
+
+
+def _loaded_libraries():
+    """How many shared objects the process has loaded (``dl_iterate_phdr``,
+    ~20-50 us), or -1 where that cannot be asked (no caching then)."""
+    import ctypes
+
+    try:
+        it = ctypes.CDLL(None).dl_iterate_phdr
+    except (OSError, AttributeError):
+        return -1
+    count = [0]
+
+    def one(info, size, data):
+        count[0] += 1
+        return 0
+
+    it(_PHDR_CALLBACK(one), None)
+    return count[0]
+
+
+def _phdr_callback_type():
+    import ctypes
+    return ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+
+
+_PHDR_CALLBACK = _phdr_callback_type()
 
 
 def _blas_limits(n_threads):
     """``threadpoolctl.threadpool_limits(n_threads, user_api='blas')`` on a
-    cached controller: a new one scans every loaded library (~1 ms, and a
-    k-NN search sets limits several times). It is made again when modules
-    were imported since (a new extension may bring its own BLAS)."""
+    cached controller: a new one inspects every loaded library (~1 ms, and
+    a k-NN search sets limits several times). It is made again whenever the
+    process has loaded another shared library since (it may be a BLAS)."""
     from threadpoolctl import ThreadpoolController
 
-    n_mod = len(sys.modules)
+    n_lib = _loaded_libraries()
     ctl = _controller[0]
-    if ctl is None or _controller[1] != n_mod:
+    if ctl is None or n_lib < 0 or _controller[1] != n_lib:
         ctl = ThreadpoolController()
-        _controller[:] = [ctl, n_mod]
+        _controller[:] = [ctl, n_lib]
     return ctl.limit(limits=n_threads, user_api="blas")
 
 
