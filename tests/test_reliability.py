@@ -102,6 +102,38 @@ def test_layout_variants_give_the_same_answers(variant, tmp_path):
                                   hog(imgs, channel_axis=-1))
 
 
+def test_long_double_data_is_searched_as_float64():
+    # (numba has no long double: such data go to float64, as float16 go to float32)
+    d0, i0 = kneighbors(X[:5], X, 3)
+    d1, i1 = kneighbors(X[:5].astype(np.longdouble), X.astype(np.longdouble), 3)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(d0, d1)
+
+
+@given(n=st.integers(0, 60), dtype=st.sampled_from([np.float32, np.float64]),
+       special=st.sampled_from([None, np.nan, np.inf, -np.inf, -0.0, 5e-324, -1e-40, -3e38]),
+       seed=st.integers(0, 2 ** 16), threads=st.integers(1, 3))
+def test_magnitude_pass_equals_numpy(n, dtype, special, seed, threads):
+    """The validation's one pass over the bits (blocks of 7 values here)
+    gives numpy's largest magnitude, and infinity exactly when numpy finds a
+    NaN or an infinity."""
+    import fastnn.neighbors as nbm
+    r = np.random.default_rng(seed)
+    a = (r.standard_normal((n, 3)) * 10.0 ** r.integers(-30, 30, (n, 3))).astype(dtype)
+    if special is not None and n:
+        with np.errstate(over="ignore"):
+            a[r.integers(n), r.integers(3)] = dtype(special)
+    step, nbm._ABSMAX_STEP = nbm._ABSMAX_STEP, 7
+    try:
+        got = nbm._abs_max(a, threads)
+    finally:
+        nbm._ABSMAX_STEP = step
+    if not np.isfinite(a).all():
+        assert got == np.inf
+    else:
+        assert got == (float(np.abs(a).max()) if a.size else 0.0)
+
+
 @pytest.mark.parametrize("k,exc,msg", [(0, ValueError, "n_neighbors > 0"),
                                        (21, ValueError, "n_neighbors <= n_samples_fit"),
                                        (1.5, TypeError, "integer"),

@@ -69,15 +69,42 @@ _LARGE_K = 256        # above: selection + stable sort instead of sorted top lis
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
 _PRUNE_MAX_RESIDUAL = 0.25
+_ABSMAX_STEP = 1 << 22   # values per block of the validation's magnitude pass
 # ... or at most this one outside 96 (HOG: ~0.06; random data: > 0.3)
 _PRUNE_MAX_RESIDUAL_96 = 0.12
 
 
-def check_data(X, name="X", allow_empty=False):
+def _abs_max(X, n_threads=1):
+    """The largest magnitude of the C-contiguous float array ``X`` (``inf``
+    when it holds NaN or infinity; 0.0 when empty): one pass over its bits,
+    row blocks spread over ``n_threads``."""
+    if X.dtype == np.float32:
+        ui, mask, top = np.uint32, np.uint32(0x7FFFFFFF), 0x7F800000
+    else:
+        ui, mask, top = np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), 0x7FF0000000000000
+    B = X.reshape(-1).view(ui)
+    step = _ABSMAX_STEP
+    starts = list(range(0, B.shape[0], step))
+    out = np.zeros(max(1, len(starts)), ui)
+
+    def work(part):
+        for s0 in part:
+            out[s0 // step] = _k.abs_max_bits(B[s0:s0 + step], mask)
+
+    map_threads(work, starts, n_threads)
+    m = out.max()
+    if int(m) >= top:
+        return np.inf
+    return float(np.array([m], ui).view(X.dtype)[0])
+
+
+def check_data(X, name="X", allow_empty=False, info=None, n_threads=1):
     """Validate a 2-D numeric matrix; keep integers compact, float16 -> float32.
 
     Returns ``(array, is_int)``: ``is_int`` means exact integer arithmetic
-    applies (squared distances below 2**52).
+    applies (squared distances below 2**52). For float data the largest
+    magnitude goes to ``info["absmax"]`` when a dict is given (the pruned
+    index's scale needs it: no second pass).
     """
     if hasattr(X, "toarray"):
         raise TypeError(f"{name}: sparse matrices are not supported; pass a dense array")
@@ -94,7 +121,10 @@ def check_data(X, name="X", allow_empty=False):
         X = X.astype(X.dtype.newbyteorder("="))
     if X.dtype == np.float16:
         X = X.astype(np.float32)
+    elif X.dtype.kind == "f" and X.dtype != np.float32 and X.dtype != np.float64:
+        X = X.astype(np.float64)      # (long double: the kernels take float64)
     is_int = X.dtype.kind in "ui"
+    X = np.ascontiguousarray(X)
     if is_int:
         info = np.iinfo(X.dtype)
         span = max(abs(int(info.min)), int(info.max)) * 2
@@ -105,16 +135,17 @@ def check_data(X, name="X", allow_empty=False):
             if X.shape[1] * span * span >= 2 ** 52:
                 X = X.astype(np.float64)
                 is_int = False
-    elif X.size and not (np.isfinite(np.add.reduce(X, axis=None))
-                         or np.isfinite(X).all()):
-        # (a finite sum proves every value finite in one pass without a
-        # temporary; an overflowing one falls back to the elementwise test)
-        raise ValueError(f"{name} contains NaN or infinity")
-    elif X.size and X.dtype == np.float64 and max(X.max(), -X.min()) > 1e150:
-        # squared distances would overflow float64 (float32 data cannot)
-        raise ValueError(f"{name} has values beyond 1e150 in magnitude: squared distances "
-                         "would overflow float64; rescale the data")
-    return np.ascontiguousarray(X), is_int
+    else:
+        amax = _abs_max(X, n_threads)
+        if amax == np.inf:
+            raise ValueError(f"{name} contains NaN or infinity")
+        if X.dtype == np.float64 and amax > 1e150:
+            # squared distances would overflow float64 (float32 data cannot)
+            raise ValueError(f"{name} has values beyond 1e150 in magnitude: squared "
+                             "distances would overflow float64; rescale the data")
+        if info is not None:
+            info["absmax"] = amax
+    return X, is_int
 
 
 def _check_metric(metric):
@@ -350,7 +381,13 @@ class NearestNeighborsIndex:
                              f"got {n_components!r}")
         self.n_components = n_components
         self.random_state = random_state
-        self.X, self.is_int = check_data(X, "X")
+        info = {}
+        try:
+            n_check = resolve_n_jobs(n_jobs)
+        except (TypeError, ValueError):
+            n_check = 1         # (a bad n_jobs is reported where it is used)
+        self.X, self.is_int = check_data(X, "X", info=info, n_threads=n_check)
+        self._absmax = info.get("absmax")
         self._xn = None
         self.first_stage_components = None
         self._mid_step = 32          # stage 2 checks m1 + 32 coordinates first
@@ -725,6 +762,8 @@ class NearestNeighborsIndex:
         X = self.X
         if X.dtype == np.uint8:
             amax = 255.0        # (a bound suffices: no pass over the index)
+        elif getattr(self, "_absmax", None) is not None:
+            amax = self._absmax     # (float data: from the validation's pass)
         else:
             amax = max(abs(float(X.max())), abs(float(X.min()))) if X.size else 0.0
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))

@@ -124,6 +124,22 @@ def _sqdist_u8(q8, qn, x, xs, xn):
 
 
 @njit(cache=True, nogil=True)
+def abs_max_bits(B, mask):
+    """The largest ``B[i] & mask``: with ``B`` the bits of float data
+    (uint32 for float32, uint64 for float64) and ``mask`` clearing the sign,
+    the bits of the largest magnitude, NaN and infinity included (their bit
+    patterns lie above every finite one). An integer maximum vectorises; a
+    float one does not (NaN ordering), and a float sum needs a second pass
+    for the magnitude."""
+    m = mask - mask
+    for i in range(B.shape[0]):
+        v = B[i] & mask
+        if v > m:
+            m = v
+    return m
+
+
+@njit(cache=True, nogil=True)
 def u8_row_stats(A, s, sq, A8):
     """Per uint8 row: the sum and the sum of squares (int64); ``A8`` (int8,
     same shape, or empty rows to skip) receives ``A - 128``."""
