@@ -1063,34 +1063,39 @@ def _bf16_round(v):
     return np.uint16(bits), val
 
 
-_POW2 = np.array([0.0] + [2.0 ** (e - 127 - 7) for e in range(1, 255)] + [np.inf])
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _norm_and_gap(w, h, mp):
+    """``(sum h^2, sum (w - h)^2)`` over the first ``mp`` values, in float64.
+    Only bounds use them (a bound on a sum's rounding holds in any order),
+    so LLVM may reassociate them into SIMD lanes: ``fastmath`` with those
+    two flags only."""
+    nrm = 0.0
+    dd = 0.0
+    for t in range(mp):
+        x = np.float64(h[t])
+        d = np.float64(w[t]) - x
+        nrm += x * x
+        dd += d * d
+    return nrm, dd
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stage1_row(w, wb, e1, index_side, row):
+def _stage1_row(w, wb, e1, index_side, row, hb):
     """One stage-1 row (see ``stage1_rows_index``) into ``row`` (uint16,
     K) from the float32 vector ``w`` and its bits ``wb``; returns
     ``(F, |h|)``. The rounding of ``amx.bf16_bits`` on the bits (nearest,
-    ties to even, subnormal results flushed), the value from the exponent
-    table."""
+    ties to even, subnormal results flushed); the rounded values ``h`` as
+    float32 bits in the scratch ``hb`` (uint32, >= len(w)): a bfloat16 is
+    the top half of its float32."""
     mp = w.shape[0]
     K = row.shape[0]
-    nrm = 0.0
-    dd = 0.0
     for t in range(mp):
         u = np.uint32(wb[t])
         b = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
         ex = (b >> np.uint32(7)) & np.uint32(0xFF)
         if ex == 0:
             b = np.uint32(0)
-        h = (128.0 + np.float64(b & np.uint32(0x7F))) * _POW2[ex]
-        if b & np.uint32(0x8000):
-            h = -h
-        if ex == 0:
-            h = 0.0
-        x = np.float64(w[t])
-        nrm += h * h
-        dd += (x - h) * (x - h)
+        hb[t] = b << np.uint32(16)
         if index_side:
             row[t] = np.uint16(b)
         elif ex == 0:
@@ -1098,6 +1103,7 @@ def _stage1_row(w, wb, e1, index_side, row):
         else:
             # -2 h: the sign flipped, the exponent one up (|h| < 2**126)
             row[t] = np.uint16((b ^ np.uint32(0x8000)) + np.uint32(0x80))
+    nrm, dd = _norm_and_gap(w, hb[:mp].view(np.float32), mp)
     rest = nrm
     for t in range(3):
         b16, h = _bf16_round(rest)
@@ -1122,9 +1128,14 @@ def stage1_rows_index(W, Wb, E1, perm, p0, p1, row, Bp, F, a16):
     order, each 16-column group of ``Bp`` is written whole (its cache lines
     once); only the rows ``W[perm[p]]`` are gathered."""
     K = row.shape[0]
+    hb = np.empty(K, np.uint32)
+    for p in range(p0, min(p1, p0 + _PF)):
+        _prefetch_row(W, perm[p])
     for p in range(p0, p1):
+        if p + _PF < p1:
+            _prefetch_row(W, perm[p + _PF])     # (rows in cluster order: random)
         j = perm[p]
-        F[j], a16[j] = _stage1_row(W[j], Wb[j], E1[j], True, row)
+        F[j], a16[j] = _stage1_row(W[j], Wb[j], E1[j], True, row, hb)
         g = p // 16
         c = p - 16 * g
         for t in range(K // 2):
@@ -1136,8 +1147,9 @@ def stage1_rows_index(W, Wb, E1, perm, p0, p1, row, Bp, F, a16):
 def stage1_rows_query(W, Wb, E1, A, F, a16):
     """Query rows of the stage-1 operand (row-major ``A``): ``-2 h``, the
     three norm pieces and three ones; ``F``, ``a16`` as for the index."""
+    hb = np.empty(A.shape[1], np.uint32)
     for i in range(W.shape[0]):
-        F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], False, A[i])
+        F[i], a16[i] = _stage1_row(W[i], Wb[i], E1[i], False, A[i], hb)
 
 
 @njit(cache=True, nogil=True)
