@@ -171,7 +171,8 @@ def test_filter_plan_rows_and_columns():
     OJ = amx.aligned((96, 256), np.int32)
     CNT = np.full(96, 7, np.int32)
     plan = amx.FilterPlan(A, Bp, T, OK, OJ, CNT)
-    for q0, mq, j0, nj in ((0, 96, 0, 256), (64, 64, 32, 256), (128, 32, 288, 32), (37, 32, 64, 96)):
+    for q0, mq, j0, nj in ((0, 96, 0, 256), (64, 64, 32, 256), (128, 32, 288, 32),
+                           (37, 32, 64, 96)):
         T[:] = rng.uniform(-5, 5, 96).astype(np.float32)
         plan(q0, mq, j0, nj)
         ref_ok = np.full((mq, nj), np.nan, np.float32)

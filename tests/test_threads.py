@@ -2,7 +2,6 @@
 blocks and come back afterwards, also when the block raises."""
 
 import numba
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 

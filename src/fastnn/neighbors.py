@@ -69,9 +69,9 @@ _LARGE_K = 256        # above: selection + stable sort instead of sorted top lis
 # 'auto' picks the pruned search when at most this variance fraction lies
 # outside 32 principal directions (raw pixels: ~0.18) ...
 _PRUNE_MAX_RESIDUAL = 0.25
-_ABSMAX_STEP = 1 << 22   # values per block of the validation's magnitude pass
 # ... or at most this one outside 96 (HOG: ~0.06; random data: > 0.3)
 _PRUNE_MAX_RESIDUAL_96 = 0.12
+_ABSMAX_STEP = 1 << 22   # values per block of the validation's magnitude pass
 
 
 def _abs_max(X, n_threads=1):
@@ -126,8 +126,8 @@ def check_data(X, name="X", allow_empty=False, info=None, n_threads=1):
     is_int = X.dtype.kind in "ui"
     X = np.ascontiguousarray(X)
     if is_int:
-        info = np.iinfo(X.dtype)
-        span = max(abs(int(info.min)), int(info.max)) * 2
+        ii = np.iinfo(X.dtype)
+        span = max(abs(int(ii.min)), int(ii.max)) * 2
         if X.size and X.shape[1] * span * span >= 2 ** 52:
             # (the dtype's range decides for small integer types: no pass)
             lo, hi = int(X.min()), int(X.max())
@@ -815,8 +815,9 @@ class NearestNeighborsIndex:
     def _stage1_index(proj, perm, m1, n_threads):
         """The index's AMX stage-1 operand (``stage1_rows_index``), position
         ``p`` holding row ``perm[p]``, written in position order by
-        ``n_threads`` threads (chunks of 32 positions: whole tile groups);
-        with each row's bound ``F`` and norm ``a16``."""
+        ``n_threads`` threads (chunks of 4,096 positions: each thread writes
+        whole 16-column groups); with each row's bound ``F`` and norm
+        ``a16``."""
         W1 = proj["W1"]
         n = W1.shape[0]
         K16 = -(-(m1 + 7) // _amx.KB) * _amx.KB

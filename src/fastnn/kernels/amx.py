@@ -26,7 +26,8 @@ import threading
 import numpy as np
 
 __all__ = ["available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
-           "gemm_filter", "FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB", "aligned"]
+           "gemm_filter", "FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
+           "aligned"]
 
 KB = 32          # bfloat16 values per tile row (64 bytes): K is padded to this
 LINE = 64        # cache line: tile rows should start on one

@@ -2,7 +2,6 @@
 order). Only the pruned search's speed depends on them, never an answer;
 they are still deterministic: every row is labelled on its own."""
 
-import numpy as np
 from numba import njit
 
 
