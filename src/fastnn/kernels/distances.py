@@ -682,6 +682,8 @@ def scan_sparse(OK, OJ, CNT, L, j0, perm, q0, nb, Q, X, is_int, ux, scale, lim1_
     n_seed = sd.shape[1]
     cap = cand_k.shape[1]
     for b in range(nb):
+        if CNT[b] == 0:
+            continue            # (no key: no new seed, no candidate)
         i = q0 + b
         c = sc[b]
         sdb = sd[b]
