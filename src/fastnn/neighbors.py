@@ -2,7 +2,9 @@
 
 Semantics (``docs/search-semantics`` of the project): distances are exact
 (integers in exact arithmetic, floats as a float64 sum of squared
-differences), neighbours are sorted by (distance, index) — for
+differences in one fixed order, ``kernels.distances.sqdist_float``: the
+same bits in every backend and on every CPU), neighbours are sorted by
+(distance, index) — for
 ``farthest=True`` by (-distance, index) — so results never depend on the
 backend, the thread count or the chunk size. On integer data the neighbours
 are sklearn's ``NearestNeighbors(algorithm='brute')`` neighbours, index for
@@ -15,9 +17,9 @@ Backends
 ``'pruned'``
     Exact search that skips candidates by the projection lower bound
     ``|q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2`` (P: top principal
-    directions of a sample of the index), first in 95 directions for every
-    point (AMX bfloat16 tiles filtered in L1 where the CPU has them, else a
-    float32 BLAS GEMM), then in all directions (128; 160 for wide data) for
+    directions of a sample of the index), first in the leading directions
+    for every point (121 of 128 on AMX bfloat16 tiles filtered in L1 where
+    the CPU has them, else 95 in a float32 BLAS GEMM), then in all directions (128; 160 for wide data) for
     the points left, then exactly; every stage with a proven rounding
     margin. uint8 data project exactly (int8 digits of the directions on
     AMX integer tiles, else a float64 GEMM).
