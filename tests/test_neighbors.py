@@ -105,6 +105,44 @@ def test_pairwise_distances_equals_sklearn(rng):
                                sk_pd(Xf, metric="sqeuclidean"), rtol=1e-5, atol=1e-4)
 
 
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 90), m=st.integers(1, 70), d=st.integers(1, 200),
+       metric=st.sampled_from(["euclidean", "sqeuclidean"]), chunk=st.sampled_from([None, 1, 33]),
+       threads=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
+def test_uint8_pairwise_paths_equal_sklearn(n, m, d, metric, chunk, threads, seed):
+    """uint8 distances on AMX integer tiles (exact int32 products) and on
+    the float64 GEMM (without AMX-INT8) both equal sklearn's bit for bit:
+    X vs Y, X vs itself (zero diagonal), chunked, either thread count."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    import fastnn.neighbors as nbm
+    r = np.random.default_rng(seed)
+    X = r.integers(0, 256, (n, d)).astype(np.uint8)
+    Y = r.integers(0, 256, (m, d)).astype(np.uint8)
+    X[: n // 3] = X[n // 3: 2 * (n // 3)]            # repeated rows
+    calls = []
+    real = nbm._u8_pairwise_rows
+
+    def spy(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    for forced_off in (False, True):
+        calls.clear()
+        off = (mock.patch.object(nbm, "_u8_pairwise_plan", lambda *a: None) if forced_off
+               else nullcontext())
+        with mock.patch.object(nbm, "_u8_pairwise_rows", spy), off:
+            got = pairwise_distances(X, Y, metric=metric, n_jobs=threads, chunk_size=chunk)
+            own = pairwise_distances(X, metric=metric, n_jobs=threads, chunk_size=chunk)
+            blocks = np.vstack(list(nbm.pairwise_distances_chunked(X, Y, metric=metric,
+                                                                   chunk_size=chunk or 40)))
+        np.testing.assert_array_equal(got, sk_pd(X, Y, metric=metric))
+        np.testing.assert_array_equal(own, sk_pd(X, metric=metric))
+        np.testing.assert_array_equal(blocks, got)
+        assert bool(calls) == (not forced_off and amx.available_int8())
+
+
 def test_bad_input(rng):
     X = rng.random((10, 3))
     with pytest.raises(ValueError, match="n_neighbors"):

@@ -976,6 +976,21 @@ finish_pairwise_parallel = njit(cache=True, parallel=True, nogil=True)(
 finish_pairwise_serial = njit(cache=True, nogil=True)(_finish_pairwise_py)
 
 
+@njit(cache=True, nogil=True)
+def finish_pairwise_u8(C, xs, xn, yn, squared, out):
+    """Rows of the distance matrix of uint8 data from exact integer
+    products ``C[i, j] = x_i . (y_j - 128)`` (int32, ``amx.gemm_u8s8``):
+    ``|x_i - y_j|^2 = xn[i] + yn[j] - 2 (C[i, j] + 128 xs[i])`` with the
+    rows' squared norms ``xn``/``yn`` and the sums ``xs`` of the ``x`` rows
+    (int64), an exact integer (so it is sklearn's float64 value, and 0 on a
+    diagonal); its square root unless ``squared``."""
+    for i in range(out.shape[0]):
+        x2 = xn[i] - 256 * xs[i]
+        for j in range(out.shape[1]):
+            v = np.float64(x2 + yn[j] - 2 * np.int64(C[i, j]))
+            out[i, j] = v if squared else math.sqrt(v)
+
+
 def _centred_sqnorms_py(A, c, exact, out):
     """``|a - c|^2`` per row (``c = 0``: squared norms); ``exact``: integer
     rows and centre, summed in int64, else a float64 sum in index order."""
