@@ -9,7 +9,8 @@ from fastnn.kernels import cluster as kc
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 300), m=st.integers(1, 40), ties=st.booleans(), seed=st.integers(0, 2 ** 16))
+@given(n=st.integers(0, 300), m=st.integers(1, 40), ties=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
 def test_nearest_from_products_is_numpy_argmin(n, m, ties, seed):
     rng = np.random.default_rng(seed)
     P = rng.standard_normal((n, m)).astype(np.float32)
@@ -33,11 +34,13 @@ def test_counting_order_is_a_stable_argsort(n, nc, seed):
     starts = np.full(nc + 1, -7, np.int64)
     kc.counting_order(lab, nc, perm, starts)
     np.testing.assert_array_equal(perm, np.argsort(lab, kind="stable"))
-    np.testing.assert_array_equal(starts, np.concatenate(([0], np.cumsum(np.bincount(lab, minlength=nc)))))
+    np.testing.assert_array_equal(
+        starts, np.concatenate(([0], np.cumsum(np.bincount(lab, minlength=nc)))))
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(0, 400), d=st.integers(1, 33), nc=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
+@given(n=st.integers(0, 400), d=st.integers(1, 33), nc=st.integers(1, 20),
+       seed=st.integers(0, 2 ** 16))
 def test_centroid_sums_are_numpy_sums(n, d, nc, seed):
     rng = np.random.default_rng(seed)
     S = rng.standard_normal((n, d)).astype(np.float32)

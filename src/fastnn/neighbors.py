@@ -19,7 +19,8 @@ Backends
     ``|q - x|^2 >= |P(q - x)|^2 + (|r_q| - |r_x|)^2`` (P: top principal
     directions of a sample of the index), first in the leading directions
     for every point (121 of 128 on AMX bfloat16 tiles filtered in L1 where
-    the CPU has them, else 95 in a float32 BLAS GEMM), then in all directions (128; 160 for wide data) for
+    the CPU has them, else 95 in a float32 BLAS GEMM), then in all
+    directions (128; 160 for wide data) for
     the points left, then exactly; every stage with a proven rounding
     margin. uint8 data project exactly (int8 digits of the directions on
     AMX integer tiles, else a float64 GEMM).
@@ -229,6 +230,23 @@ def _int8_digits(P, n_digits=4):
                               digits.astype(np.float64)))
     phi = float((w[:, None] * norms).sum(axis=0).max()) * (1.0 + 1e-12)
     return Pq, digits, w, phi
+
+
+def _u8_row_stats(A, n_threads, shifted=False, rows=2048):
+    """Per row of the uint8 ``A``: the sum and the sum of squares (int64)
+    and, when ``shifted``, the row minus 128 as int8 (else None); row
+    blocks spread over ``n_threads``."""
+    n = A.shape[0]
+    S, N = np.empty(n, np.int64), np.empty(n, np.int64)
+    A8 = np.empty(A.shape if shifted else (0, 0), np.int8)
+
+    def work(starts):
+        for s0 in starts:
+            _k.u8_row_stats(A[s0:s0 + rows], S[s0:s0 + rows], N[s0:s0 + rows],
+                            A8[s0:s0 + rows] if shifted else A8)
+
+    map_threads(work, list(range(0, n, rows)), n_threads)
+    return S, N, (A8 if shifted else None)
 
 
 def _nearest_centroid(W, cen, rows=65536):
@@ -799,8 +817,8 @@ class NearestNeighborsIndex:
             # |w1(q)|^2 + |w1(x)|^2 - 2 w1(q).w1(x) of the rounded vectors)
             B16, F, a16 = self._stage1_index(proj, perm, m1, n_threads)
             aux[:, 3] = F
-            pr.update(B16=B16, K16=B16.shape[1] * 2, F_max=float(F.max()) if n else 0.0,
-                      a16_max=float(a16.max()) if n else 0.0)
+            pr.update(B16=B16, K16=B16.shape[1] * 2, F_max=float(F.max()),
+                      a16_max=float(a16.max()))
         else:
             # stage-1 GEMM operand: the first-stage vectors, their float32
             # squared norms and ones (the query side adds its own norm: the
@@ -949,18 +967,7 @@ class NearestNeighborsIndex:
     def _u8_stats(self, n_threads):
         """Row sums and sums of squares of a uint8 index (int64, cached)."""
         if self._u8s is None:
-            n = self.n_samples
-            XS = np.empty(n, np.int64)
-            XN = np.empty(n, np.int64)
-            rows = 4096
-
-            def work(starts):
-                for s0 in starts:
-                    _k.u8_row_stats(self.X[s0:s0 + rows], XS[s0:s0 + rows], XN[s0:s0 + rows],
-                                    np.empty((0, 0), np.int8))
-
-            map_threads(work, list(range(0, n, rows)), n_threads)
-            self._u8s = (XS, XN)
+            self._u8s = _u8_row_stats(self.X, n_threads)[:2]
         return self._u8s
 
     @staticmethod
@@ -1079,17 +1086,7 @@ class NearestNeighborsIndex:
                 Wa[:, m1p] = 1.0
                 Wa[:, m1p + 1] = aq * aq
             if use_u8:
-                Q8 = np.empty(Qc.shape, np.int8)
-                QS = np.empty(e - s, np.int64)
-                QN = np.empty(e - s, np.int64)
-                rows = 1024
-
-                def prep(starts):
-                    for r0 in starts:
-                        _k.u8_row_stats(Qc[r0:r0 + rows], QS[r0:r0 + rows], QN[r0:r0 + rows],
-                                        Q8[r0:r0 + rows])
-
-                map_threads(prep, list(range(0, e - s, rows)), n_threads)
+                _, QN, Q8 = _u8_row_stats(Qc, n_threads, shifted=True)
             else:
                 Q8 = np.zeros((1, 1), np.int8)
                 QN = np.zeros(1, np.int64)
@@ -1269,29 +1266,14 @@ def _u8_pairwise_plan(X, Y, same, metric, n_threads):
     the exact integer sklearn's float64 arithmetic also gives, at ~10x the
     float64 GEMM's rate."""
     if not (metric in ("euclidean", "sqeuclidean") and X.dtype == np.uint8
-            and Y.dtype == np.uint8 and X.shape[0] and Y.shape[0]):
+            and Y.dtype == np.uint8):
         return None
     d = X.shape[1]
     kpad = -(-d // 64) * 64
     if kpad * 255 * 128 >= 2 ** 31 or not _amx.available_int8():
         return None
-
-    def stats(A, keep8):
-        n = A.shape[0]
-        S, N = np.empty(n, np.int64), np.empty(n, np.int64)
-        A8 = np.empty(A.shape if keep8 else (0, 0), np.int8)
-        step = 1024
-
-        def work(starts):
-            for s0 in starts:
-                _k.u8_row_stats(A[s0:s0 + step], S[s0:s0 + step], N[s0:s0 + step],
-                                A8[s0:s0 + step] if keep8 else A8)
-
-        map_threads(work, list(range(0, n, step)), n_threads)
-        return S, N, A8
-
-    YS, YN, Y8 = stats(Y, True)
-    XS, XN = (YS, YN) if same else stats(X, False)[:2]
+    YS, YN, Y8 = _u8_row_stats(Y, n_threads, shifted=True)
+    XS, XN = (YS, YN) if same else _u8_row_stats(X, n_threads)[:2]
     return dict(Bp=_amx.pack_b_s8(Y8, kpad), XS=XS, XN=XN, YN=YN, kpad=kpad,
                 squared=metric == "sqeuclidean")
 
