@@ -171,6 +171,47 @@ def _as_batch(images, channel_axis):
     )
 
 
+# pixels per sub-batch of the float path (each of its four float64 arrays
+# stays near 8 MB: in cache-friendly pieces, spread over threads)
+_FLOAT_PIXELS_PER_PART = 1 << 20
+
+
+def _hog_float_chunk(images, cell_area, c_row, c_col, b_row, b_col, method, edges, out,
+                     hists, keep_hist, n_threads):
+    """The float path for a contiguous float32/float64 chunk ``(n, rows,
+    cols, channels)``, in sub-batches spread over threads (each a serial,
+    ``nogil`` kernel plus numpy ufuncs, which release the GIL):
+
+    1. ``chosen_gradients``: skimage's gradient pair per pixel of the cell
+       area (the colour channel of largest magnitude), as float64;
+    2. numpy's own ``hypot(g_col, g_row)`` and
+       ``rad2deg(arctan2(g_row, g_col)) % 180`` — the very ufuncs skimage
+       calls, so an orientation that lies on a bin edge (square-root images
+       put gradients exactly on 60 and 120 degrees) is rounded, and binned,
+       as skimage's, whichever SIMD code numpy runs on this CPU;
+    3. ``hog_batch_polar``: binning, float32 cell sums, block norms.
+    """
+    from ._threads import map_threads
+
+    n = images.shape[0]
+    rows_used, cols_used = cell_area
+    per_part = max(1, _FLOAT_PIXELS_PER_PART // max(1, rows_used * cols_used))
+    starts = list(range(0, n, per_part))
+
+    def work(part_starts):
+        for s in part_starts:
+            e = min(n, s + per_part)
+            g_row = np.empty((e - s, rows_used, cols_used), np.float64)
+            g_col = np.empty_like(g_row)
+            _k.chosen_gradients(images[s:e], g_row, g_col)
+            magnitude = np.hypot(g_col, g_row)
+            orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+            _k.hog_batch_polar(orientation, magnitude, c_row, c_col, b_row, b_col, method,
+                               edges, out[s:e], hists[s:e] if keep_hist else hists, keep_hist)
+
+    map_threads(work, starts, n_threads)
+
+
 def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
         block_norm="L2-Hys", visualize=False, transform_sqrt=False,
         feature_vector=True, *, channel_axis=None, dtype=None, n_jobs=None,
@@ -221,6 +262,8 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
         ``(n_features,)`` for one image, ``(n, n_features)`` for a batch; with
         ``feature_vector=False`` the block layout
         ``(..., n_blocks_row, n_blocks_col, b_row, b_col, orientations)``.
+        A batch of 0 images gives an empty result of that shape (numpy's
+        and Dask's convention), after the same parameter checks.
     hog_image : ndarray, optional
         ``(rows, cols)`` or ``(n, rows, cols)``, only with ``visualize=True``.
 
@@ -230,21 +273,22 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
         Non-numeric input (bool, complex, object, strings) or parameters of
         the wrong type.
     ValueError
-        Wrong number of dimensions, an empty batch or empty image, an image
+        Wrong number of dimensions, an empty image, an image
         too small for one block, an unknown block norm, non-positive cell or
         block sizes, non-finite values, or negative values with
         ``transform_sqrt``.
 
     Notes
     -----
-    Integer images whose values span at most 255 (uint8, int8, and any
-    integer image with ``max - min <= 255``) take a table-driven path whose
-    bins and magnitudes come from numpy's own ``arctan2``/``hypot``: the
-    result is bit-identical to skimage. Float images and ``transform_sqrt``
-    compute ``atan2`` per pixel in numba; a pixel whose orientation lies
-    within one ulp of a bin edge may land in the neighbouring bin when libm
-    and numpy's SIMD ``arctan2`` round differently, otherwise the results are
-    bit-identical too (tests hold them to 1e-7 / 1e-5 as skimage's own).
+    Every input skimage accepts gives skimage's result bit for bit
+    (``docs/hog-parity.md`` says why). Integer images whose values span at
+    most 255 (uint8, int8, and any integer image with ``max - min <= 255``)
+    take a table-driven path whose bins and magnitudes come from numpy's
+    own ``arctan2``/``hypot``. Float images and ``transform_sqrt`` take the
+    float path: numba chooses each pixel's gradient, numpy's own ``hypot``
+    and ``arctan2`` (the ufuncs skimage calls, on whatever SIMD code numpy
+    picks at run time) give its magnitude and orientation, numba bins and
+    normalises.
     """
     orientations, (c_row, c_col), (b_row, b_col) = _check_params(
         orientations, pixels_per_cell, cells_per_block, block_norm)
@@ -261,8 +305,6 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
             raise ValueError(f"dtype must be None, float32 or float64, got {dtype}")
     batch, single = _as_batch(images, channel_axis)
     n, rows, cols, nch = batch.shape
-    if n == 0:
-        raise ValueError("hog received an empty batch (0 images)")
     if rows == 0 or cols == 0 or nch == 0:
         raise ValueError(f"hog received zero-size images of shape {batch.shape[1:]}")
     block_shape = hog_output_shape((rows, cols), orientations, (c_row, c_col), (b_row, b_col))
@@ -275,6 +317,16 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
         chunk_size = _DEFAULT_CHUNK
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+    if n == 0:
+        # numpy's and Dask's convention (Dask calls a function on empty
+        # chunks): an empty batch gives an empty result of the right shape
+        empty = np.empty((0,) + (block_shape if not feature_vector
+                                 else (int(np.prod(block_shape)),)), out_dtype)
+        if visualize:
+            _line_plan(rows, cols, c_row, c_col, orientations)    # (same errors)
+            return empty, np.empty((0, rows, cols), float_dtype)
+        return empty
 
     is_int = batch.dtype.kind in "ui"
     if not is_int and not np.isfinite(batch).all():
@@ -294,8 +346,6 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
                 use_lut, shift = True, lo
     if use_lut:
         lut_bin, lut_mag = _lut(orientations)
-    else:
-        lut_bin, lut_mag = np.zeros(1, np.int8), np.zeros(1, np.float64)
     edges = _k.orientation_edges(orientations)
     method = BLOCK_NORMS.index(block_norm)
 
@@ -318,18 +368,20 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
         for s in starts:
             e = min(n, s + step)
             chunk = batch[s:e]
+            h = hists[s:e] if visualize else hists
             if use_lut:
                 if shift is not None:
                     chunk = (chunk.astype(np.int64) - shift).astype(np.uint8)
                 chunk = np.ascontiguousarray(chunk)
+                run_kernel(_k.hog_batch_parallel, _k.hog_batch_serial, n_threads,
+                           chunk, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                           out[s:e], h, visualize)
             else:
                 chunk = np.ascontiguousarray(chunk, dtype=float_dtype)
                 if transform_sqrt:
                     chunk = np.sqrt(chunk)
-            h = hists[s:e] if visualize else hists
-            run_kernel(_k.hog_batch_parallel, _k.hog_batch_serial, n_threads,
-                       chunk, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                       lut_bin, lut_mag, out[s:e], h, visualize)
+                _hog_float_chunk(chunk, (ncr * c_row, ncc * c_col), c_row, c_col, b_row,
+                                 b_col, method, edges, out[s:e], h, visualize, n_threads)
             if visualize:
                 run_kernel(_k.draw_batch, _k.draw_batch_serial, n_threads,
                            h, *plan, hog_images[s:e])

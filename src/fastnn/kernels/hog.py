@@ -11,7 +11,12 @@ so that results are bit-identical where the inputs allow it:
 * colour: per pixel the channel with the largest ``hypot(g_row, g_col)``
   (first channel on ties);
 * orientation ``rad2deg(arctan2(g_row, g_col)) % 180`` in float64, hard
-  binning against the float64 bin edges ``(180 / n) * i``;
+  binning against the float64 bin edges ``(180 / n) * i``. On the integer
+  path (uint8/int8 gradients) tables built with numpy's own ufuncs give the
+  bins and magnitudes; on the float path numpy itself computes them from
+  the gradients the kernels chose (``chosen_gradients``), since numpy's
+  ``arctan2`` may be SIMD code that differs from libm's in the last bit,
+  and a square-root image puts gradients exactly on bin edges;
 * cell value: magnitudes summed in float32 (each addition rounded to float32)
   in row-major pixel order, then divided in float32 by the cell area;
 * block norms in float64, with numpy's pairwise summation order.
@@ -23,9 +28,6 @@ import math
 
 import numpy as np
 from numba import njit, prange
-
-_RAD2DEG = 180.0 / np.pi
-
 
 # --------------------------------------------------------------------------
 # numpy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src), with
@@ -174,31 +176,26 @@ def _finish_cells(acc, area, hist):
 
 
 @njit(cache=True, nogil=True)
-def orientation_bin(gr, gc, edges):
-    """skimage's bin of a float64 gradient; -1 when it falls in no bin.
+def orientation_bin(orientation, edges):
+    """skimage's bin of an orientation in degrees (numpy's
+    ``rad2deg(arctan2(g_row, g_col)) % 180``); -1 when it falls in no bin.
 
     ``edges[i] = (180 / n) * i`` for i in 0..n; bin i holds
-    ``edges[i] <= o < edges[i + 1]``.
+    ``edges[i] <= o < edges[i + 1]`` (float64 comparisons, as skimage's
+    ``cell_hog`` on float64 gradients). ``% 180`` of a tiny negative angle
+    rounds to 180.0, which lies in no bin.
     """
-    o = math.atan2(gr, gc) * _RAD2DEG
-    # numpy's float remainder (npy_divmod) for divisor 180
-    m = np.fmod(o, 180.0)
-    if m != 0.0:
-        if m < 0.0:
-            m += 180.0
-    else:
-        m = 0.0
     n = edges.shape[0] - 1
-    b = int(m * n / 180.0)
+    b = int(orientation * n / 180.0)
     if b > n - 1:
         b = n - 1
     if b < 0:
         b = 0
-    while b > 0 and m < edges[b]:
+    while b > 0 and orientation < edges[b]:
         b -= 1
-    while b < n and m >= edges[b + 1]:
+    while b < n and orientation >= edges[b + 1]:
         b += 1
-    if b >= n or m < edges[b]:
+    if b >= n or orientation < edges[b]:
         return -1
     return b
 
@@ -301,44 +298,81 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, p
 
 
 @njit(cache=True, nogil=True)
-def _cells_float(img, c_row, c_col, edges, acc):
-    """Cell sums for a float32 or float64 image (rows, cols, channels)."""
-    rows, cols, nch = img.shape
+def chosen_gradients(images, g_row, g_col):
+    """Stage 2 of the float path: per pixel of the cell area
+    (``g_row.shape[1:]``) of each float32/float64 image
+    ``(n, rows, cols, channels)``, skimage's gradient pair, converted to
+    float64: central differences in the image's dtype (zero on the border),
+    the channel with the largest ``hypot(g_row, g_col)`` in that dtype
+    (first channel on ties; numba's ``hypot`` is libm's, as numpy's)."""
+    rows, cols, nch = images.shape[1], images.shape[2], images.shape[3]
+    ru, cu = g_row.shape[1], g_row.shape[2]
+    zero = images[0, 0, 0, 0] - images[0, 0, 0, 0]
+    for i in range(images.shape[0]):
+        img = images[i]
+        for r in range(ru):
+            for c in range(cu):
+                best = zero
+                bgr = zero
+                bgc = zero
+                for ch in range(nch):
+                    if r == 0 or r == rows - 1:
+                        gr = zero
+                    else:
+                        gr = img[r + 1, c, ch] - img[r - 1, c, ch]
+                    if c == 0 or c == cols - 1:
+                        gc = zero
+                    else:
+                        gc = img[r, c + 1, ch] - img[r, c - 1, ch]
+                    if nch == 1:
+                        bgr = gr
+                        bgc = gc
+                    else:
+                        m = np.hypot(gr, gc)
+                        if ch == 0 or m > best:
+                            best = m
+                            bgr = gr
+                            bgc = gc
+                g_row[i, r, c] = np.float64(bgr)
+                g_col[i, r, c] = np.float64(bgc)
+
+
+@njit(cache=True, nogil=True)
+def _cells_polar(orientation, magnitude, c_row, c_col, edges, acc):
+    """Cell sums from per-pixel orientations (degrees) and magnitudes
+    (float64, the cell area of one image): each in-bin magnitude added in
+    float32, row-major within the cell (skimage's ``cell_hog``)."""
     ncr = acc.shape[0]
     ncc = acc.shape[1]
     acc[:] = 0.0
-    zero = img[0, 0, 0] - img[0, 0, 0]
     for r in range(ncr * c_row):
         ci = r // c_row
         for c in range(ncc * c_col):
-            best = zero
-            bgr = zero
-            bgc = zero
-            for ch in range(nch):
-                if r == 0 or r == rows - 1:
-                    gr = zero
-                else:
-                    gr = img[r + 1, c, ch] - img[r - 1, c, ch]
-                if c == 0 or c == cols - 1:
-                    gc = zero
-                else:
-                    gc = img[r, c + 1, ch] - img[r, c - 1, ch]
-                if nch == 1:
-                    bgr = gr
-                    bgc = gc
-                else:
-                    m = np.hypot(gr, gc)
-                    if ch == 0 or m > best:
-                        best = m
-                        bgr = gr
-                        bgc = gc
-            gr64 = np.float64(bgr)
-            gc64 = np.float64(bgc)
-            b = orientation_bin(gr64, gc64, edges)
+            b = orientation_bin(orientation[r, c], edges)
             if b >= 0:
                 cj = c // c_col
-                mag = np.hypot(gc64, gr64)
-                acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + mag)
+                acc[ci, cj, b] = np.float32(np.float64(acc[ci, cj, b]) + magnitude[r, c])
+
+
+@njit(cache=True, nogil=True)
+def hog_batch_polar(orientation, magnitude, c_row, c_col, b_row, b_col, method, edges,
+                    out, hists, keep_hist):
+    """Stages 4-6 of the float path for a batch: orientation binning, float32
+    cell sums and means, block normalisation, from the orientations and
+    magnitudes numpy computed (``(n, rows_used, cols_used)`` float64)."""
+    ncr = hists.shape[1]
+    ncc = hists.shape[2]
+    n_orient = hists.shape[3]
+    L = b_row * b_col * n_orient
+    acc = np.empty((ncr, ncc, n_orient), np.float32)
+    buf = np.empty(L, np.float64)
+    sq = np.empty(L, np.float64)
+    tmp = np.empty((ncr, ncc, n_orient), np.float64)
+    for i in range(orientation.shape[0]):
+        hist = hists[i] if keep_hist else tmp
+        _cells_polar(orientation[i], magnitude[i], c_row, c_col, edges, acc)
+        _finish_cells(acc, c_row * c_col, hist)
+        _normalize_blocks(hist, b_row, b_col, method, out[i], buf, sq)
 
 
 @njit(cache=True, nogil=True)
@@ -369,33 +403,31 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
 
 
 @njit(cache=True, nogil=True)
-def hog_one_image(img, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                  lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar, out):
-    """HOG of one image into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n)."""
-    if use_lut:
-        _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, planar)
-    else:
-        _cells_float(img, c_row, c_col, edges, acc)
+def hog_one_image_lut(img, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag, acc, hist,
+                      buf, sq, idxbuf, g2buf, ixbuf, planar, out):
+    """HOG of one uint8/int8 image into ``out`` (n_blocks_row, n_blocks_col,
+    b_row, b_col, n) by the tables (the integer path)."""
+    _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, planar)
     _finish_cells(acc, c_row * c_col, hist)
     _normalize_blocks(hist, b_row, b_col, method, out, buf, sq)
 
 
 # The parallel driver splits the batch into parts and runs the serial driver
 # on each, so per-thread buffers are allocated once per part.
-def _hog_batch_parallel_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                           lut_bin, lut_mag, out, hists, keep_hist):
+def _hog_batch_parallel_py(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                           out, hists, keep_hist):
     n = images.shape[0]
     n_parts = min(n, 64)
     for part in prange(n_parts):
         lo = part * n // n_parts
         hi = (part + 1) * n // n_parts
-        hog_batch_serial(images[lo:hi], use_lut, c_row, c_col, b_row, b_col, method,
-                         edges, lut_bin, lut_mag, out[lo:hi],
+        hog_batch_serial(images[lo:hi], c_row, c_col, b_row, b_col, method,
+                         lut_bin, lut_mag, out[lo:hi],
                          hists[lo:hi] if keep_hist else hists, keep_hist)
 
 
-def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, edges,
-                         lut_bin, lut_mag, out, hists, keep_hist):
+def _hog_batch_serial_py(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                         out, hists, keep_hist):
     n = images.shape[0]
     ncr = hists.shape[1]
     ncc = hists.shape[2]
@@ -414,9 +446,8 @@ def _hog_batch_serial_py(images, use_lut, c_row, c_col, b_row, b_col, method, ed
             hist = hists[i]
         else:
             hist = tmp
-        hog_one_image(images[i], use_lut, c_row, c_col, b_row, b_col, method,
-                      edges, lut_bin, lut_mag, acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar,
-                      out[i])
+        hog_one_image_lut(images[i], c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                          acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar, out[i])
 
 
 hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
