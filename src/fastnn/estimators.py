@@ -267,6 +267,11 @@ def _image_batch(X, image_shape, channel_axis):
     if X.ndim not in (3, 4):
         raise ValueError(f"HOG needs an image stack (n, rows, cols[, channels]) or flat rows "
                          f"with image_shape; got an array of ndim={X.ndim}, shape {X.shape}")
+    if X.shape[0] == 0:
+        # (as sklearn's estimators: the function fastnn.hog returns an empty
+        # result for an empty batch, an estimator refuses one)
+        raise ValueError(f"Found an empty image stack: 0 sample(s) (shape={X.shape}) while a "
+                         "minimum of 1 is required.")
     if channel_axis == "auto":
         channel_axis = -1 if X.ndim == 4 else None
     return X, channel_axis

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._threads import limit_threads, resolve_n_jobs, run_kernel
+from ._threads import resolve_n_jobs, run_in_parts
 from .kernels import hog as _k
 
 __all__ = ["hog", "hog_output_shape", "BLOCK_NORMS"]
@@ -176,6 +176,43 @@ def _as_batch(images, channel_axis):
 _FLOAT_PIXELS_PER_PART = 1 << 20
 
 
+# images per float64 piece when the output is float32 (the kernels write
+# float64 only: one compiled specialization; a 2.6 MB piece stays in cache
+# for the cast)
+_FLOAT32_PIECE = 1024
+
+
+def _float64_pieces(out, lo, hi):
+    """``(s, e, target)`` over ``[lo, hi)``: ``target`` is ``out[s:e]`` itself
+    for float64 output, else a float64 buffer the caller casts into it."""
+    if out.dtype == np.float64:
+        yield lo, hi, out[lo:hi]
+        return
+    buf = np.empty((min(_FLOAT32_PIECE, hi - lo),) + out.shape[1:], np.float64)
+    for s in range(lo, hi, _FLOAT32_PIECE):
+        e = min(hi, s + _FLOAT32_PIECE)
+        yield s, e, buf[:e - s]
+
+
+def _hog_lut_chunk(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag, out, hists,
+                   keep_hist, n_threads):
+    """The integer path for a contiguous uint8 chunk ``(n, rows, cols,
+    channels)``: contiguous parts of the batch, one thread each, each a
+    serial ``nogil`` kernel (``hog_batch_lut``)."""
+    hist_shape = hists.shape[1:]
+    block_length = b_row * b_col * hist_shape[2]
+
+    def part(lo, hi):
+        scratch = _k.hog_scratch(hist_shape, block_length, images.shape[1:])
+        for s, e, target in _float64_pieces(out, lo, hi):
+            _k.hog_batch_lut(images[s:e], c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                             target, hists[s:e] if keep_hist else hists, keep_hist, scratch)
+            if out.dtype != np.float64:
+                out[s:e] = target
+
+    run_in_parts(part, images.shape[0], n_threads)
+
+
 def _hog_float_chunk(images, cell_area, c_row, c_col, b_row, b_col, method, edges, out,
                      hists, keep_hist, n_threads):
     """The float path for a contiguous float32/float64 chunk ``(n, rows,
@@ -191,25 +228,31 @@ def _hog_float_chunk(images, cell_area, c_row, c_col, b_row, b_col, method, edge
        as skimage's, whichever SIMD code numpy runs on this CPU;
     3. ``hog_batch_polar``: binning, float32 cell sums, block norms.
     """
-    from ._threads import map_threads
-
     n = images.shape[0]
     rows_used, cols_used = cell_area
     per_part = max(1, _FLOAT_PIXELS_PER_PART // max(1, rows_used * cols_used))
     starts = list(range(0, n, per_part))
 
-    def work(part_starts):
-        for s in part_starts:
+    hist_shape = hists.shape[1:]
+    block_length = b_row * b_col * hist_shape[2]
+
+    def work(lo, hi):
+        scratch = _k.hog_scratch(hist_shape, block_length)
+        for s in starts[lo:hi]:
             e = min(n, s + per_part)
             g_row = np.empty((e - s, rows_used, cols_used), np.float64)
             g_col = np.empty_like(g_row)
             _k.chosen_gradients(images[s:e], g_row, g_col)
             magnitude = np.hypot(g_col, g_row)
             orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+            target = out[s:e] if out.dtype == np.float64 else np.empty(out[s:e].shape)
             _k.hog_batch_polar(orientation, magnitude, c_row, c_col, b_row, b_col, method,
-                               edges, out[s:e], hists[s:e] if keep_hist else hists, keep_hist)
+                               edges, target, hists[s:e] if keep_hist else hists, keep_hist,
+                               scratch)
+            if out.dtype != np.float64:
+                out[s:e] = target
 
-    map_threads(work, starts, n_threads)
+    run_in_parts(work, len(starts), n_threads)
 
 
 def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
@@ -364,27 +407,26 @@ def hog(images, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(3, 3),
     if progress:
         from tqdm.auto import tqdm
         starts = tqdm(starts, total=len(starts), desc="hog", unit="chunk")
-    with limit_threads(n_threads):
-        for s in starts:
-            e = min(n, s + step)
-            chunk = batch[s:e]
-            h = hists[s:e] if visualize else hists
-            if use_lut:
-                if shift is not None:
-                    chunk = (chunk.astype(np.int64) - shift).astype(np.uint8)
-                chunk = np.ascontiguousarray(chunk)
-                run_kernel(_k.hog_batch_parallel, _k.hog_batch_serial, n_threads,
-                           chunk, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
-                           out[s:e], h, visualize)
-            else:
-                chunk = np.ascontiguousarray(chunk, dtype=float_dtype)
-                if transform_sqrt:
-                    chunk = np.sqrt(chunk)
-                _hog_float_chunk(chunk, (ncr * c_row, ncc * c_col), c_row, c_col, b_row,
-                                 b_col, method, edges, out[s:e], h, visualize, n_threads)
-            if visualize:
-                run_kernel(_k.draw_batch, _k.draw_batch_serial, n_threads,
-                           h, *plan, hog_images[s:e])
+    for s in starts:
+        e = min(n, s + step)
+        chunk = batch[s:e]
+        h = hists[s:e] if visualize else hists
+        if use_lut:
+            if shift is not None:
+                chunk = (chunk.astype(np.int64) - shift).astype(np.uint8)
+            chunk = np.ascontiguousarray(chunk)
+            _hog_lut_chunk(chunk, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
+                           out[s:e], h, visualize, n_threads)
+        else:
+            chunk = np.ascontiguousarray(chunk, dtype=float_dtype)
+            if transform_sqrt:
+                chunk = np.sqrt(chunk)
+            _hog_float_chunk(chunk, (ncr * c_row, ncc * c_col), c_row, c_col, b_row,
+                             b_col, method, edges, out[s:e], h, visualize, n_threads)
+        if visualize:
+            pictures = hog_images[s:e]
+            run_in_parts(lambda lo, hi: _k.draw_batch(h[lo:hi], *plan, pictures[lo:hi]),
+                         e - s, n_threads)
     if not use_lut and not np.isfinite(out).all():
         raise ValueError("HOG overflowed: image values too large for the gradient "
                          f"in {float_dtype} (non-finite gradient magnitudes)")

@@ -1120,6 +1120,7 @@ class NearestNeighborsIndex:
                 cb_k = np.empty(n, np.float64)
                 cb_d = np.empty(n, np.float64)
                 cb_i = np.empty(n, np.int64)
+                cb_o = np.empty(n, np.int64)
                 # a bit per row and query of the block: measured exactly
                 # (nothing is measured twice)
                 seen = np.empty((n, (qb + 63) // 64), np.uint64)
@@ -1183,7 +1184,7 @@ class NearestNeighborsIndex:
                                     n_ex, cand_k, cand_j, n_cand, pr["W1"], m1, Wq, rq1,
                                     Fq, pr["aux"], use_amx, pq["Z2"], pr["Z2"], pq["r"],
                                     pr["mh"] - m1, s_add, s_slack, e1_add, slack1, pad2,
-                                    pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_k, cb_d, cb_i,
+                                    pr["scale"], k, d_c, i_c, x_c, kd, ki, cb_k, cb_d, cb_i, cb_o,
                                     seen)
                     kept_c[q0:q0 + nb] = n_cand[:nb]
                     seed_c[q0:q0 + nb] = n_ex[:nb]

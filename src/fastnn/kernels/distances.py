@@ -365,7 +365,7 @@ def _exact_scan_py(Q, X, rows, sign, is_int, kd_out, ki_out):
         i = rows[r]
         kd = np.empty(k, np.float64)
         ki = np.empty(k, np.int64)
-        c = 0
+        c = np.int64(0)      # (not a literal: one compiled topk_insert)
         for j in range(X.shape[0]):
             c = topk_insert(kd, ki, c, sign * sqdist(Q[i], X[j], is_int), j)
         for t in range(k):
@@ -429,7 +429,7 @@ def _rerank_py(Q, X, cand_i, cand_d, counts, sign, is_int, err_q, err_x_max, k,
     for i in prange(nq):
         kd = np.empty(k, np.float64)
         ki = np.empty(k, np.int64)
-        c = 0
+        c = np.int64(0)
         for t in range(counts[i]):
             j = cand_i[i, t]
             c = topk_insert(kd, ki, c, sign * sqdist(Q[i], X[j], is_int), j)
@@ -576,7 +576,8 @@ def _measure_seeds(b, i, Q, X, is_int, ux, scale, lim1_add, slack1, sib, c, kd, 
             m += 1
     if m == 0:
         return          # (a call with nothing to insert still costs ~0.2 us)
-    kc[b] = _insert_exact(Q, i, X, js, m, is_int, ux, kd[b], ki[b], kc[b])
+    kc[b] = _insert_exact(Q, i, X, js, np.int64(m), is_int, ux, kd[b], ki[b],
+                          np.int64(kc[b]))
     n_ex[b] += m
     if kc[b] == k:
         lim1[b] = _lim(kd[b, k - 1], scale, lim1_add[i], slack1[i])
@@ -806,9 +807,43 @@ def _sq_l2_part(a, b, start, stop):
 
 
 @njit(cache=True, nogil=True)
+def _argsort_heap(keys, n, order):
+    """``order[:n]`` = the positions of ``keys[:n]`` in increasing key order
+    (a heap sort: only the order in which stage 3 measures depends on it,
+    never an answer; numba's ``np.argsort`` costs ~1 s of compile time)."""
+    for t in range(n):
+        order[t] = t
+    for start in range(n // 2 - 1, -1, -1):
+        _sift_down(keys, order, start, n)
+    for end in range(n - 1, 0, -1):
+        top = order[0]
+        order[0] = order[end]
+        order[end] = top
+        _sift_down(keys, order, 0, end)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sift_down(keys, order, root, end):
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and keys[order[child + 1]] > keys[order[child]]:
+            child += 1
+        if keys[order[child]] > keys[order[root]]:
+            top = order[root]
+            order[root] = order[child]
+            order[child] = top
+            root = child
+        else:
+            return
+
+
+@njit(cache=True, nogil=True)
 def pruned_block(Q, X, is_int, ux, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k, cand_j,
                  n_cand, W1, m1, Wq, rq1, Fq, aux, bf16, Zq2, Z2, rq, h, s_add, s_slack, e1_add,
-                 slack1, pad2, scale, k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i, seen):
+                 slack1, pad2, scale, k, kd_out, ki_out, n_exact, kd, ki, cb_k, cb_d, cb_i, cb_o,
+                 seen):
     """Exact k-NN of the queries ``q0 .. q0 + nb`` after stage 1
     (``scan_collect``/``scan_sparse`` over all tiles): a cascade of proven
     lower bounds.
@@ -861,7 +896,7 @@ def pruned_block(Q, X, is_int, ux, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k,
                 cb_i[m] = j
                 _mark(seen, j, b)
                 m += 1
-        c = _insert_exact(Q, i, X, cb_i, m, is_int, ux, kd, ki, c)
+        c = _insert_exact(Q, i, X, cb_i, np.int64(m), is_int, ux, kd, ki, np.int64(c))
         cnt += m
         thr = kd[k - 1]
         wq = Wq[i]
@@ -932,7 +967,8 @@ def pruned_block(Q, X, is_int, ux, q0, nb, si, sc, kd_b, ki_b, kc, n_ex, cand_k,
             cb_i[nk] = j
             nk += 1
         # ---- stage 3: exact distances in increasing bound order
-        order = np.argsort(cb_d[:nk])
+        order = cb_o[:nk]
+        _argsort_heap(cb_d, nk, order)
         for t in range(min(nk, _PF3)):
             _prefetch_row(X, cb_i[order[t]])
         for t in range(nk):

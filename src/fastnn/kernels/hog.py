@@ -1,8 +1,9 @@
 """Numba kernels for skimage-compatible HOG.
 
-Each kernel is written once for one image (``_hog_image_*``) and driven by a
-parallel and a serial batch loop; the serial driver serves worker threads
-(Dask) where numba's parallel layer must not be entered.
+Each kernel is written once for one image and driven by a serial batch loop
+(``nogil``); ``feature.hog`` spreads a batch over Python threads
+(``_threads.run_in_parts``), which runs as fast as a ``parallel=True`` build
+and compiles in about half the time on a cold cache.
 
 The arithmetic follows ``skimage.feature.hog`` (scikit-image 0.26) step by step
 so that results are bit-identical where the inputs allow it:
@@ -25,9 +26,40 @@ No scikit-learn, no scikit-image imports here: only arrays in, arrays out.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+# Per-thread working arrays of the batch kernels, allocated in Python (numba
+# compiles array allocation and array expressions slowly on a cold cache):
+# acc (cells, float32 sums), hist (cells, float64 means), block and squares
+# (one block's values), sum_stack / sum_values (numpy_sum's explicit
+# recursion), and for the integer path pixel_index, squared_gradient,
+# gradient_index (one image row per channel) and planar (int16 channels).
+HogScratch = namedtuple("HogScratch", [
+    "acc", "hist", "block", "squares", "sum_stack", "sum_values",
+    "pixel_index", "squared_gradient", "gradient_index", "planar"])
+
+# numpy_sum's stack depth: 3 entries per halving of a block's length (a
+# block of 2**40 values is far beyond any image)
+_SUM_STACK = 128
+
+
+def hog_scratch(hist_shape, block_length, image_shape=(1, 1, 1)):
+    """A ``HogScratch`` for cells ``hist_shape`` (n_cells_row, n_cells_col,
+    n_orient), blocks of ``block_length`` values and, on the integer path,
+    images ``(rows, cols, channels)``."""
+    rows, cols, nch = image_shape
+    return HogScratch(
+        acc=np.empty(hist_shape, np.float32), hist=np.empty(hist_shape, np.float64),
+        block=np.empty(block_length, np.float64), squares=np.empty(block_length, np.float64),
+        sum_stack=np.empty((2, _SUM_STACK), np.int64),
+        sum_values=np.empty(_SUM_STACK, np.float64),
+        pixel_index=np.empty(cols, np.int32),
+        squared_gradient=np.empty((nch + 1, cols), np.int32),
+        gradient_index=np.empty((nch + 1, cols), np.int32),
+        planar=np.empty((nch, rows, cols), np.int16))
 
 # --------------------------------------------------------------------------
 # numpy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src), with
@@ -68,21 +100,22 @@ def _pairwise_leaf(a, start, n):
 
 
 @njit(cache=True, nogil=True)
-def numpy_sum(a):
+def numpy_sum(a, stack, vals):
     """``np.sum`` of a contiguous 1-D float64 array, bit for bit.
 
     numpy sums blocks of <= 128 values with 8 interleaved accumulators and
     splits longer runs in two (the first half rounded down to a multiple of
     8), adding the halves' sums; the reduction starts from -0.0. The
     recursion is evaluated with an explicit stack (numba cannot cache
-    recursive functions).
+    recursive functions): ``stack`` (int64, ``(2, >= 3 log2(n) + 3)``:
+    starts and lengths, a length of -1 marks "add the two values on top")
+    and ``vals`` (float64, ``>= log2(n) + 1``) are scratch.
     """
     n = a.shape[0]
     if n <= 128:
-        return -0.0 + _pairwise_leaf(a, 0, n)
-    st_s = np.empty(256, np.int64)
-    st_n = np.empty(256, np.int64)   # -1 marks "add the two values on top"
-    vals = np.empty(128, np.float64)
+        return -0.0 + _pairwise_leaf(a, np.int64(0), n)
+    st_s = stack[0]
+    st_n = stack[1]
     top = 0
     nv = 0
     st_s[0] = 0
@@ -115,7 +148,7 @@ def numpy_sum(a):
 # Block normalisation (float64), method codes: 0 L1, 1 L1-sqrt, 2 L2, 3 L2-Hys
 # --------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
+def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq, stack, vals):
     """Normalise every block of ``hist`` (n_cells_row, n_cells_col, n_orient)
     into ``out`` (n_blocks_row, n_blocks_col, b_row, b_col, n_orient)."""
     eps = 1e-5
@@ -135,7 +168,7 @@ def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
             if method == 0 or method == 1:
                 for i in range(n):
                     sq[i] = abs(buf[i])
-                s = numpy_sum(sq[:n]) + eps
+                s = numpy_sum(sq[:n], stack, vals) + eps
                 for i in range(n):
                     buf[i] = buf[i] / s
                 if method == 1:
@@ -144,7 +177,7 @@ def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
             else:
                 for i in range(n):
                     sq[i] = buf[i] * buf[i]
-                s = math.sqrt(numpy_sum(sq[:n]) + eps2)
+                s = math.sqrt(numpy_sum(sq[:n], stack, vals) + eps2)
                 for i in range(n):
                     buf[i] = buf[i] / s
                 if method == 3:
@@ -154,7 +187,7 @@ def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
                             v = 0.2
                         buf[i] = v
                         sq[i] = v * v
-                    s = math.sqrt(numpy_sum(sq[:n]) + eps2)
+                    s = math.sqrt(numpy_sum(sq[:n], stack, vals) + eps2)
                     for i in range(n):
                         buf[i] = buf[i] / s
             k = 0
@@ -163,6 +196,16 @@ def _normalize_blocks(hist, b_row, b_col, method, out, buf, sq):
                     for o in range(n_orient):
                         out[br, bc, r, c, o] = buf[k]
                         k += 1
+
+
+@njit(cache=True, nogil=True)
+def _zero3(a):
+    """``a[:] = 0`` for a 3-D array, as loops (numba's array expressions
+    cost seconds to compile on a cold cache)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            for k in range(a.shape[2]):
+                a[i, j, k] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -225,7 +268,7 @@ def _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, p
     rows, cols, nch = img.shape
     ncr = acc.shape[0]
     ncc = acc.shape[1]
-    acc[:] = 0.0
+    _zero3(acc)
     cu = ncc * c_col
     ru = ncr * c_row
     rows_n = min(rows, ru + 1)
@@ -344,7 +387,7 @@ def _cells_polar(orientation, magnitude, c_row, c_col, edges, acc):
     float32, row-major within the cell (skimage's ``cell_hog``)."""
     ncr = acc.shape[0]
     ncc = acc.shape[1]
-    acc[:] = 0.0
+    _zero3(acc)
     for r in range(ncr * c_row):
         ci = r // c_row
         for c in range(ncc * c_col):
@@ -356,23 +399,17 @@ def _cells_polar(orientation, magnitude, c_row, c_col, edges, acc):
 
 @njit(cache=True, nogil=True)
 def hog_batch_polar(orientation, magnitude, c_row, c_col, b_row, b_col, method, edges,
-                    out, hists, keep_hist):
+                    out, hists, keep_hist, scratch):
     """Stages 4-6 of the float path for a batch: orientation binning, float32
     cell sums and means, block normalisation, from the orientations and
-    magnitudes numpy computed (``(n, rows_used, cols_used)`` float64)."""
-    ncr = hists.shape[1]
-    ncc = hists.shape[2]
-    n_orient = hists.shape[3]
-    L = b_row * b_col * n_orient
-    acc = np.empty((ncr, ncc, n_orient), np.float32)
-    buf = np.empty(L, np.float64)
-    sq = np.empty(L, np.float64)
-    tmp = np.empty((ncr, ncc, n_orient), np.float64)
+    magnitudes numpy computed (``(n, rows_used, cols_used)`` float64).
+    ``scratch``: a ``HogScratch`` (``hog_scratch``)."""
     for i in range(orientation.shape[0]):
-        hist = hists[i] if keep_hist else tmp
-        _cells_polar(orientation[i], magnitude[i], c_row, c_col, edges, acc)
-        _finish_cells(acc, c_row * c_col, hist)
-        _normalize_blocks(hist, b_row, b_col, method, out[i], buf, sq)
+        hist = hists[i] if keep_hist else scratch.hist
+        _cells_polar(orientation[i], magnitude[i], c_row, c_col, edges, scratch.acc)
+        _finish_cells(scratch.acc, c_row * c_col, hist)
+        _normalize_blocks(hist, b_row, b_col, method, out[i], scratch.block, scratch.squares,
+                          scratch.sum_stack, scratch.sum_values)
 
 
 @njit(cache=True, nogil=True)
@@ -384,7 +421,9 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
     wrap as numpy's do."""
     ncr, ncc, n_orient = hist.shape
     rows, cols = hog_img.shape
-    hog_img[:] = 0
+    for r in range(rows):
+        for c in range(cols):
+            hog_img[r, c] = 0
     for r in range(ncr):
         for c in range(ncc):
             for o in range(n_orient):
@@ -403,63 +442,19 @@ def _draw_hog_image(hist, starts, pattern, line_r, line_c, line_start, hog_img):
 
 
 @njit(cache=True, nogil=True)
-def hog_one_image_lut(img, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag, acc, hist,
-                      buf, sq, idxbuf, g2buf, ixbuf, planar, out):
-    """HOG of one uint8/int8 image into ``out`` (n_blocks_row, n_blocks_col,
-    b_row, b_col, n) by the tables (the integer path)."""
-    _cells_lut(img, c_row, c_col, lut_bin, lut_mag, acc, idxbuf, g2buf, ixbuf, planar)
-    _finish_cells(acc, c_row * c_col, hist)
-    _normalize_blocks(hist, b_row, b_col, method, out, buf, sq)
-
-
-# The parallel driver splits the batch into parts and runs the serial driver
-# on each, so per-thread buffers are allocated once per part.
-def _hog_batch_parallel_py(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
-                           out, hists, keep_hist):
-    n = images.shape[0]
-    n_parts = min(n, 64)
-    for part in prange(n_parts):
-        lo = part * n // n_parts
-        hi = (part + 1) * n // n_parts
-        hog_batch_serial(images[lo:hi], c_row, c_col, b_row, b_col, method,
-                         lut_bin, lut_mag, out[lo:hi],
-                         hists[lo:hi] if keep_hist else hists, keep_hist)
-
-
-def _hog_batch_serial_py(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
-                         out, hists, keep_hist):
-    n = images.shape[0]
-    ncr = hists.shape[1]
-    ncc = hists.shape[2]
-    n_orient = hists.shape[3]
-    L = b_row * b_col * n_orient
-    acc = np.empty((ncr, ncc, n_orient), np.float32)
-    buf = np.empty(L, np.float64)
-    sq = np.empty(L, np.float64)
-    tmp = np.empty((ncr, ncc, n_orient), np.float64)
-    idxbuf = np.empty(images.shape[2], np.int32)
-    g2buf = np.empty((images.shape[3] + 1, images.shape[2]), np.int32)
-    ixbuf = np.empty((images.shape[3] + 1, images.shape[2]), np.int32)
-    planar = np.empty((images.shape[3], images.shape[1], images.shape[2]), np.int16)
-    for i in range(n):
-        if keep_hist:
-            hist = hists[i]
-        else:
-            hist = tmp
-        hog_one_image_lut(images[i], c_row, c_col, b_row, b_col, method, lut_bin, lut_mag,
-                          acc, hist, buf, sq, idxbuf, g2buf, ixbuf, planar, out[i])
-
-
-hog_batch_serial = njit(cache=True, nogil=True)(_hog_batch_serial_py)
-hog_batch_parallel = njit(cache=True, parallel=True, nogil=True)(_hog_batch_parallel_py)
-
-
-def _draw_batch_py(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
-    for i in prange(hists.shape[0]):
-        _draw_hog_image(hists[i], starts, pattern, line_r, line_c, line_start, hog_imgs[i])
-
-
-draw_batch = njit(cache=True, parallel=True, nogil=True)(_draw_batch_py)
+def hog_batch_lut(images, c_row, c_col, b_row, b_col, method, lut_bin, lut_mag, out, hists,
+                  keep_hist, scratch):
+    """HOG of each uint8/int8 image ``(n, rows, cols, channels)`` into
+    ``out`` (n, n_blocks_row, n_blocks_col, b_row, b_col, n_orient) by the
+    tables (the integer path); the cell histograms into ``hists`` when
+    ``keep_hist``. ``scratch``: a ``HogScratch`` (``hog_scratch``)."""
+    for i in range(images.shape[0]):
+        hist = hists[i] if keep_hist else scratch.hist
+        _cells_lut(images[i], c_row, c_col, lut_bin, lut_mag, scratch.acc, scratch.pixel_index,
+                   scratch.squared_gradient, scratch.gradient_index, scratch.planar)
+        _finish_cells(scratch.acc, c_row * c_col, hist)
+        _normalize_blocks(hist, b_row, b_col, method, out[i], scratch.block, scratch.squares,
+                          scratch.sum_stack, scratch.sum_values)
 
 
 def orientation_edges(orientations):
@@ -484,9 +479,8 @@ def build_lut(orientations):
     return bins.astype(dtype).ravel(), mag.ravel()
 
 
-def _draw_batch_serial_py(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
+@njit(cache=True, nogil=True)
+def draw_batch(hists, starts, pattern, line_r, line_c, line_start, hog_imgs):
+    """skimage's HOG picture of each image of a batch (``_draw_hog_image``)."""
     for i in range(hists.shape[0]):
         _draw_hog_image(hists[i], starts, pattern, line_r, line_c, line_start, hog_imgs[i])
-
-
-draw_batch_serial = njit(cache=True, nogil=True)(_draw_batch_serial_py)

@@ -1,0 +1,202 @@
+"""The first run after installing: lazy imports, one compiled specialization
+per kernel and data kind, numba's cache reused by the next process, and
+``fastnn warmup``.
+
+Each check runs fresh Python processes with their own ``NUMBA_CACHE_DIR``
+(other tests' compilations do not count).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Runs the report's calls (the digits report: HOG of uint8 images, 1-NN on
+# uint8 pixels and on float32 HOG features) and prints, per numba
+# dispatcher of fastnn.kernels, its compiled signatures and cache misses.
+_REPORT_CALLS = textwrap.dedent("""
+    import json, sys
+    from fastnn.cli import main
+    assert main(["report", "--quiet"]) == 0
+    import numba
+    from fastnn.kernels import amx, cluster, distances, hog, manhattan
+    out = {}
+    for mod in (cluster, distances, hog, manhattan):
+        for name in dir(mod):
+            d = getattr(mod, name)
+            if isinstance(d, numba.core.registry.CPUDispatcher) and d.signatures:
+                out[mod.__name__ + "." + name] = dict(
+                    signatures=[str(s) for s in d.signatures],
+                    misses=sum(d.stats.cache_misses.values()),
+                    cache_path=d.stats.cache_path)
+    print("JSON" + json.dumps(out))
+""")
+
+
+def _run(code, cache_dir, extra_env=None, cwd=None):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env.update(extra_env or {})
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=900, cwd=cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _kernels(res):
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("JSON"))
+    return json.loads(line[4:])
+
+
+def test_import_loads_no_heavy_library(tmp_path):
+    code = textwrap.dedent("""
+        import sys, fastnn
+        heavy = ("numba", "sklearn", "scipy", "matplotlib", "faiss", "dask", "PIL", "tqdm")
+        print([m for m in heavy if m in sys.modules])
+        fastnn.hog
+        print(sorted(m for m in ("sklearn", "faiss", "matplotlib", "dask", "PIL", "tqdm")
+                     if m in sys.modules))
+    """)
+    lines = _run(code, tmp_path).stdout.split("\n")
+    assert lines[0] == "[]", lines[0]
+    assert lines[1] == "[]", lines[1]          # hog pays for numba only
+
+
+def test_lazy_public_names_resolve():
+    import fastnn
+    for name in fastnn.__all__:
+        assert getattr(fastnn, name) is not None
+    assert set(fastnn.__all__) <= set(dir(fastnn))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fastnn.nope
+
+
+@pytest.mark.slow
+def test_report_compiles_one_specialization_per_kernel_and_reuses_the_cache(tmp_path):
+    """A cold digits report compiles every HOG kernel once (uint8 images,
+    float64 and float32 outputs alike) and each search kernel once per
+    index dtype (uint8 pixels, float32 HOG features); a second process
+    loads them all from the cache (no misses)."""
+    cold = _kernels(_run(_REPORT_CALLS, tmp_path))
+    assert cold, "no kernel ran"
+    for name, info in cold.items():
+        n = len(info["signatures"])
+        limit = 1 if ".hog." in name else 2
+        assert n <= limit, f"{name}: {n} specializations\n" + "\n".join(info["signatures"])
+        if n == 2:
+            # the two must differ by the data's dtype, not by layout or a literal
+            a, b = info["signatures"]
+            assert ("uint8" in a) != ("uint8" in b), f"{name}:\n{a}\n{b}"
+    assert len(cold["fastnn.kernels.hog.hog_batch_lut"]["signatures"]) == 1
+    warm = _kernels(_run(_REPORT_CALLS, tmp_path))
+    assert set(warm) == set(cold)
+    missed = {k: v["misses"] for k, v in warm.items() if v["misses"]}
+    assert not missed, f"compiled again in a warm process: {missed}"
+
+
+@pytest.mark.slow
+def test_cache_works_for_a_non_editable_install(tmp_path):
+    """``pip install`` (not editable) into a target folder: the kernels run
+    from there, their cache goes where numba puts it for that install, and
+    a second process compiles nothing."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--target", str(target), root],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    code = textwrap.dedent("""
+        import numpy as np, fastnn, json
+        assert "site" in fastnn.__file__, fastnn.__file__
+        fastnn.hog(np.zeros((2, 32, 32, 3), np.uint8), channel_axis=-1)
+        from fastnn.kernels import hog
+        s = hog.hog_batch_lut.stats
+        print("JSON" + json.dumps(dict(misses=sum(s.cache_misses.values()),
+                                       hits=sum(s.cache_hits.values()))))
+    """)
+    env = {"PYTHONPATH": str(target)}
+    cache = tmp_path / "cache"
+    first = _kernels(_run(code, cache, env, cwd=str(tmp_path)))
+    second = _kernels(_run(code, cache, env, cwd=str(tmp_path)))
+    assert first["misses"] == 1 and second["misses"] == 0 and second["hits"] == 1
+
+
+@pytest.mark.slow
+def test_warmup_fills_the_cache_for_later_processes(tmp_path):
+    """``fastnn warmup hog-uint8 search-uint8`` (two worker processes), then a
+    process that uses those kernels compiles nothing; an unknown job is a
+    clear error with exit status 2."""
+    res = _run("import sys; from fastnn.cli import main; "
+               "sys.exit(main(['warmup', '--quiet', 'hog-uint8', 'search-uint8']))", tmp_path)
+    assert res.returncode == 0
+    code = textwrap.dedent("""
+        import json
+        from fastnn.compile import run_job, cold_jobs
+        print("COLD", cold_jobs(["hog-uint8", "search-uint8", "search-float32"]))
+        run_job("hog-uint8"); run_job("search-uint8")
+        from fastnn.kernels import distances, hog
+        print("JSON" + json.dumps(dict(
+            hog=sum(hog.hog_batch_lut.stats.cache_misses.values()),
+            scan=sum(distances.scan_collect.stats.cache_misses.values()),
+            block=sum(distances.pruned_block.stats.cache_misses.values()))))
+    """)
+    out = _run(code, tmp_path)
+    cold_line = next(ln for ln in out.stdout.splitlines() if ln.startswith("COLD"))
+    # (pruned_block's index file exists once any dtype compiled: the check
+    # is per kernel, not per signature)
+    assert "hog-uint8" not in cold_line and "search-uint8" not in cold_line
+    assert _kernels(out) == dict(hog=0, scan=0, block=0)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    bad = subprocess.run([sys.executable, "-m", "fastnn.compile", "no-such-job"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown warmup job" in bad.stderr
+
+
+def _can_mount_read_only(tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    res = subprocess.run(["unshare", "-m", "sh", "-c",
+                          f"mount --bind -o ro {probe} {probe} && ! touch {probe}/x"],
+                         capture_output=True, timeout=60)
+    return res.returncode == 0
+
+
+@pytest.mark.slow
+def test_cache_falls_back_to_the_user_cache_for_a_read_only_install(tmp_path):
+    """A read-only site-packages (a bind mount made read-only in a private
+    mount namespace; root ignores permission bits): numba cannot write
+    beside the sources, uses its user-wide cache (``$XDG_CACHE_HOME``), and a
+    second process compiles nothing."""
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("no private read-only mount here (needs unshare -m as root)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--target", str(target), root],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    code = textwrap.dedent("""
+        import numpy as np, fastnn, json
+        fastnn.hog(np.zeros((2, 32, 32, 3), np.uint8), channel_axis=-1)
+        from fastnn.kernels import hog
+        s = hog.hog_batch_lut.stats
+        print("JSON" + json.dumps(dict(misses=sum(s.cache_misses.values()),
+                                       hits=sum(s.cache_hits.values()), path=s.cache_path)))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(target), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               HOME=str(tmp_path))
+    shell = f"mount --bind -o ro {target} {target} && exec {sys.executable} -c \"$CODE\""
+    runs = []
+    for _ in range(2):
+        r = subprocess.run(["unshare", "-m", "sh", "-c", shell], env=dict(env, CODE=code),
+                           capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(_kernels(r))
+    assert str(tmp_path / "xdg") in runs[0]["path"], runs[0]["path"]
+    in_tree = target / "fastnn" / "kernels" / "__pycache__"
+    assert not any(f.endswith((".nbi", ".nbc")) for f in
+                   (os.listdir(in_tree) if in_tree.exists() else []))
+    assert runs[0]["misses"] == 1 and runs[1]["misses"] == 0 and runs[1]["hits"] == 1
