@@ -7,6 +7,9 @@
 ``fastnn similar``  the k most similar and most dissimilar images of chosen
                     queries, as an image grid.
 ``fastnn fetch``    download the official CIFAR-10 archive (sha256-checked).
+``fastnn warmup``   compile the kernels into numba's cache, one process per
+                    core (``fastnn.compile``); ``report`` does this by itself
+                    for the kernels it needs when the cache is cold.
 
 Errors (missing path, unknown format, corrupt data, bad options) print one
 line and exit with status 2.
@@ -61,6 +64,13 @@ class _Steps:
         if self.bar is not None:
             self.bar.update(1)
 
+    def write(self, line):
+        """A progress line (per-epoch training lines) above the bar."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -75,7 +85,7 @@ def _load(args):
         if path is None:
             raise FileNotFoundError("CIFAR-10 not found: run `fastnn fetch` or pass --data PATH")
         ds = load_cifar10(path, progress=_show_progress(args))
-    for name in ("train_size", "test_size"):
+    for name in ("train_size", "test_size", "epochs"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
@@ -95,6 +105,23 @@ def _hog_params(ds):
     return dict(pixels_per_cell=(4, 4), cells_per_block=(3, 3), channel_axis=ca)
 
 
+def _compile_first(args):
+    """On a cold numba cache (the first run after installing), compile the
+    report's kernels first, in one process per core, and say so."""
+    from .compile import REPORT_JOBS, cold_jobs, warmup
+
+    jobs = cold_jobs(REPORT_JOBS)
+    if not jobs:
+        return
+    if not args.quiet:
+        print(f"compiling kernels (first run only: {len(jobs)} jobs, one process per core)...",
+              file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    warmup(jobs, progress=_show_progress(args))
+    if not args.quiet:
+        print(f"compiled in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+
+
 def run_report(args):
     from sklearn.ensemble import RandomForestClassifier
 
@@ -102,10 +129,14 @@ def run_report(args):
     from .feature import hog
 
     ds = _load(args)
+    _compile_first(args)
     hk = _hog_params(ds)
     xtr = ds.x_train.reshape(len(ds.x_train), -1)
     xte = ds.x_test.reshape(len(ds.x_test), -1)
-    n_steps = 6 + 2 * bool(args.mlp) + 3 * bool(args.reference) + bool(args.figures)
+    if args.cnn:
+        _cnn()            # (the missing-extra message before any work)
+    n_steps = (6 + 2 * bool(args.mlp) + 3 * bool(args.reference) + bool(args.figures)
+               + 2 * bool(args.cnn))
     steps = _Steps(n_steps, _show_progress(args))
     rows = []
     try:
@@ -178,15 +209,127 @@ def run_report(args):
                 row["agreement"] = float((pr == preds[name]).mean())
                 steps.done()
 
+        cnn_runs = {}
+        if args.cnn:
+            for kind, name in (("mlp", "MLP (keras)"), ("lenet", "CNN LeNet")):
+                steps.start(name)
+                model, history, fit_s = _trained(args, ds, kind, log=steps.write)
+                pr, tp = _timed(_cnn().predict_classes, model, ds.x_test)
+                acc, f1 = _metrics(ds.y_test, pr)
+                rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=fit_s, predict_s=tp,
+                                 epochs=args.epochs))
+                cnn_runs[kind] = (model, history)
+                steps.done()
+
         figures = []
         if args.figures:
             steps.start("figures")
             figures = _report_figures(Path(args.figures), ds, hk, htr, hte, preds)
+            for kind, (model, history) in cnn_runs.items():
+                figures.append(_fg().training_figure(
+                    history, Path(args.figures) / f"training_{kind}.png",
+                    title=f"{'LeNet CNN' if kind == 'lenet' else 'MLP'}: {args.epochs} epochs "
+                          f"({ds.name}, test set as validation)"))
+            if "lenet" in cnn_runs:
+                feats = _cnn().embed(cnn_runs["lenet"][0], ds.x_test)
+                figures += _embedding_figures(ds, feats, Path(args.figures), "cnn")
             steps.done()
     finally:
         steps.close()
     return dict(dataset=ds.name, n_train=len(ds.y_train), n_test=len(ds.y_test), rows=rows,
                 figures=[str(f) for f in figures])
+
+
+def _cnn():
+    """fastnn.cnn with keras imported (MissingExtra, a UsageError, when the
+    optional extra is absent)."""
+    from . import cnn
+    try:
+        cnn.require_keras()
+    except cnn.MissingExtra as exc:
+        raise UsageError(str(exc)) from None
+    return cnn
+
+
+def _fg():
+    from . import figures
+    return figures
+
+
+def _dataset_key(ds):
+    return f"{ds.name}-{len(ds.y_train)}-{len(ds.y_test)}"
+
+
+def _trained(args, ds, kind, log=None):
+    """The workshop's ``kind`` model trained on ``ds`` for ``args.epochs``
+    epochs, saved in the model folder (keras format); returns ``(model,
+    history, seconds)``."""
+    cnn = _cnn()
+    say = (lambda line: None) if args.quiet else (log or cnn.say)
+    t = time.perf_counter()
+    model, history = cnn.train(kind, ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                               len(ds.class_names), epochs=args.epochs, progress=say)
+    seconds = time.perf_counter() - t
+    path = cnn.model_path(args.model_dir or cnn.default_model_dir(), _dataset_key(ds), kind,
+                          args.epochs)
+    cnn.save(model, path)
+    say(f"{kind} model saved to {path}")
+    return model, history, seconds
+
+
+def _cnn_embedding(args, ds):
+    """The LeNet's embedding of the test images: the model ``report --cnn``
+    saved for the same data and epochs, or one trained now."""
+    cnn = _cnn()
+    path = cnn.model_path(args.model_dir or cnn.default_model_dir(), _dataset_key(ds), "lenet",
+                          args.epochs)
+    if path.is_file():
+        model = cnn.load(path)
+        if not args.quiet:
+            cnn.say(f"using the LeNet saved in {path}")
+    else:
+        if not args.quiet:
+            cnn.say(f"no LeNet saved for {_dataset_key(ds)} and {args.epochs} epochs: "
+                    "training one now")
+        model = _trained(args, ds, "lenet")[0]
+    return cnn.embed(model, ds.x_test)
+
+
+def _load_features(path, n_images):
+    """A user's embedding: a 2-D numeric ``.npy`` with one finite row per test
+    image."""
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--features {path}: cannot read it as a .npy array ({exc})") from None
+    if feats.ndim != 2:
+        raise UsageError(f"--features {path}: expected a 2-D array (one row per test image), "
+                         f"got shape {feats.shape}")
+    if feats.dtype.kind not in "uif":
+        raise UsageError(f"--features {path}: expected numbers, got dtype {feats.dtype}")
+    if feats.shape[0] != n_images:
+        raise UsageError(f"--features {path}: {feats.shape[0]} rows, but the test set has "
+                         f"{n_images} images (one row per test image, in order)")
+    if feats.dtype.kind == "f" and not np.isfinite(feats).all():
+        raise UsageError(f"--features {path}: contains NaN or infinity")
+    return np.ascontiguousarray(feats)
+
+
+def _embedding_figures(ds, feats, folder, space, queries=None, k=6):
+    """The workshop's similarity section on an embedding: the distance heat
+    map of the first ten test images and the grid of the most similar and
+    most dissimilar images of the queries."""
+    from .neighbors import pairwise_distances
+    n = min(10, len(feats))
+    labels = [f"{i} {ds.class_names[ds.y_test[i]]}" for i in range(n)]
+    out = [_fg().distance_heatmap(pairwise_distances(feats[:n]), labels,
+                                  folder / f"distance_heatmap_{space}.png",
+                                  title=f"Distance ({space} embedding, first {n} test images)")]
+    queries = queries or _default_queries(len(ds.y_test))
+    near, far = _similar(feats, queries, min(k, len(feats) - 1))
+    out.append(_similar_figure(ds, queries, near, far, folder / f"similar_{space}.png",
+                               f"{space} space, test set"))
+    return out
 
 
 def _report_figures(folder, ds, hk, htr, hte, preds):
@@ -243,16 +386,29 @@ def run_similar(args):
     from .feature import hog
     ds = _load(args)
     queries = args.query if args.query else _default_queries(len(ds.y_test))
-    if args.space == "hog":
+    space = args.space
+    if args.features:
+        feats = _load_features(args.features, len(ds.y_test))
+        space = f"features from {Path(args.features).name}"
+    elif args.space == "cnn":
+        feats = _cnn_embedding(args, ds)
+    elif args.space == "hog":
         feats = hog(ds.x_test, dtype=np.float32, **_hog_params(ds))
     else:
         feats = ds.x_test.reshape(len(ds.x_test), -1)
     near, far = _similar(feats, queries, args.k)
-    path = None
+    path = heat = None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        path = _similar_figure(ds, queries, near, far, args.out,
-                               f"{args.space} space, test set")
+        path = _similar_figure(ds, queries, near, far, args.out, f"{space}, test set")
+    if args.heatmap:
+        from .neighbors import pairwise_distances
+        Path(args.heatmap).parent.mkdir(parents=True, exist_ok=True)
+        n = min(10, len(feats))
+        heat = _fg().distance_heatmap(
+            pairwise_distances(feats[:n]), [f"{i} {ds.class_names[ds.y_test[i]]}"
+                                            for i in range(n)],
+            args.heatmap, title=f"Distance ({space}, first {n} test images)")
     res = []
     for r, q in enumerate(queries):
         res.append(dict(query=int(q), label=ds.class_names[ds.y_test[q]],
@@ -262,8 +418,8 @@ def run_similar(args):
                         dissimilar=[dict(index=int(j), label=ds.class_names[ds.y_test[j]],
                                          distance=float(d))
                                     for d, j in zip(far[0][r], far[1][r])]))
-    return dict(dataset=ds.name, space=args.space, k=args.k, queries=res,
-                figure=str(path) if path else None)
+    return dict(dataset=ds.name, space=space, k=args.k, queries=res,
+                figure=str(path) if path else None, heatmap=str(heat) if heat else None)
 
 
 def _print_table(res):
@@ -292,6 +448,8 @@ def _print_similar(res):
         print(f"query {q['query']} ({q['label']})\n  similar:    {near}\n  dissimilar: {far}")
     if res["figure"]:
         print(f"figure: {res['figure']}")
+    if res.get("heatmap"):
+        print(f"heat map: {res['heatmap']}")
 
 
 def _add_data_args(p):
@@ -300,6 +458,17 @@ def _add_data_args(p):
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     p.add_argument("--test-size", type=int, default=None, help="use the first N test images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_cnn_args(p):
+    from .cnn import DEFAULT_EPOCHS
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"training epochs of the keras models (default {DEFAULT_EPOCHS}: "
+                        "about 2 minutes for both on CIFAR-10 with 2 cores; the workshop "
+                        "ran 100 and 200)")
+    p.add_argument("--model-dir", default=None, metavar="DIR",
+                   help="where trained keras models are kept (default $FASTNN_MODELS or "
+                        "~/.cache/fastnn/models)")
 
 
 def _parser():
@@ -313,14 +482,27 @@ def _parser():
     rp.add_argument("--json", default=None, metavar="FILE", help="write the results to FILE")
     rp.add_argument("--figures", default=None, metavar="DIR",
                     help="write PNG figures (samples, HOG, confusion, similar) to DIR")
+    rp.add_argument("--cnn", action="store_true",
+                    help="add the workshop's keras MLP and LeNet CNN rows (needs "
+                         "pip install -e \".[cnn]\")")
+    _add_cnn_args(rp)
     sp = sub.add_parser("similar", help="most similar and most dissimilar images of queries")
     _add_data_args(sp)
     sp.add_argument("--query", type=int, nargs="+", default=None,
                     help="test-set indices (default: the workshop's 1 6159 100 200 1000 3268)")
     sp.add_argument("-k", type=int, default=5, help="images per side (default 5)")
-    sp.add_argument("--space", choices=("hog", "raw"), default="hog")
+    sp.add_argument("--space", choices=("hog", "raw", "cnn"), default="hog",
+                    help="hog (default), raw pixels, or cnn: the LeNet's 84-unit embedding "
+                         "(the model report --cnn saved for the same data, or trained now)")
+    sp.add_argument("--features", default=None, metavar="FILE.npy",
+                    help="search your own embedding instead: one row per test image")
+    sp.add_argument("--heatmap", default=None, metavar="PNG",
+                    help="also draw the distance heat map of the first ten test images")
+    _add_cnn_args(sp)
     sp.add_argument("--out", default="similar.png", help="PNG file (default similar.png)")
     sp.add_argument("--json", default=None, metavar="FILE")
+    sub.add_parser("warmup", help="compile the kernels into numba's cache, one process per "
+                   "core (fastnn warmup --help)", add_help=False)
     fp = sub.add_parser("fetch", help="download the official CIFAR-10 archive")
     fp.add_argument("--data-home", default=None,
                     help="folder (default $FASTNN_DATA or ~/.cache/fastnn/data)")
@@ -330,6 +512,9 @@ def _parser():
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "warmup":
+        from .compile import main as warmup_main
+        return warmup_main(argv[1:])
     parser = _parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["report"] + argv

@@ -5,11 +5,14 @@
 * ``neighbors_grid`` — query images with their most similar and most
   dissimilar images (labels and distances).
 * ``confusion_figure`` — a confusion matrix with class names.
+* ``training_figure`` — loss and accuracy per epoch (train and test) of a keras model.
+* ``distance_heatmap`` — the distances among the first test images.
 """
 
 import numpy as np
 
-__all__ = ["sample_grid", "hog_figure", "neighbors_grid", "confusion_figure"]
+__all__ = ["sample_grid", "hog_figure", "neighbors_grid", "confusion_figure", "training_figure",
+           "distance_heatmap"]
 
 
 def _plt():
@@ -139,6 +142,42 @@ def confusion_figure(y_true, y_pred, class_names, path, title="confusion matrix"
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_figure(history, path, title=""):
+    """The workshop's two panels per model: training and test loss, training
+    and test accuracy, per epoch (``history`` as ``cnn.train`` returns it)."""
+    plt = _plt()
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, key, name in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, history[key], marker="o", label=f"train {name}")
+        ax.plot(epochs, history["val_" + key], marker="o", label=f"test {name}")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def distance_heatmap(distances, labels, path, title="Distance"):
+    """The workshop's heat map of the distances among the first images
+    (``distances`` square; ``labels`` one string per row)."""
+    plt = _plt()
+    n = distances.shape[0]
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(distances, cmap="viridis")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
