@@ -1,6 +1,8 @@
-"""AMX bfloat16 kernels against numpy: rounding, products within the stated
-bound, the fused filter equal to filtering the stored product, and argument
-checks (a wrong size must never reach the tiles)."""
+"""The tile kernels (AMX and AVX-512 families) against numpy: rounding,
+products within the stated bound, the fused filter equal to filtering the
+stored product, exact integer products, and argument checks (a wrong size
+must never reach the kernels). Every test of a product runs once per family
+this CPU can run."""
 
 import os
 import subprocess
@@ -12,8 +14,11 @@ from hypothesis import given, settings, strategies as st
 
 from fastnn.kernels import amx
 
-needs_amx = pytest.mark.skipif(not amx.available(),
-                               reason="no AMX-BF16 here (CPU, kernel permission or FASTNN_AMX=0)")
+# the families this CPU runs (an empty list skips those tests, with pytest's
+# "got empty parameter set" reason, on CPUs with neither)
+FAMILIES_HERE = [f for f in amx.FAMILIES if amx.available(f)]
+INT8_FAMILIES_HERE = [f for f in amx.FAMILIES if amx.available_int8(f)]
+each_family = pytest.mark.parametrize("family", FAMILIES_HERE)
 
 
 def _bf16_reference(x):
@@ -94,11 +99,11 @@ def _exact(A, B):
     return a @ b.T, np.abs(a) @ np.abs(b).T
 
 
-@needs_amx
+@each_family
 @settings(max_examples=25, deadline=None)
 @given(mq32=st.integers(1, 4), n=st.integers(1, 300), d=st.integers(1, 130),
        seed=st.integers(0, 2 ** 16))
-def test_gemm_within_the_rounding_bound(mq32, n, d, seed):
+def test_gemm_within_the_rounding_bound(mq32, n, d, seed, family):
     """Every tile of the product lies within (K + 1) u32 sum |a b| of the
     exact product of the bfloat16 operands (the bound the search uses)."""
     rng = np.random.default_rng(seed)
@@ -107,7 +112,7 @@ def test_gemm_within_the_rounding_bound(mq32, n, d, seed):
     Bp = amx.pack_b(B)
     n_pad = Bp.shape[0] * 16
     C = np.full((mq, n_pad), np.nan, np.float32)
-    amx.gemm(A, Bp, C, n_pad)
+    amx.gemm(A, Bp, C, n_pad, family=family)
     exact, mag = _exact(A, B)
     K = A.shape[1]
     err = np.abs(C[:, :n].astype(np.float64) - exact)
@@ -115,23 +120,23 @@ def test_gemm_within_the_rounding_bound(mq32, n, d, seed):
     assert (C[:, n:] == 0).all()                     # zero-padded columns
 
 
-@needs_amx
-def test_gemm_column_offset():
+@each_family
+def test_gemm_column_offset(family):
     rng = np.random.default_rng(1)
     A, B = _operands(rng, 64, 1000, 70)
     Bp = amx.pack_b(B)
     full = np.empty((64, 1024), np.float32)
-    amx.gemm(A, Bp, full, 1024)
+    amx.gemm(A, Bp, full, 1024, family=family)
     part = np.empty((64, 256), np.float32)
-    amx.gemm(A, Bp, part, 256, j0=448)
+    amx.gemm(A, Bp, part, 256, j0=448, family=family)
     np.testing.assert_array_equal(part, full[:, 448:704])
 
 
-@needs_amx
+@each_family
 @settings(max_examples=25, deadline=None)
 @given(mq32=st.integers(1, 3), n=st.integers(1, 700), d=st.integers(1, 100),
        q=st.floats(-0.1, 1.1), seed=st.integers(0, 2 ** 16))
-def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed):
+def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed, family):
     """The fused filter keeps exactly the values <= T[r] of the stored
     product, same bits, in column order (thresholds from none to all)."""
     rng = np.random.default_rng(seed)
@@ -142,14 +147,14 @@ def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed):
     j0 = 32 * int(rng.integers(0, nj // 32))
     nj -= j0
     C = np.empty((mq, nj), np.float32)
-    amx.gemm(A, Bp, C, nj, j0)
+    amx.gemm(A, Bp, C, nj, j0, family=family)
     qs = np.clip(q + 0.05 * rng.standard_normal(mq), 0, 1)
     T = np.array([np.quantile(C[r], qs[r]) for r in range(mq)], np.float32)
     T[0] = -np.inf
     OK = np.full((mq, nj + 7), np.nan, np.float32)
     OJ = np.full((mq, nj + 7), -1, np.int32)
     CNT = np.full(mq, 99, np.int32)
-    amx.gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT)
+    amx.gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT, family=family)
     for r in range(mq):
         cols = np.nonzero(C[r] <= T[r])[0]
         assert CNT[r] == len(cols)
@@ -158,8 +163,8 @@ def test_gemm_filter_equals_filtering_the_product(mq32, n, d, q, seed):
 
 
 
-@needs_amx
-def test_filter_plan_rows_and_columns():
+@each_family
+def test_filter_plan_rows_and_columns(family):
     """A plan over a taller A and wider outputs filters the rows and columns
     it is given, like gemm_filter on those slices; ranges outside its arrays
     are refused before the tiles see them."""
@@ -170,7 +175,7 @@ def test_filter_plan_rows_and_columns():
     OK = amx.aligned((96, 256), np.float32)
     OJ = amx.aligned((96, 256), np.int32)
     CNT = np.full(96, 7, np.int32)
-    plan = amx.FilterPlan(A, Bp, T, OK, OJ, CNT)
+    plan = amx.FilterPlan(A, Bp, T, OK, OJ, CNT, family=family)
     for q0, mq, j0, nj in ((0, 96, 0, 256), (64, 64, 32, 256), (128, 32, 288, 32),
                            (37, 32, 64, 96)):
         T[:] = rng.uniform(-5, 5, 96).astype(np.float32)
@@ -189,13 +194,13 @@ def test_filter_plan_rows_and_columns():
         with pytest.raises(ValueError, match="do not fit"):
             plan(*bad)
     with pytest.raises(ValueError, match="do not fit"):
-        amx.FilterPlan(A, Bp, T, OK, OJ, CNT[:32])
+        amx.FilterPlan(A, Bp, T, OK, OJ, CNT[:32], family=family)
     with pytest.raises(TypeError):
-        amx.FilterPlan(A, Bp, T.astype(np.float64), OK, OJ, CNT)
+        amx.FilterPlan(A, Bp, T.astype(np.float64), OK, OJ, CNT, family=family)
 
 
-@needs_amx
-def test_wrong_arguments_are_refused():
+@each_family
+def test_wrong_arguments_are_refused(family):
     rng = np.random.default_rng(2)
     A, B = _operands(rng, 32, 100, 40)
     Bp = amx.pack_b(B)
@@ -207,27 +212,46 @@ def test_wrong_arguments_are_refused():
     with pytest.raises(ValueError, match="do not fit"):
         amx.gemm(A, Bp, np.empty((32, 64), np.float32), 128)   # C too narrow
     with pytest.raises(TypeError, match="C-contiguous"):
-        amx.gemm(A, Bp, np.empty((32, 128), np.float64), 128)
+        amx.gemm(A, Bp, np.empty((32, 128), np.float64), 128, family=family)
     with pytest.raises(TypeError, match="C-contiguous"):
-        amx.gemm(np.asfortranarray(A), Bp, C, 128)
+        amx.gemm(np.asfortranarray(A), Bp, C, 128, family=family)
     T = np.zeros(32, np.float32)
     OK = np.empty((32, 128), np.float32)
     OJ = np.empty((32, 128), np.int32)
     CNT = np.empty(32, np.int32)
     with pytest.raises(ValueError, match="do not fit"):
-        amx.gemm_filter(A, Bp, 128, 0, T[:16], OK, OJ, CNT)
+        amx.gemm_filter(A, Bp, 128, 0, T[:16], OK, OJ, CNT, family=family)
     with pytest.raises(ValueError, match="do not fit"):
-        amx.gemm_filter(A, Bp, 128, 0, T, OK, np.empty((32, 64), np.int32), CNT)
+        amx.gemm_filter(A, Bp, 128, 0, T, OK, np.empty((32, 64), np.int32), CNT, family=family)
     with pytest.raises(TypeError):
-        amx.gemm_filter(A, Bp, 128, 0, T, OK, OJ.astype(np.int64), CNT)
+        amx.gemm_filter(A, Bp, 128, 0, T, OK, OJ.astype(np.int64), CNT, family=family)
 
 
-def test_fastnn_amx_0_turns_it_off():
-    code = "from fastnn.kernels import amx; print(amx.available())"
-    env = dict(os.environ, FASTNN_AMX="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
-    assert out.stdout.strip() == "False"
+def _family_in_subprocess(**switches):
+    code = ("from fastnn.kernels import amx; "
+            "print(amx.kernel_family('bf16'), amx.kernel_family('u8s8'), amx.available())")
+    env = dict(os.environ, **switches)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def test_switches_turn_families_off():
+    """FASTNN_AMX=0 leaves no AMX; FASTNN_AMX=0 FASTNN_AVX512=0 leaves no tile
+    kernels at all (the portable path)."""
+    fam_bf16, fam_int8, _ = _family_in_subprocess(FASTNN_AMX="0")
+    assert "amx" not in (fam_bf16, fam_int8)
+    assert _family_in_subprocess(FASTNN_AMX="0", FASTNN_AVX512="0") == ["None", "None", "False"]
+
+
+def test_forcing_a_family_this_cpu_cannot_run_is_a_clear_error():
+    missing = [f for f in amx.FAMILIES if not amx.available(f)]
+    A = amx.to_bf16(np.ones((32, 32), np.float32))
+    Bp = amx.pack_b(A)
+    for fam in missing:
+        with pytest.raises(ValueError, match="cannot run here"):
+            amx.gemm(A, Bp, np.empty((32, 32), np.float32), 32, family=fam)
+    with pytest.raises(ValueError, match="kernel family must be one of"):
+        amx.gemm(A, Bp, np.empty((32, 32), np.float32), 32, family="sse")
 
 
 def test_stage1_rows_round_like_bf16_bits():
@@ -298,12 +322,11 @@ def test_packing_kernels_equal_the_numpy_packing(n, k4, nrows, seed):
     assert not out[ref.shape[0]:].any()
 
 
-def test_gather_rows_and_exact_first_tile():
+@pytest.mark.parametrize("family", INT8_FAMILIES_HERE)
+def test_gather_rows_and_exact_first_tile(family):
     """The exact first tile of a uint8 block: gathered rows times the
     block's queries - 128 on AMX integer tiles give |q - x|^2 exactly, the
     top-k per query by (distance, row), every row marked measured."""
-    if not amx.available_int8():
-        pytest.skip("no AMX-INT8 here")
     from fastnn.kernels import distances as dk
     r = np.random.default_rng(3)
     X = r.integers(0, 4, (500, 70)).astype(np.uint8)          # few levels: ties
@@ -318,7 +341,7 @@ def test_gather_rows_and_exact_first_tile():
     Bq = np.empty((4, 32, 16, 4), np.int8)
     dk.pack_rows_s8(Q8, qrow, Bq)
     C = np.empty((64, 64), np.int32)
-    amx.gemm_u8s8(Xw, Bq, C, 64)
+    amx.gemm_u8s8(Xw, Bq, C, 64, family=family)
     XS = X.sum(1, dtype=np.int64)
     XN = (X.astype(np.int64) ** 2).sum(1)
     QN = (Q.astype(np.int64) ** 2).sum(1)

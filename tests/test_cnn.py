@@ -150,3 +150,13 @@ def test_without_the_extra_a_one_line_message_and_exit_2(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and 'pip install -e ".[cnn]"' in lines[0], res.stderr
     assert res.stdout == ""
+
+
+def test_training_is_reproducible_with_the_fixed_seed(tiny_cifar):
+    """Same data, same epochs: the same losses and the same embedding (JAX
+    on the CPU, one machine)."""
+    from fastnn import cnn
+    xtr, ytr, xte, yte = tiny_cifar
+    runs = [cnn.train("lenet", xtr, ytr, xte, yte, 10, epochs=1) for _ in range(2)]
+    assert runs[0][1]["loss"] == runs[1][1]["loss"]
+    np.testing.assert_array_equal(cnn.embed(runs[0][0], xte), cnn.embed(runs[1][0], xte))

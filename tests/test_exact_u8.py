@@ -63,17 +63,15 @@ def test_fallback_loop_without_vnni(tmp_path):
                     "the direct uint8 sums")
 def test_pruned_uint8_search_uses_the_dot_product_form_exactly(rng):
     from fastnn import NearestNeighborsIndex
-    import fastnn.neighbors as nb
     X = rng.integers(0, 256, (1200, 130), dtype=np.uint8)
     X[600:700] = X[:100]                                   # exact ties
     Q = np.vstack([X[:7], rng.integers(0, 256, (30, 130), dtype=np.uint8)])
     index = NearestNeighborsIndex(X, backend="pruned")
     d1, i1 = index.kneighbors(Q, 4)
-    try:
-        nb._k.VNNI = False
-        d0, i0 = index.kneighbors(Q, 4)
-    finally:
-        nb._k.VNNI = True
+    assert index.stats_["u8_dot"]
+    portable = NearestNeighborsIndex(X, backend="pruned", kernels="portable")
+    d0, i0 = portable.kneighbors(Q, 4)
+    assert not portable.stats_["u8_dot"]                  # the direct sums
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
     d2, i2 = index.kneighbors(Q, 4, backend="brute")

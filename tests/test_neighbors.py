@@ -8,22 +8,19 @@ from fastnn import NearestNeighborsIndex, kneighbors, pairwise_distances
 from fastnn.kernels import amx
 
 BACKENDS = ["brute", "pruned", "faiss"]
-# the pruned search's first stage: AMX bfloat16 tiles where the CPU has them,
-# float32 BLAS everywhere (both are tested where both exist)
-FIRST_STAGES = [pytest.param("amx", marks=pytest.mark.skipif(
-    not amx.available(), reason="no AMX-BF16 here: only the BLAS first stage runs")), "blas"]
+# the pruned search's first stage, chosen through the public ``kernels``
+# parameter: every tile family this CPU runs (AMX, AVX-512), and the portable
+# float32 BLAS path everywhere
+FIRST_STAGES = [f for f in amx.FAMILIES if amx.available(f)] + ["portable"]
 
 
 def _pruned(X, first_stage, **kw):
-    index = NearestNeighborsIndex(X, backend="pruned", **kw)
-    if first_stage == "blas":
-        index._amx = False
-    return index
+    return NearestNeighborsIndex(X, backend="pruned", kernels=first_stage, **kw)
 
 
 def _check_first_stage(index, first_stage):
-    assert index.stats_["first_stage"] == ("amx-bf16" if first_stage == "amx"
-                                           else "blas-float32")
+    assert index.stats_["first_stage"] == ("blas-float32" if first_stage == "portable"
+                                           else f"{first_stage}-bf16")
 
 
 def _reference(Q, X, k, farthest=False):
@@ -49,7 +46,8 @@ def search_case(draw):
     return n, d, nq, k, dtype, levels, seed
 
 
-@given(search_case(), st.sampled_from(BACKENDS + ["pruned-blas"]), st.booleans())
+@given(search_case(), st.sampled_from(BACKENDS + [f"pruned-{f}" for f in FIRST_STAGES]),
+       st.booleans())
 def test_kneighbors_matches_reference(case, backend, farthest):
     n, d, nq, k, dtype, levels, seed = case
     r = np.random.default_rng(seed)
@@ -57,9 +55,8 @@ def test_kneighbors_matches_reference(case, backend, farthest):
     Q = r.integers(0, levels, (nq, d)).astype(dtype)
     if n > 2:
         X[n // 2] = X[0]                               # duplicated rows
-    idx = NearestNeighborsIndex(X, backend=backend.split("-")[0])
-    if backend == "pruned-blas":
-        idx._amx = False
+    b, _, kernels = backend.partition("-")
+    idx = NearestNeighborsIndex(X, backend=b, kernels=kernels or "auto")
     dist, ind = idx.kneighbors(Q, k, farthest=farthest)
     rd, ri = _reference(Q, X, k, farthest)
     np.testing.assert_array_equal(ind, ri)
@@ -72,11 +69,11 @@ def test_backends_threads_chunks_agree(rng):
     X[10] = X[20]
     Q[0] = X[10]
     base = NearestNeighborsIndex(X, backend="brute").kneighbors(Q, 7, n_jobs=1, chunk_size=17)
-    for b in BACKENDS + ["pruned-blas"]:
+    for b in BACKENDS + [f"pruned-{f}" for f in FIRST_STAGES]:
         for nj in (1, 2):
             for cs in (None, 33):
-                index = NearestNeighborsIndex(X, backend=b.split("-")[0])
-                index._amx = False if b == "pruned-blas" else None
+                backend, _, kernels = b.partition("-")
+                index = NearestNeighborsIndex(X, backend=backend, kernels=kernels or "auto")
                 got = index.kneighbors(Q, 7, n_jobs=nj, chunk_size=cs)
                 np.testing.assert_array_equal(got[1], base[1])
                 np.testing.assert_array_equal(got[0], base[0])
@@ -179,9 +176,9 @@ def test_cifar_raw_1nn_identical_to_sklearn(cifar):
     for b in ("brute", "faiss"):
         np.testing.assert_array_equal(idx.kneighbors(Q[:200], 5, backend=b)[1],
                                       idx.kneighbors(Q[:200], 5)[1])
-    blas = _pruned(X, "blas")
+    blas = _pruned(X, "portable")
     np.testing.assert_array_equal(blas.kneighbors(Q[:200], 5)[1], idx.kneighbors(Q[:200], 5)[1])
-    _check_first_stage(blas, "blas")
+    _check_first_stage(blas, "portable")
 
 
 def test_pairwise_symmetric_blocks(rng):
@@ -227,7 +224,7 @@ def test_pruned_is_scale_invariant(exp, seed, k, dtype):
         d1, i1 = index.kneighbors(Q, k, backend=backend)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(d1, d2)
-    d1, i1 = _pruned(X, "blas").kneighbors(Q, k)
+    d1, i1 = _pruned(X, "portable").kneighbors(Q, k)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(d1, d2)
 
@@ -270,9 +267,9 @@ def test_cifar_hog_backends_agree(cifar):
     d0, i0 = idx.kneighbors(Q, 5, backend="brute")
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(d1, d0)
-    blas = _pruned(X, "blas")
+    blas = _pruned(X, "portable")
     d2, i2 = blas.kneighbors(Q, 5)
-    _check_first_stage(blas, "blas")
+    _check_first_stage(blas, "portable")
     np.testing.assert_array_equal(i2, i0)
     np.testing.assert_array_equal(d2, d0)
 
@@ -299,7 +296,7 @@ def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, s
     Q = np.vstack([X[:3], r.integers(0, levels, (30, 20)).astype(dtype)])
     with mock.patch.object(nb, "_STAGE1_TILE", tile), mock.patch.object(nb, "_STAGE1_CAP", cap), \
             mock.patch.object(nb, "_STAGE1_TILE_AMX", tile2):
-        index = _pruned(X, "blas" if blas else "auto", n_components=m)
+        index = _pruned(X, "portable" if blas else "auto", n_components=m)
         dist, ind = index.kneighbors(Q, k)
     rd, ri = _reference(Q, X, k)
     np.testing.assert_array_equal(ind, ri)
@@ -414,7 +411,7 @@ def test_pruned_queries_far_larger_than_the_index(first_stage, exp, rng):
 @pytest.mark.parametrize("k", [1, 7, 40])
 def test_pruned_clustered_index(first_stage, dtype, k):
     """An index of many stage-1 tiles is clustered (the first tile of a
-    block of queries is their cluster; for uint8 with AMX-INT8 and k up to a
+    block of queries is their cluster; for uint8 with int8 tile kernels and k up to a
     quarter of a tile that tile is measured exactly). Rows duplicated across
     clusters and queries equal to index rows make exact ties; the answer is
     the reference's, whatever the thread count and query chunk, also when
@@ -440,8 +437,8 @@ def test_pruned_clustered_index(first_stage, dtype, k):
             np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
             _check_first_stage(index, first_stage)
             assert index.stats_["clustered"]
-            exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
-                          and amx.available_int8() and index.stats_["u8_dot"])
+            exact_tile = (dtype == "uint8" and k <= 32 and first_stage != "portable"
+                          and amx.available_int8(first_stage) and index.stats_["u8_dot"])
             assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
 
 

@@ -357,6 +357,25 @@ def _orthonormal_rows(V):
     return np.ascontiguousarray(P)
 
 
+KERNELS = ("auto", "amx", "avx512", "portable")
+
+
+def _kernel_families(kernels):
+    """``(bfloat16 family, int8 family)`` of the tile kernels for the
+    ``kernels`` parameter (None: the portable path)."""
+    if kernels == "auto":
+        return _amx.kernel_family("bf16"), _amx.kernel_family("u8s8")
+    if kernels == "portable":
+        return None, None
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r} is not one of {KERNELS}")
+    if not _amx.available(kernels):
+        raise ValueError(f"kernels={kernels!r}: this CPU cannot run the {kernels} kernels "
+                         f"(CPU flags, the OS, or FASTNN_AMX=0 / FASTNN_AVX512=0); "
+                         f"kernels='auto' picks what it can run")
+    return kernels, (kernels if _amx.available_int8(kernels) else None)
+
+
 class NearestNeighborsIndex:
     """Exact k-nearest-neighbour index over the rows of ``X``.
 
@@ -377,6 +396,14 @@ class NearestNeighborsIndex:
     random_state : int
         Seed of the sample the projection is fitted on (answers never depend
         on it, only the speed).
+    kernels : {'auto', 'amx', 'avx512', 'portable'}
+        The product kernels of the pruned search's first stage and of the
+        exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI), or the
+        portable float32 BLAS + numba path (any CPU). 'auto' takes the first
+        this CPU runs, in that order (``FASTNN_AMX=0`` / ``FASTNN_AVX512=0``
+        remove a family from the choice). Answers are the same on every
+        path; only the speed differs. Naming a family this CPU cannot run
+        is a ValueError.
 
     Attributes
     ----------
@@ -386,8 +413,10 @@ class NearestNeighborsIndex:
     """
 
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
-                 n_jobs=None, random_state=0):
+                 n_jobs=None, random_state=0, kernels="auto"):
         metric = _check_metric(metric)
+        self.kernels = kernels
+        self._tile_family, self._int8_family = _kernel_families(kernels)
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         _check_metric_backend(metric, backend)
@@ -415,9 +444,6 @@ class NearestNeighborsIndex:
         # than 4 tiles): min(8, 2k) (CIFAR-10 before clustering: k=1 was
         # fastest with 2, k=10 with 8)
         self._extra_seeds = 8
-        # stage 1 of the pruned search on AMX bfloat16 tiles where the CPU
-        # has them (None: automatic; False: float32 BLAS)
-        self._amx = None
         self._pca_cache = None
         self._resid_estimate = None
         self._proj = None
@@ -448,6 +474,18 @@ class NearestNeighborsIndex:
         state = self.__dict__.copy()
         state["_faiss"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # the kernel families of this process's CPU; a projection built for
+        # another family's operands is rebuilt on first use
+        try:
+            families = _kernel_families(self.kernels)
+        except ValueError:          # (a family this CPU lacks: the automatic choice)
+            families = _kernel_families("auto")
+        if families != (state.get("_tile_family"), state.get("_int8_family")):
+            self._proj = None
+        self._tile_family, self._int8_family = families
 
     def _err_scale(self, is_int):
         """Relative error of a float64 GEMM distance (0 for exact integers)."""
@@ -750,8 +788,7 @@ class NearestNeighborsIndex:
         c = np.rint(pca["mu"]) if self.is_int else pca["mu"]
         u8 = None
         kpad = -(-d // 64) * 64
-        if (self.X.dtype == np.uint8 and kpad <= 8192 and self._amx is not False
-                and _amx.available_int8()):
+        if self.X.dtype == np.uint8 and kpad <= 8192 and self._int8_family is not None:
             # uint8 data: the directions as int8 digits (exactly the
             # projection used from here on, for every input), so that uint8
             # rows project exactly by AMX integer products
@@ -769,7 +806,7 @@ class NearestNeighborsIndex:
         # in K steps of 32: the last full step below m + 7 (CIFAR-10: HOG
         # 121 of 128, raw 153 of 160; keys kept per query at k = 10: HOG
         # 311 with 95, 68 with 121; raw 454 / 306 / 222 with 95 / 121 / 153)
-        use_amx = self._amx is not False and _amx.available()
+        use_amx = self._tile_family is not None
         m1 = self.first_stage_components
         if m1 is None:
             m1 = max(25, m // 32 * 32 - 7) if use_amx else 95
@@ -943,7 +980,8 @@ class NearestNeighborsIndex:
                     else:
                         Ab[:e - s, :d] = A[s:e]
                         At = Ab[:ep - s]
-                    _amx.gemm_u8s8(At, u8["Bp"], Ci[:ep - s], Ci.shape[1])
+                    _amx.gemm_u8s8(At, u8["Bp"], Ci[:ep - s], Ci.shape[1],
+                                   family=self._int8_family)
                     _k.combine_digits(Ci[:e - s], u8["Cc"], u8["w"], sc, Zt[:e - s])
                     d_err = u8["d_eff"]
                 _k.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d_err, dl, m1, mh,
@@ -1005,7 +1043,9 @@ class NearestNeighborsIndex:
         acc32 = _acc32(Q, self.X, is_int)
         # uint8 data on a VNNI CPU: exact distances as |q|^2 + |x|^2 - 2 q.x
         # with 64 byte products per instruction (row sums and squares kept)
-        use_u8 = bool(_k.VNNI and self.X.dtype == np.uint8 and Q.dtype == np.uint8)
+        # (the portable path keeps the direct sums)
+        use_u8 = bool(_k.VNNI and self._int8_family is not None and self.X.dtype == np.uint8
+                      and Q.dtype == np.uint8)
         jt = _first_tile_width(n)
         clustered = "centroids" in pr
         # a clustered uint8 index with AMX int8: the first tile (the block's
@@ -1136,7 +1176,7 @@ class NearestNeighborsIndex:
                     OK = np.empty((nbp_max, jt2), np.float32)
                     OJ = np.empty((nbp_max, jt2), np.int32)
                     CNT = np.empty(nbp_max, np.int32)
-                    filt = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT)
+                    filt = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT, family=self._tile_family)
                 for q0, q1, w0 in part:
                     nb = q1 - q0
                     for a in (sc, kc, n_ex, n_cand, seen):
@@ -1150,7 +1190,8 @@ class NearestNeighborsIndex:
                                 _k.gather_rows(self.X, rows_w, Xw)
                                 w_last = j0
                             _k.pack_rows_s8(Q8, qrow[q0:q1], Bq)
-                            _amx.gemm_u8s8(Xw[:L], Bq, Cw, -(-nb // 32) * 32)
+                            _amx.gemm_u8s8(Xw[:L], Bq, Cw, -(-nb // 32) * 32,
+                                           family=self._int8_family)
                             _k.window_exact(Cw[:L], rows_w, XS, XN, QN, qrow, q0, nb,
                                             pr["scale"], s_add, s_slack, kd_b, ki_b, kc, lim1,
                                             sd, si, sc, seen)
@@ -1170,7 +1211,7 @@ class NearestNeighborsIndex:
                                                n_cand, js, seen)
                                 continue
                             G = gbuf[:nbp * Lp].reshape(nbp, Lp)
-                            _amx.gemm(Aq, B16, G, Lp, j0)
+                            _amx.gemm(Aq, B16, G, Lp, j0, family=self._tile_family)
                             G = G[:nb]
                         else:
                             # a C-contiguous tile: numba's loops over it vectorise
@@ -1196,7 +1237,8 @@ class NearestNeighborsIndex:
                     full[s:e][qperm] = part_
         self.stats_ = {"backend": "pruned", "n_components": pr["m"],
                        "first_stage_components": m1,
-                       "first_stage": "amx-bf16" if use_amx else "blas-float32",
+                       "first_stage": (f"{self._tile_family}-bf16" if use_amx
+                                       else "blas-float32"),
                        "clustered": clustered,
                        "u8_dot": use_u8,
                        "exact_first_tile_per_query": jt if exact_tile else 0,
@@ -1209,13 +1251,14 @@ class NearestNeighborsIndex:
 
 
 def kneighbors(X, Y, n_neighbors=1, *, metric="euclidean", return_distance=True,
-               farthest=False, backend="auto", n_jobs=None, chunk_size=None):
+               farthest=False, backend="auto", n_jobs=None, chunk_size=None, kernels="auto"):
     """For each row of ``X``, its ``n_neighbors`` nearest (or farthest) rows of ``Y``.
 
     Equivalent to ``NearestNeighbors(algorithm='brute').fit(Y).kneighbors(X)``
     with ties broken by the lower index. Returns ``(distances, indices)``.
     """
-    index = NearestNeighborsIndex(Y, metric=metric, backend=backend, n_jobs=n_jobs)
+    index = NearestNeighborsIndex(Y, metric=metric, backend=backend, n_jobs=n_jobs,
+                                  kernels=kernels)
     return index.kneighbors(X, n_neighbors, return_distance=return_distance,
                             farthest=farthest, chunk_size=chunk_size)
 
