@@ -411,7 +411,7 @@ def test_pruned_queries_far_larger_than_the_index(first_stage, exp, rng):
 @pytest.mark.parametrize("k", [1, 7, 40])
 def test_pruned_clustered_index(first_stage, dtype, k):
     """An index of many stage-1 tiles is clustered (the first tile of a
-    block of queries is their cluster; for uint8 with int8 tile kernels and k up to a
+    block of queries is their cluster; for uint8 with AMX-INT8 and k up to a
     quarter of a tile that tile is measured exactly). Rows duplicated across
     clusters and queries equal to index rows make exact ties; the answer is
     the reference's, whatever the thread count and query chunk, also when
@@ -437,8 +437,8 @@ def test_pruned_clustered_index(first_stage, dtype, k):
             np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
             _check_first_stage(index, first_stage)
             assert index.stats_["clustered"]
-            exact_tile = (dtype == "uint8" and k <= 32 and first_stage != "portable"
-                          and amx.available_int8(first_stage) and index.stats_["u8_dot"])
+            exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
+                          and amx.available_int8("amx") and index.stats_["u8_dot"])
             assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
 
 
