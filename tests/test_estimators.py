@@ -160,3 +160,41 @@ def test_hog_transformer_set_output_pandas(rng):
     np.testing.assert_array_equal(t2.fit_transform(flat).to_numpy(), df.to_numpy())
     # and back to numpy
     assert isinstance(t.set_output(transform="default").transform(imgs), np.ndarray)
+
+
+def test_metric_params_p_is_honoured_as_sklearn_and_others_are_refused():
+    """metric_params={'p': 1} overrides p=2 (sklearn's warning included): the
+    same predictions as sklearn's; a p fastnn cannot serve or another
+    metric parameter is an error, never silently Euclidean."""
+    import warnings
+
+    from sklearn.neighbors import KNeighborsClassifier as SkKNN
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 20, (200, 6))
+    y = rng.integers(0, 3, 200)
+    Q = rng.integers(0, 20, (60, 6))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = KNeighborsClassifier(5, metric_params={"p": 1}).fit(X, y)
+    assert any("metric_params" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = SkKNN(5, metric_params={"p": 1}, algorithm="brute").fit(X, y)
+    np.testing.assert_array_equal(ours.kneighbors(Q)[0], ref.kneighbors(Q)[0])
+    assert ours.effective_metric_ == "manhattan"
+    with pytest.raises(ValueError, match="p=1 or p=2"):
+        KNeighborsClassifier(5, metric_params={"p": 3}).fit(X, y)
+    with pytest.raises(ValueError, match=r"metric_params \['w'\] are not supported"):
+        KNeighborsClassifier(5, metric_params={"w": np.ones(6)}).fit(X, y)
+
+
+def test_callable_weights_all_zero_raise_as_sklearn():
+    from sklearn.neighbors import KNeighborsClassifier as SkKNN
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 2, 50)
+    zero = lambda d: np.zeros_like(d)  # noqa: E731
+    with pytest.raises(ValueError) as sk_err:
+        SkKNN(3, weights=zero).fit(X, y).predict(X[:5])
+    with pytest.raises(ValueError) as our_err:
+        KNeighborsClassifier(3, weights=zero).fit(X, y).predict(X[:5])
+    assert str(our_err.value) == str(sk_err.value)

@@ -19,6 +19,27 @@ from .neighbors import NearestNeighborsIndex, _check_metric
 __all__ = ["KNeighborsClassifier", "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
 
 
+def _effective_p(p, metric_params):
+    """sklearn's rule: ``metric_params['p']`` overrides ``p`` (with its
+    warning); any other metric parameter is refused, never ignored."""
+    if metric_params is None:
+        return p
+    if not isinstance(metric_params, dict):
+        raise TypeError(f"metric_params must be a dict or None, got {metric_params!r}")
+    other = sorted(set(metric_params) - {"p"})
+    if other:
+        raise ValueError(f"metric_params {other} are not supported by fastnn (its metrics "
+                         "take no parameters besides minkowski's p); use "
+                         "sklearn.neighbors for weighted or parametrised metrics")
+    if "p" in metric_params:
+        import warnings
+        if p is not None:
+            warnings.warn("Parameter p is found in metric_params. The corresponding parameter "
+                          "from __init__ is ignored.", SyntaxWarning, stacklevel=3)
+        return metric_params["p"]
+    return p
+
+
 def _resolve_metric(metric, p):
     if metric == "minkowski":
         if p == 2:
@@ -56,6 +77,11 @@ def vote_proba(dist, ind, y_encoded, n_classes, weights):
     w = _weights_from_distances(dist, weights)
     if w is None:
         w = np.ones_like(dist)
+    elif callable(weights) and not np.all(np.any(np.asarray(w) != 0, axis=1)):
+        # (sklearn's check and message: a row of zero weights has no vote)
+        raise ValueError("All neighbors of some sample is getting zero weights. Please "
+                         "modify 'weights' to avoid this case if you are using a "
+                         "user-defined function.")
     labels = y_encoded[ind]
     proba = np.zeros((ind.shape[0], n_classes))
     rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
@@ -74,7 +100,7 @@ class _NeighborsBase(BaseEstimator):
                             "enter integer value")
         if self.n_neighbors < 1:
             raise ValueError(f"Expected n_neighbors > 0. Got {self.n_neighbors}")
-        metric = _resolve_metric(self.metric, self.p)
+        metric = _resolve_metric(self.metric, _effective_p(self.p, self.metric_params))
         self._index = NearestNeighborsIndex(X, metric=metric, backend=self.backend,
                                             n_jobs=self.n_jobs)
         self.n_samples_fit_ = X.shape[0]
@@ -151,7 +177,9 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
     metric : {'minkowski', 'euclidean', 'sqeuclidean', 'manhattan'}, default='minkowski'
         'l2', 'cityblock' and 'l1' are accepted too. Manhattan computes every
         exact distance (no pruned or faiss search for it).
-    metric_params : None
+    metric_params : dict or None
+        Only ``{'p': 1}`` or ``{'p': 2}`` (which override ``p``, as in sklearn,
+        with sklearn's warning); any other key is a ValueError, never ignored.
     n_jobs : int, default=None
     backend : {'auto', 'brute', 'pruned', 'faiss'}, default='auto'
         fastnn's search backend; answers never depend on it.
