@@ -472,3 +472,42 @@ def test_randomized_pca_finds_the_leading_directions(rank, no_cholesky):
         np.testing.assert_allclose(sv[:rank], ref[:rank], rtol=1e-4)
         resid = S - (S @ Vt[:rank].T) @ Vt[:rank]
         assert np.abs(resid).max() < 1e-3 * np.abs(S).max()
+
+
+def test_pickled_index_searches_on_another_kernel_path(tmp_path):
+    """An index pickled after a search (its projection built for this CPU's
+    kernel family) and loaded where that family is switched off
+    (FASTNN_AMX=0 FASTNN_AVX512=0: the portable path) rebuilds what it needs
+    and gives the same answer."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    r = np.random.default_rng(5)
+    X = (r.random((3000, 8)) @ r.random((8, 40)) * 50).astype(np.float32)
+    Q = X[:50] + r.normal(size=(50, 40)).astype(np.float32)
+    index = NearestNeighborsIndex(X, backend="pruned")
+    ref = index.kneighbors(Q, 4)
+    (tmp_path / "index.pkl").write_bytes(pickle.dumps(index))
+    np.save(tmp_path / "q.npy", Q)
+    code = ("import pickle, sys, numpy as np; p = sys.argv[1]; "
+            "idx = pickle.load(open(p + '/index.pkl', 'rb')); "
+            "d, i = idx.kneighbors(np.load(p + '/q.npy'), 4); "
+            "np.save(p + '/d.npy', d); np.save(p + '/i.npy', i); print(idx.stats_['first_stage'])")
+    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "blas-float32"
+    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), ref[1])
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), ref[0])
+
+
+def test_kernels_parameter_is_checked():
+    X = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="kernels='sse' is not one of"):
+        NearestNeighborsIndex(X, kernels="sse")
+    for fam in amx.FAMILIES:
+        if not amx.available(fam):
+            with pytest.raises(ValueError, match="cannot run"):
+                NearestNeighborsIndex(X, kernels=fam)

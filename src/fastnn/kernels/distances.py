@@ -50,8 +50,9 @@ def _prefetch(typingctx, arr, i, j):
 
 
 def _host_has_vnni():
-    """AVX-512 VNNI on the CPU numba compiles for (``FASTNN_VNNI=0``: off)."""
-    if os.environ.get("FASTNN_VNNI", "1") == "0":
+    """AVX-512 VNNI on the CPU numba compiles for (``FASTNN_VNNI=0`` or
+    ``FASTNN_AVX512=0``: off, the latter with every AVX-512 kernel)."""
+    if os.environ.get("FASTNN_VNNI", "1") == "0" or os.environ.get("FASTNN_AVX512", "1") == "0":
         return False
     try:
         import llvmlite.binding as ll
