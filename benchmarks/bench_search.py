@@ -1,40 +1,100 @@
-"""CIFAR-10 test vs train k-NN: fastnn (index build included) vs sklearn vs faiss.
+"""CIFAR-10 test vs train k-NN: fastnn (index build included) on every kernel
+path this CPU runs, against faiss flat, faiss HNSW and sklearn, in one run.
 
-    pytest benchmarks/bench_search.py --benchmark-only -p no:cacheprovider
+    pytest benchmarks/bench_search.py --benchmark-only -p no:cacheprovider \\
+        --benchmark-group-by=group --benchmark-columns=min,max,rounds
 
-The ratio column of each group compares minimum times.
+The ratio column of each group compares minimum times. fastnn and faiss run
+three rounds each (index build included in every one: an IndexFlatL2 is
+built and filled, an HNSW graph built), after one untimed round; sklearn
+(a minute a round on raw pixels) runs once. Threads: all cores for every
+library (numba, BLAS and faiss's OpenMP: 2 on this machine). The header
+names the CPU, its features and the kernel family each fastnn path uses;
+each fastnn row's ``extra_info`` holds the search statistics
+(``first_stage`` names the path that ran) and the HNSW rows hold
+``recall@k`` against the exact answer.
+
+Paths: ``auto`` (the best tile family here: AMX, else AVX-512 BF16/VNNI) and
+``portable`` (no tile kernels: float32 BLAS and numba, the path of AVX2-only
+and ARM CPUs; on this CPU numba and BLAS still use its AVX-512). To measure
+an AVX2-only CPU's code on an AVX-512 machine, run the whole file with
+``FASTNN_AVX512=0 NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell
+NPY_DISABLE_CPU_FEATURES=X86_V4`` and an empty ``NUMBA_CACHE_DIR``.
 """
 
 import numpy as np
 import pytest
 
 from fastnn import NearestNeighborsIndex, hog
+from fastnn.kernels import amx
 
-# fastnn and faiss: three rounds each (index build included in every one),
-# compared by their minimum, the least noisy figure on a shared machine;
-# sklearn (a minute a round on raw pixels) runs once
 _ROUNDS = 3
+PATHS = ["auto", "portable"]
+# faiss HNSW as users configure it when brute force is slow (recall@10 ~0.97
+# on CIFAR HOG)
+_HNSW = dict(M=32, efConstruction=40, efSearch=64)
+
+
+def _cpu_line():
+    import llvmlite.binding as ll
+    f = ll.get_host_cpu_features()
+    flags = [k for k in ("avx2", "avx512f", "avx512bf16", "avx512vnni", "amx-bf16", "amx-int8")
+             if f.get(k)]
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"CPU {model} ({ll.get_host_cpu_name()}): {' '.join(flags)}; tile kernels: "
+            f"bf16 {amx.kernel_family('bf16')}, int8 {amx.kernel_family('u8s8')}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_cpu():
+    print("\n" + _cpu_line())
+
+
+_FEATURES = {}
 
 
 def _features(cifar, kind):
-    if kind == "raw":
-        return (cifar.x_train.reshape(50000, -1), cifar.x_test.reshape(10000, -1))
-    return (hog(cifar.x_train, channel_axis=-1, dtype=np.float32),
-            hog(cifar.x_test, channel_axis=-1, dtype=np.float32))
+    if kind not in _FEATURES:
+        if kind == "raw":
+            _FEATURES[kind] = (cifar.x_train.reshape(50000, -1), cifar.x_test.reshape(10000, -1))
+        else:
+            _FEATURES[kind] = (hog(cifar.x_train, channel_axis=-1, dtype=np.float32),
+                               hog(cifar.x_test, channel_axis=-1, dtype=np.float32))
+    return _FEATURES[kind]
+
+
+_EXACT = {}
+
+
+def _exact(cifar, kind, k):
+    """The exact answer (fastnn's, checked against faiss flat's distances
+    in test_faiss_flat) for the recall of HNSW."""
+    if (kind, k) not in _EXACT:
+        X, Q = _features(cifar, kind)
+        _EXACT[kind, k] = NearestNeighborsIndex(X).kneighbors(Q, k)
+    return _EXACT[kind, k]
 
 
 @pytest.mark.parametrize("kind", ["hog", "raw"])
 @pytest.mark.parametrize("k", [1, 5, 10])
-def test_fastnn(benchmark, cifar, kind, k):
+@pytest.mark.parametrize("path", PATHS)
+def test_fastnn(benchmark, cifar, kind, k, path):
     X, Q = _features(cifar, kind)
     benchmark.group = f"{kind}-k{k}"
 
     def run():
-        idx = NearestNeighborsIndex(X)
+        idx = NearestNeighborsIndex(X, kernels=path)
         out = idx.kneighbors(Q, k)
         benchmark.extra_info.update(idx.stats_)
         return out
-    benchmark.pedantic(run, rounds=_ROUNDS, warmup_rounds=1 if k == 1 else 0)
+    _, ind = benchmark.pedantic(run, rounds=_ROUNDS, warmup_rounds=1)
+    np.testing.assert_array_equal(ind, _exact(cifar, kind, k)[1])   # every path: one answer
 
 
 @pytest.mark.parametrize("kind", ["hog", "raw"])
@@ -48,7 +108,36 @@ def test_faiss_flat(benchmark, cifar, kind, k):
         index = faiss.IndexFlatL2(X.shape[1])
         index.add(np.ascontiguousarray(X, dtype=np.float32))
         return index.search(np.ascontiguousarray(Q, dtype=np.float32), k)
-    benchmark.pedantic(run, rounds=_ROUNDS)
+    benchmark.pedantic(run, rounds=_ROUNDS, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+@pytest.mark.parametrize("k", [1, 10])
+@pytest.mark.parametrize("part", ["build", "query"])
+def test_faiss_hnsw(benchmark, cifar, kind, k, part):
+    """faiss IndexHNSWFlat (approximate): its graph build and its queries
+    timed apart, recall@k against the exact neighbours."""
+    faiss = pytest.importorskip("faiss")
+    X, Q = _features(cifar, kind)
+    Xf = np.ascontiguousarray(X, dtype=np.float32)
+    Qf = np.ascontiguousarray(Q, dtype=np.float32)
+    benchmark.group = f"{kind}-k{k}"
+
+    def build():
+        index = faiss.IndexHNSWFlat(X.shape[1], _HNSW["M"])
+        index.hnsw.efConstruction = _HNSW["efConstruction"]
+        index.add(Xf)
+        index.hnsw.efSearch = _HNSW["efSearch"]
+        return index
+    if part == "build":
+        benchmark.pedantic(build, rounds=1)
+        return
+    index = build()
+    _, ind = benchmark.pedantic(lambda: index.search(Qf, k), rounds=_ROUNDS, warmup_rounds=1)
+    exact = _exact(cifar, kind, k)[1]
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ind, exact)])
+    benchmark.extra_info[f"recall@{k}"] = float(recall)
+    benchmark.extra_info.update(_HNSW)
 
 
 @pytest.mark.parametrize("kind", ["hog", "raw"])
@@ -73,7 +162,7 @@ def test_pairwise_10k(benchmark, cifar, kind, impl):
     # one untimed full-size round each: the first 800 MB result in a process
     # pays page faults (and transparent-huge-page compaction on this VM) that
     # the implementation running second would otherwise inherit for free
-    out = benchmark.pedantic(lambda: fn(Q), rounds=1, warmup_rounds=1)
+    out = benchmark.pedantic(lambda: fn(Q), rounds=_ROUNDS, warmup_rounds=1)
     assert out.shape == (10000, 10000)
 
 
