@@ -469,6 +469,30 @@ class NearestNeighborsIndex:
     def n_features(self):
         return self.X.shape[1]
 
+    # -- saving: a folder of .npy arrays and a JSON header (index_io) -------
+    def save(self, path, overwrite=False):
+        """Write the index (its data and what it built) to the folder
+        ``path``: ``.npy`` arrays and a versioned JSON header with their
+        checksums, no pickle (``fastnn.index_io``). The projection is built
+        first, so a loaded index searches without rebuilding it."""
+        from . import index_io
+        if self.metric != "manhattan" and self.n_samples >= 2:
+            n_threads = resolve_n_jobs(self.n_jobs)
+            with limit_threads(n_threads):
+                self._projection(n_threads)
+        return index_io.save(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, mmap_mode="r", verify=True):
+        """The index saved in ``path``. ``mmap_mode='r'`` (default) maps the
+        arrays read-only (the OS shares their pages between processes),
+        ``'c'`` copy-on-write, None reads them into memory; ``verify``
+        checks every array against its checksum (``verify=False`` trusts
+        the files). A foreign, altered or truncated file is a ValueError
+        naming it."""
+        from . import index_io
+        return index_io.load(cls, path, mmap_mode=mmap_mode, verify=verify)
+
     # -- pickling: arrays and parameters only, never faiss objects --------
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -477,13 +501,19 @@ class NearestNeighborsIndex:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        # the kernel families of this process's CPU; a projection built for
-        # another family's operands is rebuilt on first use
+        self._adopt_kernel_families()
+
+    def _adopt_kernel_families(self):
+        """After unpickling or loading: this process's kernel families; a
+        projection built for another kind of path (tile kernels or the
+        portable one; AMX and AVX-512 share their operands) is rebuilt on
+        first use."""
         try:
             families = _kernel_families(self.kernels)
         except ValueError:          # (a family this CPU lacks: the automatic choice)
             families = _kernel_families("auto")
-        if families != (state.get("_tile_family"), state.get("_int8_family")):
+        built = (getattr(self, "_tile_family", None), getattr(self, "_int8_family", None))
+        if [f is None for f in families] != [f is None for f in built]:
             self._proj = None
         self._tile_family, self._int8_family = families
 

@@ -1,0 +1,142 @@
+"""Saved indexes: round trips for every backend, dtype and memory-map mode
+(the same answers after load), and every damaged or foreign file refused
+with a ValueError naming it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastnn import NearestNeighborsIndex
+
+DTYPES = ["uint8", "int16", "float32", "float64"]
+
+
+def _data(dtype, n=3000, d=40, seed=0):
+    r = np.random.default_rng(seed)
+    X = r.random((n, 6)) @ r.random((6, d)) * 200
+    Q = X[:30] + r.normal(size=(30, d)) * 5
+    X[n // 2] = X[0]                                    # an exact tie
+    return np.clip(X, 0, 255).astype(dtype), np.clip(Q, 0, 255).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["auto", "pruned", "brute", "faiss"])
+def test_round_trip_same_answers(tmp_path, dtype, backend):
+    X, Q = _data(dtype)
+    index = NearestNeighborsIndex(X, backend=backend)
+    ref = index.kneighbors(Q, 7)
+    index.save(tmp_path / "ix")
+    for mmap_mode in ("r", "c", None):
+        got = NearestNeighborsIndex.load(tmp_path / "ix", mmap_mode=mmap_mode)
+        assert got.backend == backend and got.X.dtype == X.dtype
+        d, i = got.kneighbors(Q, 7)
+        np.testing.assert_array_equal(i, ref[1])
+        np.testing.assert_array_equal(d, ref[0])
+        np.testing.assert_array_equal(got.kneighbors(Q, 3, farthest=True)[1],
+                                      index.kneighbors(Q, 3, farthest=True)[1])
+        if mmap_mode is not None:
+            assert isinstance(got.X, np.memmap)
+
+
+def test_round_trip_manhattan_and_the_built_state(tmp_path):
+    X, Q = _data("float32")
+    l1 = NearestNeighborsIndex(X, metric="manhattan")
+    l1.save(tmp_path / "l1")
+    np.testing.assert_array_equal(NearestNeighborsIndex.load(tmp_path / "l1").kneighbors(Q, 4)[1],
+                                  l1.kneighbors(Q, 4)[1])
+    index = NearestNeighborsIndex(X, backend="pruned")
+    index.save(tmp_path / "ix")
+    header = json.loads((tmp_path / "ix" / "header.json").read_text())
+    assert header["format"] == "fastnn-index" and header["version"] == 1
+    assert header["shape"] == list(X.shape) and header["dtype"] == X.dtype.str
+    # the projection was saved: the loaded index does not rebuild it
+    loaded = NearestNeighborsIndex.load(tmp_path / "ix")
+    assert loaded._proj is not None
+    for name, meta in header["arrays"].items():
+        assert (tmp_path / "ix" / meta["file"]).is_file(), name
+
+
+def test_existing_path_needs_overwrite(tmp_path):
+    X, Q = _data("float32")
+    a = NearestNeighborsIndex(X)
+    a.save(tmp_path / "ix")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        a.save(tmp_path / "ix")
+    b = NearestNeighborsIndex(X[:1000])
+    b.save(tmp_path / "ix", overwrite=True)
+    assert NearestNeighborsIndex.load(tmp_path / "ix").n_samples == 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]     # no leftovers
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    X, Q = _data("float32")
+    NearestNeighborsIndex(X, backend="pruned").save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+def test_altered_array_is_refused(saved):
+    f = saved / "X.npy"
+    raw = bytearray(f.read_bytes())
+    raw[-5] ^= 0xFF                                     # one byte of the data
+    f.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="X.npy: checksum mismatch"):
+        NearestNeighborsIndex.load(saved)
+    NearestNeighborsIndex.load(saved, verify=False)     # trusted: no check
+
+
+def test_truncated_and_missing_files_are_refused(saved):
+    f = saved / "_proj.W1.npy"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"_proj.W1.npy: cannot read it as a .npy array"):
+        NearestNeighborsIndex.load(saved, verify=False)
+    f.unlink()
+    with pytest.raises(ValueError, match="_proj.W1.npy: missing"):
+        NearestNeighborsIndex.load(saved)
+
+
+def test_foreign_headers_versions_and_dtypes_are_refused(saved, tmp_path):
+    hp = saved / "header.json"
+    header = json.loads(hp.read_text())
+    hp.write_text(json.dumps(dict(header, version=2)))
+    with pytest.raises(ValueError, match="format version 2; this fastnn reads version 1"):
+        NearestNeighborsIndex.load(saved)
+    hp.write_text(json.dumps(dict(header, format="faiss")))
+    with pytest.raises(ValueError, match="not a fastnn index header"):
+        NearestNeighborsIndex.load(saved)
+    bad = json.loads(json.dumps(header))
+    bad["arrays"]["X"]["dtype"] = "<f8"
+    hp.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="X.npy: dtype <f4 .* the header says dtype <f8"):
+        NearestNeighborsIndex.load(saved)
+    hp.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable JSON header"):
+        NearestNeighborsIndex.load(saved)
+    with pytest.raises(ValueError, match="no header.json"):
+        NearestNeighborsIndex.load(tmp_path)
+    with pytest.raises(ValueError, match="no saved index there"):
+        NearestNeighborsIndex.load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="mmap_mode"):
+        NearestNeighborsIndex.load(saved, mmap_mode="w+")
+
+
+def test_loaded_where_another_kernel_path_runs(saved, tmp_path):
+    """Saved with this CPU's kernels, loaded with the tile kernels switched
+    off: the projection is rebuilt for the portable path, same answer."""
+    X, Q = _data("float32")
+    ref = NearestNeighborsIndex.load(saved).kneighbors(Q, 5)
+    np.save(tmp_path / "q.npy", Q)
+    code = ("import sys, numpy as np; from fastnn import NearestNeighborsIndex as I; "
+            "p = sys.argv[1]; ix = I.load(p + '/ix'); d, i = ix.kneighbors(np.load(p + '/q.npy'), 5); "
+            "np.save(p + '/i.npy', i); np.save(p + '/d.npy', d); print(ix.stats_['first_stage'])")
+    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", NUMBA_CACHE_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code, str(saved.parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "blas-float32"
+    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), ref[1])
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), ref[0])
