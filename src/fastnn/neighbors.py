@@ -525,16 +525,29 @@ class NearestNeighborsIndex:
 
     # ---------------------------------------------------------------------
     def kneighbors(self, Q, n_neighbors=1, return_distance=True, farthest=False,
-                   backend=None, n_jobs=None, chunk_size=None):
+                   backend=None, n_jobs=None, chunk_size=None, allowed=None):
         """The ``n_neighbors`` nearest (or farthest) index rows of each query.
 
         Returns ``(distances, indices)`` as sklearn's ``kneighbors`` (or only
         indices with ``return_distance=False``); distances are float64.
+
+        ``allowed`` restricts the search to a subset of the index rows, the
+        answer equal to a search of that subset (rows numbered as in the
+        index, ties to the lower row): one set for every query (a boolean
+        mask of ``n_samples`` values or an array of row ids) or one per
+        query (a ``scipy.sparse`` matrix ``(n_queries, n_samples)`` whose
+        stored non-zero entries are the allowed rows, or a sequence of
+        ``n_queries`` id arrays). Each query needs at least ``n_neighbors``
+        allowed rows (ValueError otherwise).
         """
         Q, q_int = check_data(Q, "query", allow_empty=True)
         if Q.shape[1] != self.n_features:
             raise ValueError(f"query has {Q.shape[1]} features, but the index has "
                              f"{self.n_features} features")
+        if allowed is not None:
+            from .filtering import kneighbors_allowed
+            return kneighbors_allowed(self, Q, q_int, n_neighbors, allowed, return_distance,
+                                      farthest, backend, n_jobs, chunk_size)
         # exact integer arithmetic only when both sides are integers
         is_int = self.is_int and q_int
         k = _check_k(n_neighbors, self.n_samples)

@@ -1,0 +1,33 @@
+"""Exact top-k of each query over its own allowed rows (filtered search with
+a different allowed set per query): every allowed distance, measured by the
+same exact functions as every other backend, sorted by (distance, row)."""
+
+import numpy as np
+from numba import njit
+
+from .distances import sqdist, topk_insert
+from .manhattan import l1dist
+
+
+@njit(cache=True, nogil=True)
+def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, manhattan,
+                    kd_out, ki_out):
+    """For queries ``q0 .. q1``: the ``k = kd_out.shape[1]`` nearest (``sign``
+    +1) or farthest (-1) of the rows ``indices[indptr[i]:indptr[i + 1]]``
+    (each listed once, at least k of them): exact squared Euclidean or
+    Manhattan distances into ``kd_out[i]``, rows into ``ki_out[i]``."""
+    k = kd_out.shape[1]
+    for i in range(q0, q1):
+        kd = kd_out[i]
+        ki = ki_out[i]
+        c = np.int64(0)
+        q = Q[i]
+        for t in range(indptr[i], indptr[i + 1]):
+            j = indices[t]
+            if manhattan:
+                d = l1dist(q, X[j], is_int, acc32)
+            else:
+                d = sqdist(q, X[j], is_int, acc32)
+            c = topk_insert(kd, ki, c, sign * d, j)
+        for t in range(k):
+            kd[t] = sign * kd[t]
