@@ -140,3 +140,45 @@ def test_loaded_where_another_kernel_path_runs(saved, tmp_path):
     assert res.stdout.strip() == "blas-float32"
     np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), ref[1])
     np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), ref[0])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("searched_first", [True, False])
+@pytest.mark.parametrize("kernels", ["auto", "portable"])
+def test_add_then_search_equals_build_on_all(tmp_path, dtype, searched_first, kernels):
+    """Rows added to a built index (its projection, centre, scale and
+    centroids kept) give the answers of an index built on all rows."""
+    X, Q = _data(dtype, n=12000)
+    r = np.random.default_rng(1)
+    X[11000:] = np.clip(X[11000:] + r.normal(size=(1000, X.shape[1])) * 40, 0, 255)  # unlike the first rows
+    whole = NearestNeighborsIndex(X, backend="pruned")
+    ref = whole.kneighbors(Q, 6)
+    part = NearestNeighborsIndex(X[:9000], backend="pruned", kernels=kernels)
+    if searched_first:
+        part.kneighbors(Q, 2)                            # the projection is built
+        assert part.stats_["clustered"]
+    part.add(X[9000:10500]).add(X[10500:])
+    assert part.n_samples == 12000
+    d, i = part.kneighbors(Q, 6)
+    np.testing.assert_array_equal(i, ref[1])
+    np.testing.assert_array_equal(d, ref[0])
+    assert part.stats_["backend"] == "pruned"
+    np.testing.assert_array_equal(part.kneighbors(Q, 6, backend="brute")[1], ref[1])
+    part.save(tmp_path / "ix")                           # and it saves and loads as any index
+    np.testing.assert_array_equal(NearestNeighborsIndex.load(tmp_path / "ix").kneighbors(Q, 6)[1],
+                                  ref[1])
+
+
+def test_add_checks_its_rows():
+    X, Q = _data("uint8")
+    index = NearestNeighborsIndex(X)
+    with pytest.raises(ValueError, match="X_new has 3 features, but the index has 40"):
+        index.add(np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError, match="cannot represent"):
+        index.add(np.full((2, 40), 0.5))
+    with pytest.raises(ValueError, match="NaN"):
+        NearestNeighborsIndex(X.astype(np.float32)).add(np.full((1, 40), np.nan))
+    index.add(np.zeros((0, 40), np.uint8))               # nothing to add: unchanged
+    assert index.n_samples == len(X)
+    index.add(np.full((1, 40), 7.0))                     # representable: cast to uint8
+    assert index.n_samples == len(X) + 1 and index.X.dtype == np.uint8

@@ -869,11 +869,30 @@ class NearestNeighborsIndex:
         big = float(np.sqrt(self.n_features) * amax + np.sqrt(c @ c))
         pr["scale"] = float(np.ldexp(1.0, -np.frexp(big)[1])) if big > 0 else 1.0
         proj = self._project(self.X, pr, n_threads, stage1="index")
-        n = self.n_samples
+        self._proj = self._layout(pr, proj, n_threads)
+        return self._proj
+
+    def _layout(self, pr, proj, n_threads, centroids=None):
+        """The search's layout of projected rows ``proj`` (all index rows, in
+        row order: ``W1``, ``Z2``, ``r``, ``E``, ``E1``, ``a1``, ``nx1``)
+        into ``pr``: the cluster order (k-means, or the nearest of the given
+        ``centroids``), the per-row ``aux`` line and the stage-1 operand."""
+        m1 = pr["m1"]
+        use_amx = self._tile_family is not None
+        n = proj["W1"].shape[0]
+        for key in ("perm", "starts", "centroids", "B16", "K16", "F_max", "a16_max", "W1T"):
+            pr.pop(key, None)
         # the stage-1 operand goes in cluster order (an index of several
         # tiles); positions map back to rows through perm
         n_clusters = min(_MAX_CLUSTERS, n // _first_tile_width(n))   # (about a tile each)
-        if n_clusters >= 4:
+        if centroids is not None:
+            perm = np.empty(n, np.int64)
+            starts = np.empty(centroids.shape[0] + 1, np.int64)
+            W = np.ascontiguousarray(proj["W1"][:, :centroids.shape[1]])
+            _kc.counting_order(_nearest_centroid(W, centroids), centroids.shape[0], perm,
+                               starts)
+            pr.update(perm=perm, starts=starts, centroids=centroids)
+        elif n_clusters >= 4:
             perm, starts, cen = _cluster_order(
                 np.ascontiguousarray(proj["W1"][:, :min(m1, _CLUSTER_DIMS)]), n_clusters,
                 self.random_state)
@@ -885,9 +904,9 @@ class NearestNeighborsIndex:
         aux = np.zeros((n, 4), np.float64)
         aux[:, :2] = proj["r"]
         aux[:, 2] = _key_residual(proj["W1"][:, m1], use_amx)
-        pr.update(Z2=proj["Z2"], W1=proj["W1"], aux=aux,
-                  a1_max=float(proj["a1"].max()),
-                  E_max=proj["E"].max(axis=0), E1_max=float(proj["E1"].max()))
+        pr.update(Z2=proj["Z2"], W1=proj["W1"], aux=aux, E1=proj["E1"], nx1=proj["nx1"],
+                  a1_max=float(proj["a1"].max()), E_max=proj["E"].max(axis=0),
+                  E1_max=float(proj["E1"].max()))
         if use_amx:
             # stage-1 operand on AMX tiles: the first-stage vectors rounded
             # to bfloat16 (their distance to the float32 ones, plus E1, is
@@ -908,8 +927,54 @@ class NearestNeighborsIndex:
             W1T[m1 + 1] = proj["nx1"]
             W1T[m1 + 2] = 1.0
             pr["W1T"] = W1T if "centroids" not in pr else np.ascontiguousarray(W1T[:, perm])
-        self._proj = pr
         return pr
+
+    def add(self, X_new):
+        """Append the rows ``X_new`` (their ids follow the index's: ``n_samples``,
+        ``n_samples + 1``, ...), without refitting the projection.
+
+        Searches afterwards answer exactly as an index built on all rows at
+        once (the bounds of the new rows are proven like the others'; the
+        projection, its centre and scale and the cluster centroids are
+        kept, so a large added share of rows unlike the first ones prunes
+        less well: rebuild then). The data must keep the index's dtype
+        (values that need another one are a ValueError)."""
+        info = {}
+        X_new, _ = check_data(X_new, "X_new", allow_empty=True, info=info)
+        if X_new.shape[1] != self.n_features:
+            raise ValueError(f"X_new has {X_new.shape[1]} features, but the index has "
+                             f"{self.n_features} features")
+        if X_new.shape[0] == 0:
+            return self
+        if X_new.dtype != self.X.dtype:
+            cast = X_new.astype(self.X.dtype)
+            if not np.array_equal(cast, X_new):
+                raise ValueError(f"X_new ({X_new.dtype}) holds values the index's dtype "
+                                 f"{self.X.dtype} cannot represent; build a new index")
+            X_new = cast
+        n_threads = resolve_n_jobs(self.n_jobs)
+        pr = self._proj
+        new_proj = None
+        if pr is not None:
+            with limit_threads(n_threads):
+                new_proj = self._project(X_new, pr, n_threads)
+        self.X = np.concatenate([np.asarray(self.X), X_new])
+        if self._absmax is not None:
+            self._absmax = max(self._absmax, info.get("absmax", 0.0))
+        self._xn = self._faiss = self._u8s = None
+        self.stats_ = {}
+        if pr is None:
+            return self
+        if new_proj is None:
+            self._proj = None        # (rows far beyond the scale: rebuilt on use)
+            return self
+        old = dict(W1=pr["W1"], Z2=pr["Z2"], r=pr["aux"][:, :2], E1=pr["E1"], nx1=pr["nx1"])
+        proj = {key: np.concatenate([np.asarray(old[key]), new_proj[key]]) for key in old}
+        proj["a1"] = np.array([pr["a1_max"], float(new_proj["a1"].max())])
+        proj["E"] = np.vstack([pr["E_max"], new_proj["E"].max(axis=0)])
+        with limit_threads(n_threads):
+            self._proj = self._layout(dict(pr), proj, n_threads, pr.get("centroids"))
+        return self
 
     @staticmethod
     def _stage1_index(proj, perm, m1, n_threads):
