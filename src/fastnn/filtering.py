@@ -114,15 +114,18 @@ def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, f
     ind = np.empty((nq, k), np.int64)
     is_int = bool(index.is_int and q_int)
     if nq:
-        from .kernels.subset import topk_of_subsets
+        from .kernels import subset as _ks
         X = index.X
         acc32 = _acc32(Q, X, is_int)
-        manhattan = index.metric == "manhattan"
+        code = {"manhattan": _ks.MANHATTAN, "ip": _ks.NEG_INNER_PRODUCT}.get(index.metric,
+                                                                          _ks.SQEUCLIDEAN)
         sign = -1.0 if farthest else 1.0
-        run_in_parts(lambda q0, q1: topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int,
-                                                     acc32, manhattan, dist, ind),
+        run_in_parts(lambda q0, q1: _ks.topk_of_subsets(Q, X, indptr, indices, q0, q1, sign,
+                                                         is_int, acc32, code, dist, ind),
                      nq, resolve_n_jobs(index.n_jobs if n_jobs is None else n_jobs))
     if index.metric == "euclidean":
         np.sqrt(dist, out=dist)
+    elif index.metric == "ip":
+        np.negative(dist, out=dist)          # (the products, largest first)
     index.stats_ = {"backend": "filtered-exact", "allowed_pairs": int(indices.size)}
     return (dist, ind) if return_distance else ind

@@ -383,9 +383,12 @@ class NearestNeighborsIndex:
     ----------
     X : array_like (n_samples, n_features)
         Integer or float data; uint8 stays uint8 in memory.
-    metric : {'euclidean', 'sqeuclidean', 'manhattan'}
+    metric : {'euclidean', 'sqeuclidean', 'manhattan', 'ip'}
         Aliases 'l2', 'cityblock' and 'l1' are accepted. 'manhattan' computes
-        every exact distance (backend 'auto' or 'brute').
+        every exact distance (backend 'auto' or 'brute'). 'ip': maximum inner
+        product, neighbours by decreasing product (the "distances" returned
+        are the products), exact (``fastnn.inner_product``; 'auto' or
+        'brute').
     backend : {'auto', 'brute', 'pruned', 'faiss'}
         (k > 256 always takes the selection path described above)
     n_components : int, optional
@@ -414,7 +417,10 @@ class NearestNeighborsIndex:
 
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
                  n_jobs=None, random_state=0, kernels="auto"):
-        metric = _check_metric(metric)
+        metric = "ip" if metric == "ip" else _check_metric(metric)
+        if metric == "ip" and backend not in ("auto", "brute"):
+            raise ValueError(f"backend={backend!r}: metric='ip' (inner product) is served by "
+                             "backend='auto' or 'brute'")
         self.kernels = kernels
         self._tile_family, self._int8_family = _kernel_families(kernels)
         if backend not in BACKENDS:
@@ -476,7 +482,7 @@ class NearestNeighborsIndex:
         checksums, no pickle (``fastnn.index_io``). The projection is built
         first, so a loaded index searches without rebuilding it."""
         from . import index_io
-        if self.metric != "manhattan" and self.n_samples >= 2:
+        if self.metric not in ("manhattan", "ip") and self.n_samples >= 2:
             n_threads = resolve_n_jobs(self.n_jobs)
             with limit_threads(n_threads):
                 self._projection(n_threads)
@@ -554,6 +560,19 @@ class NearestNeighborsIndex:
         backend = self.backend if backend is None else backend
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        if self.metric == "ip":
+            if backend not in ("auto", "brute"):
+                raise ValueError(f"backend={backend!r}: metric='ip' (inner product) is served "
+                                 "by backend='auto' or 'brute'")
+            from . import inner_product
+            n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
+            dist = np.empty((Q.shape[0], k), np.float64)
+            ind = np.empty((Q.shape[0], k), np.int64)
+            if Q.shape[0]:
+                with limit_threads(n_threads):
+                    inner_product.search(self, Q, self.is_int and q_int, k, farthest, n_threads,
+                                         chunk_size, dist, ind)
+            return (dist, ind) if return_distance else ind
         if self.metric == "manhattan":
             _check_metric_backend(self.metric, backend)
             backend = "manhattan"

@@ -6,16 +6,21 @@ import numpy as np
 from numba import njit
 
 from .distances import sqdist, topk_insert
+from .dot import dot_exact
 from .manhattan import l1dist
+
+# metric codes of topk_of_subsets
+SQEUCLIDEAN, MANHATTAN, NEG_INNER_PRODUCT = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, manhattan,
+def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, metric_code,
                     kd_out, ki_out):
     """For queries ``q0 .. q1``: the ``k = kd_out.shape[1]`` nearest (``sign``
     +1) or farthest (-1) of the rows ``indices[indptr[i]:indptr[i + 1]]``
     (each listed once, at least k of them): exact squared Euclidean or
-    Manhattan distances into ``kd_out[i]``, rows into ``ki_out[i]``."""
+    Manhattan distances, or negated inner products (``metric_code``), into
+    ``kd_out[i]``, rows into ``ki_out[i]``."""
     k = kd_out.shape[1]
     for i in range(q0, q1):
         kd = kd_out[i]
@@ -24,8 +29,10 @@ def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, manhatta
         q = Q[i]
         for t in range(indptr[i], indptr[i + 1]):
             j = indices[t]
-            if manhattan:
+            if metric_code == MANHATTAN:
                 d = l1dist(q, X[j], is_int, acc32)
+            elif metric_code == NEG_INNER_PRODUCT:
+                d = -dot_exact(q, X[j], is_int)
             else:
                 d = sqdist(q, X[j], is_int, acc32)
             c = topk_insert(kd, ki, c, sign * d, j)

@@ -1,0 +1,86 @@
+"""Kernels of the exact inner-product (maximum inner product) search: the
+exact product, a top-k merge of GEMM tiles by product, the exact re-rank of
+the candidates with its proof, and a full exact scan for the queries the
+proof does not cover. Keys are ``sign * product`` in ascending lists
+(``sign`` -1: the largest products first), ties to the lower row."""
+
+import numpy as np
+from numba import njit
+
+from .distances import topk_insert
+
+
+@njit(cache=True, nogil=True)
+def dot_exact(a, b, is_int):
+    """The exact inner product: an int64 sum for integer rows, else a
+    float64 sum of float64 products in index order (one fixed order: the
+    same bits in every path)."""
+    if is_int:
+        s = np.int64(0)
+        for t in range(a.shape[0]):
+            s += np.int64(a[t]) * np.int64(b[t])
+        return np.float64(s)
+    f = 0.0
+    for t in range(a.shape[0]):
+        f += np.float64(a[t]) * np.float64(b[t])
+    return f
+
+
+@njit(cache=True, nogil=True)
+def merge_products(G, q0, q1, j0, sign, kd, ki, counts):
+    """Rows ``q0 .. q1`` of the product tile ``G`` (columns ``j0 ..``) merged
+    into the running top lists by key ``sign * G``."""
+    kk = kd.shape[1]
+    for i in range(q0, q1):
+        c = counts[i]
+        g = G[i]
+        kdi = kd[i]
+        kii = ki[i]
+        # (a plain compare with the current worst key skips nearly every
+        # product; the insert keeps ties by row)
+        worst = kdi[kk - 1] if c == kk else np.inf
+        for t in range(g.shape[0]):
+            key = sign * np.float64(g[t])
+            if key <= worst:
+                c = topk_insert(kdi, kii, c, key, j0 + t)
+                if c == kk:
+                    worst = kdi[kk - 1]
+        counts[i] = c
+
+
+@njit(cache=True, nogil=True)
+def rerank_products(Q, X, q0, q1, cand_d, cand_i, counts, sign, is_int, err, k, kd_out,
+                    ki_out, need_full):
+    """Exact products of each query's candidates (the best ``kk`` by GEMM key,
+    each key within ``err[i]`` of the exact one), the final top-k; a query
+    whose best left-out key could still reach its k-th exact key is flagged
+    for a full scan (``need_full``)."""
+    n = X.shape[0]
+    kk = cand_i.shape[1]
+    kd = np.empty(k, np.float64)
+    ki = np.empty(k, np.int64)
+    for i in range(q0, q1):
+        c = np.int64(0)
+        for t in range(counts[i]):
+            j = cand_i[i, t]
+            c = topk_insert(kd, ki, c, sign * dot_exact(Q[i], X[j], is_int), j)
+        need_full[i] = kk < n and not (cand_d[i, kk - 1] - 2.0 * err[i] > kd[k - 1])
+        for t in range(k):
+            kd_out[i, t] = kd[t]
+            ki_out[i, t] = ki[t]
+
+
+@njit(cache=True, nogil=True)
+def scan_products(Q, X, rows, sign, is_int, kd_out, ki_out):
+    """Every exact product for the queries ``rows`` (the fallback)."""
+    k = kd_out.shape[1]
+    kd = np.empty(k, np.float64)
+    ki = np.empty(k, np.int64)
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        c = np.int64(0)
+        for j in range(X.shape[0]):
+            c = topk_insert(kd, ki, c, sign * dot_exact(Q[i], X[j], is_int), j)
+        for t in range(k):
+            kd_out[i, t] = kd[t]
+            ki_out[i, t] = ki[t]
