@@ -45,6 +45,16 @@ def _run(code, cache_dir, extra_env=None, cwd=None):
     return res
 
 
+def _install_into(target):
+    """``pip install`` (not editable) of this checkout into the folder ``target``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--target", str(target), root],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return target
+
+
 def _kernels(res):
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("JSON"))
     return json.loads(line[4:])
@@ -101,12 +111,7 @@ def test_cache_works_for_a_non_editable_install(tmp_path):
     """``pip install`` (not editable) into a target folder: the kernels run
     from there, their cache goes where numba puts it for that install, and
     a second process compiles nothing."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    target = tmp_path / "site"
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                          "--target", str(target), root],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    target = _install_into(tmp_path / "site")
     code = textwrap.dedent("""
         import numpy as np, fastnn, json
         assert "site" in fastnn.__file__, fastnn.__file__
@@ -171,12 +176,7 @@ def test_cache_falls_back_to_the_user_cache_for_a_read_only_install(tmp_path):
     second process compiles nothing."""
     if not _can_mount_read_only(tmp_path):
         pytest.skip("no private read-only mount here (needs unshare -m as root)")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    target = tmp_path / "site"
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                          "--target", str(target), root],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    target = _install_into(tmp_path / "site")
     code = textwrap.dedent("""
         import numpy as np, fastnn, json
         fastnn.hog(np.zeros((2, 32, 32, 3), np.uint8), channel_axis=-1)

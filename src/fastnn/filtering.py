@@ -15,8 +15,6 @@ the index, ties to the lower row. Two paths:
   filters; a large set per query is not pruned yet.
 """
 
-import numbers
-
 import numpy as np
 
 from ._threads import resolve_n_jobs, run_in_parts
@@ -74,15 +72,14 @@ def _per_query_sets(allowed, nq, n):
     return indptr, indices
 
 
-def _check_k(n_neighbors, smallest, where):
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
-        raise TypeError(f"n_neighbors must be an integer, got {n_neighbors!r}")
-    if n_neighbors < 1:
-        raise ValueError(f"Expected n_neighbors > 0, got {n_neighbors}")
-    if n_neighbors > smallest:
-        raise ValueError(f"n_neighbors={n_neighbors}, but only {smallest} rows are allowed "
-                         f"{where}")
-    return int(n_neighbors)
+def _check_k(n_neighbors, n, smallest, where):
+    """``n_neighbors`` checked as for any search of ``n`` rows, then against
+    the ``smallest`` allowed set."""
+    from .neighbors import _check_k as check_against_index
+    k = check_against_index(n_neighbors, n)
+    if k > smallest:
+        raise ValueError(f"n_neighbors={k}, but only {smallest} rows are allowed {where}")
+    return k
 
 
 def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, farthest,
@@ -93,7 +90,7 @@ def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, f
     n, nq = index.n_samples, Q.shape[0]
     rows = _one_set(allowed, n)
     if rows is not None:
-        k = _check_k(n_neighbors, rows.size, "(the allowed set)")
+        k = _check_k(n_neighbors, n, rows.size, "(the allowed set)")
         if rows.size == n:
             return index.kneighbors(Q, k, return_distance, farthest, backend, n_jobs,
                                     chunk_size)
@@ -108,7 +105,7 @@ def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, f
 
     indptr, indices = _per_query_sets(allowed, nq, n)
     counts = np.diff(indptr)
-    k = _check_k(n_neighbors, int(counts.min()) if nq else n,
+    k = _check_k(n_neighbors, n, int(counts.min()) if nq else n,
                  f"for query {int(np.argmin(counts))}" if nq else "")
     dist = np.empty((nq, k), np.float64)
     ind = np.empty((nq, k), np.int64)

@@ -328,6 +328,26 @@ def _avx512_k_loop_ir(n_steps, op, rows, head, label):
     return "".join(out)
 
 
+def _avx512_group_head(rows, blk):
+    """The entry and the head of the loop over pairs of 16-column groups
+    shared by the AVX-512 kernels (``%pb0``/``%pb1``: the pair's packed B;
+    nothing to do for fewer than ``rows`` rows or 32 columns)."""
+    return f"""entry:
+  %ng = udiv i64 %nj, 16
+  %empty = icmp ult i64 %mq, {rows}
+  %empty2 = icmp ult i64 %nj, 32
+  %none = or i1 %empty, %empty2
+  br i1 %none, label %exit, label %gloop
+gloop:
+  %g = phi i64 [0, %entry], [%gnext, %gend]
+  %g1 = add i64 %g, 1
+  %bo0 = mul i64 %g, {blk}
+  %bo1 = mul i64 %g1, {blk}
+  %pb0 = getelementptr i8, ptr %B, i64 %bo0
+  %pb1 = getelementptr i8, ptr %B, i64 %bo1
+"""
+
+
 def _avx512_kernel_ir(kb, op="bf16", rows=_ROWS):
     """LLVM IR of ``gemm_{op}_{kb}(A, lda, B, C, ldc, mq, nj)`` on AVX-512, the
     contract of the AMX kernel of that name (``_kernel_ir``): pairs of
@@ -345,20 +365,7 @@ def _avx512_kernel_ir(kb, op="bf16", rows=_ROWS):
 """ for r in range(rows))
     return f"""
 define void @gemm_{op}_{kb}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
-entry:
-  %ng = udiv i64 %nj, 16
-  %empty = icmp ult i64 %mq, {rows}
-  %empty2 = icmp ult i64 %nj, 32
-  %none = or i1 %empty, %empty2
-  br i1 %none, label %exit, label %gloop
-gloop:
-  %g = phi i64 [0, %entry], [%gnext, %gend]
-  %g1 = add i64 %g, 1
-  %bo0 = mul i64 %g, {blk}
-  %bo1 = mul i64 %g1, {blk}
-  %pb0 = getelementptr i8, ptr %B, i64 %bo0
-  %pb1 = getelementptr i8, ptr %B, i64 %bo1
-  %cg = mul i64 %g, 64
+{_avx512_group_head(rows, blk)}  %cg = mul i64 %g, 64
   br label %iloop
 iloop:
   %i = phi i64 [0, %gloop], [%inext, %kl_end]
@@ -432,20 +439,7 @@ done{r}:
     return f"""
 define void @filter_bf16_{kb}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
                               ptr %OJ, i64 %ldo, ptr %CNT) #0 {{
-entry:
-  %ng = udiv i64 %nj, 16
-  %empty = icmp ult i64 %mq, {rows}
-  %empty2 = icmp ult i64 %nj, 32
-  %none = or i1 %empty, %empty2
-  br i1 %none, label %exit, label %gloop
-gloop:
-  %g = phi i64 [0, %entry], [%gnext, %gend]
-  %g1 = add i64 %g, 1
-  %bo0 = mul i64 %g, {blk}
-  %bo1 = mul i64 %g1, {blk}
-  %pb0 = getelementptr i8, ptr %B, i64 %bo0
-  %pb1 = getelementptr i8, ptr %B, i64 %bo1
-  %gb0 = trunc i64 %g to i32
+{_avx512_group_head(rows, blk)}  %gb0 = trunc i64 %g to i32
   %gc0 = shl i32 %gb0, 4
   %gv0i = insertelement <16 x i32> poison, i32 %gc0, i64 0
   %gv0 = shufflevector <16 x i32> %gv0i, <16 x i32> poison, <16 x i32> zeroinitializer
