@@ -28,6 +28,7 @@ JOBS = {
     "brute-uint8": "brute-force / faiss re-rank of uint8 rows",
     "brute-float": "brute-force / faiss re-rank of float32 and float64 rows",
     "pairwise": "pairwise_distances (uint8, float32, float64; Manhattan)",
+    "filters-ip": "per-query filtered search and the inner product (uint8, float32)",
 }
 
 # the jobs ``fastnn report`` needs (checked, and compiled on a cold cache,
@@ -86,6 +87,13 @@ def run_job(name):
             pairwise_distances(X)
             pairwise_distances(X, X[:7])
             pairwise_distances(X, X[:7], metric="manhattan")
+    elif name == "filters-ip":
+        from .neighbors import NearestNeighborsIndex
+        for dtype in ("uint8", "float32"):
+            X = _rows(dtype, 600, 32, 3)
+            per_query = [np.arange(0, 600, 3)] * 4
+            NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
+            NearestNeighborsIndex(X, metric="ip").kneighbors(X[:4], 2)
     else:
         raise ValueError(f"unknown warmup job {name!r}; expected one of {sorted(JOBS)}")
     return time.perf_counter() - t
@@ -105,11 +113,13 @@ def cold_jobs(jobs):
     """The jobs of ``jobs`` whose main kernels are not in numba's cache yet."""
     from .kernels import distances as _kd
     from .kernels import hog as _kh
+    from .kernels import subset as _ks
 
     marker = {"hog-uint8": _kh.hog_batch_lut, "hog-float": _kh.hog_batch_polar,
               "search-uint8": _kd.pruned_block, "search-float32": _kd.pruned_block,
               "search-float64": _kd.pruned_block, "brute-uint8": _kd.rerank_parallel,
-              "brute-float": _kd.rerank_parallel, "pairwise": _kd.finish_pairwise_parallel}
+              "brute-float": _kd.rerank_parallel, "pairwise": _kd.finish_pairwise_parallel,
+              "filters-ip": _ks.topk_of_subsets}
     return [j for j in jobs if not _is_cached(marker[j])]
 
 
