@@ -1,7 +1,7 @@
 """bfloat16 and uint8 x int8 matrix products in two kernel families with
 one data layout: Intel AMX tiles (Sapphire Rapids and later) and AVX-512
-(``vdpbf16ps`` with AVX512-BF16, ``vpdpbusd`` with AVX512-VNNI: AMD Zen 4 and
-later, Intel Cooper Lake / Ice Lake and later).
+(``vdpbf16ps`` with AVX512-BF16: AMD Zen 4 and later, Intel Cooper Lake;
+``vpdpbusd`` with AVX512-VNNI: also Intel Cascade Lake and Ice Lake).
 
 numba cannot express these instructions, so each kernel is written once in
 LLVM IR and compiled with llvmlite, the LLVM binding numba itself runs on (no
