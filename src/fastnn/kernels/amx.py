@@ -41,6 +41,8 @@ import threading
 
 import numpy as np
 
+from . import cpu
+
 __all__ = ["FAMILIES", "kernel_family", "available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
            "gemm_filter", "FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
            "aligned"]
@@ -48,7 +50,7 @@ __all__ = ["FAMILIES", "kernel_family", "available", "bf16_bits", "to_bf16", "fr
 KB = 32          # bfloat16 values per tile row (64 bytes): K is padded to this
 LINE = 64        # cache line: tile rows should start on one
 _lock = threading.Lock()
-_state = {}      # "flags", ("usable", family, op): bool, "engine", "funcs"
+_state = {}      # ("usable", family, op): bool, "tile_state", "engine", "funcs"
 
 _DECLS = """
 declare x86_amx @llvm.x86.tileloadd64.internal(i16, i16, ptr, i64)
@@ -473,23 +475,6 @@ _FEATURES = {"amx": "+amx-tile,+amx-bf16,+amx-int8,+avx512f,+avx512vl,+avx512bw"
              "avx512": "+avx512f,+avx512vl,+avx512bw,+avx512bf16,+avx512vnni"}
 
 
-def _cpu_flags():
-    """The CPU's flags as Linux reports them (/proc/cpuinfo; empty elsewhere)."""
-    flags = _state.get("flags")
-    if flags is None:
-        flags = set()
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:
-            pass
-        _state["flags"] = flags
-    return flags
-
-
 def _request_tile_state():
     """Ask Linux for the AMX tile data state (XFEATURE_XTILEDATA = 18);
     without it the first tile instruction would kill the process."""
@@ -506,19 +491,18 @@ def _request_tile_state():
 def _supported(fam, op):
     """Whether the CPU, the OS and the ``FASTNN_*`` switches allow ``fam``'s
     ``op`` product (no self-test)."""
-    flags = _cpu_flags()
+    flags = cpu.linux_flags()
     if os.name != "posix":
         return False
     if fam == "amx":
         need = {"amx_tile", "amx_bf16", "avx512f", "avx512vl", "avx512bw"}
         if op == "u8s8":
             need |= {"amx_int8"}
-        return (os.environ.get("FASTNN_AMX", "1") != "0" and need <= flags
-                and _request_tile_state())
+        return cpu.switch_on("FASTNN_AMX") and need <= flags and _request_tile_state()
     if fam == "avx512":
         need = {"avx512f", "avx512vl", "avx512bw",
                 "avx512_bf16" if op == "bf16" else "avx512_vnni"}
-        return os.environ.get("FASTNN_AVX512", "1") != "0" and need <= flags
+        return cpu.switch_on("FASTNN_AVX512") and need <= flags
     return False
 
 

@@ -12,7 +12,6 @@ Sorted top-k lists are kept as two arrays (distance, index), ascending by
 """
 
 import math
-import os
 
 import numpy as np
 from llvmlite import ir
@@ -20,6 +19,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import cpu
 from ._jit import twin
 
 
@@ -49,19 +49,9 @@ def _prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-def _host_has_vnni():
-    """AVX-512 VNNI on the CPU numba compiles for (``FASTNN_VNNI=0`` or
-    ``FASTNN_AVX512=0``: off, the latter with every AVX-512 kernel)."""
-    if os.environ.get("FASTNN_VNNI", "1") == "0" or os.environ.get("FASTNN_AVX512", "1") == "0":
-        return False
-    try:
-        import llvmlite.binding as ll
-        return bool(ll.get_host_cpu_features().get("avx512vnni", False))
-    except Exception:       # pragma: no cover
-        return False
-
-
-VNNI = _host_has_vnni()
+# AVX-512 VNNI for exact uint8 distances (decided when numba compiles;
+# FASTNN_VNNI=0 or FASTNN_AVX512=0: off)
+VNNI = cpu.vnni_exact_distance()
 
 
 @intrinsic

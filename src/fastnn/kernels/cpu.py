@@ -1,0 +1,58 @@
+"""The CPU's features and fastnn's ``FASTNN_*`` switches, read in one place.
+
+Nothing here changes state: each function reads (and caches) what the
+operating system, LLVM or the environment says. The kernel modules ask it
+which instructions they may use; which kernel family runs is decided in
+``kernels/amx.py`` (``kernel_family``), which also runs the self-tests.
+
+Switches (environment variables; ``0`` turns a feature off, anything else or
+unset leaves it to the CPU):
+
+* ``FASTNN_AMX``: Intel AMX tile kernels;
+* ``FASTNN_AVX512``: the AVX-512 kernel family and the AVX-512 VNNI exact
+  uint8 distance (with ``FASTNN_AMX=0`` too: the portable path, as on an
+  AVX2-only or ARM CPU);
+* ``FASTNN_VNNI``: the VNNI exact uint8 distance only.
+"""
+
+import os
+from functools import lru_cache
+
+SWITCHES = ("FASTNN_AMX", "FASTNN_AVX512", "FASTNN_VNNI")
+
+
+def switch_on(name):
+    """Whether the switch ``name`` (one of ``SWITCHES``) leaves its feature on."""
+    if name not in SWITCHES:
+        raise ValueError(f"unknown switch {name!r}; expected one of {SWITCHES}")
+    return os.environ.get(name, "1") != "0"
+
+
+@lru_cache(maxsize=None)
+def linux_flags():
+    """The CPU flags Linux reports (``/proc/cpuinfo``; an empty set elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=None)
+def llvm_features():
+    """The features of the CPU LLVM (and so numba) compiles for, as a dict
+    ``{'avx512vnni': True, ...}`` (empty where llvmlite cannot tell)."""
+    try:
+        import llvmlite.binding as ll
+        return dict(ll.get_host_cpu_features())
+    except Exception:       # pragma: no cover
+        return {}
+
+
+def vnni_exact_distance():
+    """Whether numba kernels may use AVX-512 VNNI for exact uint8 distances."""
+    return (switch_on("FASTNN_VNNI") and switch_on("FASTNN_AVX512")
+            and bool(llvm_features().get("avx512vnni", False)))
