@@ -10,10 +10,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from skimage.feature import hog as sk_hog
 
-from fastnn import HOGKNN, HOGTransformer, KNeighborsClassifier, KNeighborsTransformer
+from fastnn import (HOGKNN, HOGTransformer, KNeighborsClassifier, KNeighborsRegressor,
+                    KNeighborsTransformer)
 
 
-@parametrize_with_checks([KNeighborsClassifier(), KNeighborsTransformer()])
+@parametrize_with_checks([KNeighborsClassifier(), KNeighborsRegressor(), KNeighborsTransformer()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -198,3 +199,24 @@ def test_callable_weights_all_zero_raise_as_sklearn():
     with pytest.raises(ValueError) as our_err:
         KNeighborsClassifier(3, weights=zero).fit(X, y).predict(X[:5])
     assert str(our_err.value) == str(sk_err.value)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance", lambda d: 1.0 / (1.0 + d)])
+@pytest.mark.parametrize("outputs", [1, 3])
+@pytest.mark.parametrize("metric", ["minkowski", "manhattan"])
+def test_regressor_equals_sklearn(weights, outputs, metric):
+    """Continuous data (no distance ties): the same predictions as sklearn's
+    KNeighborsRegressor, one or several outputs, every weighting."""
+    from sklearn.neighbors import KNeighborsRegressor as SkKNR
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(400, 12))
+    y = rng.normal(size=(400, outputs)) if outputs > 1 else rng.normal(size=400)
+    Q = rng.normal(size=(80, 12))
+    ours = KNeighborsRegressor(7, weights=weights, metric=metric).fit(X, y).predict(Q)
+    ref = SkKNR(7, weights=weights, metric=metric, algorithm="brute").fit(X, y).predict(Q)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    # the training points themselves, "distance" weights with zero distances
+    np.testing.assert_allclose(KNeighborsRegressor(3, weights=weights).fit(X, y).predict(X[:20]),
+                               SkKNR(3, weights=weights, algorithm="brute").fit(X, y)
+                               .predict(X[:20]), rtol=1e-12, atol=1e-12)

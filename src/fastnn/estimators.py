@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .feature import BLOCK_NORMS, hog, hog_output_shape
 from .neighbors import NearestNeighborsIndex, _check_metric
 
-__all__ = ["KNeighborsClassifier", "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
+__all__ = ["KNeighborsClassifier", "KNeighborsRegressor", "KNeighborsTransformer",
+           "HOGTransformer", "HOGKNN"]
 
 
 def _effective_p(p, metric_params):
@@ -233,6 +234,68 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        return tags
+
+
+class KNeighborsRegressor(RegressorMixin, _NeighborsBase):
+    """k-nearest-neighbours regression, a drop-in for
+    ``sklearn.neighbors.KNeighborsRegressor``: the (weighted) mean of the
+    neighbours' targets, one or several outputs.
+
+    Parameters as :class:`KNeighborsClassifier` (``weights`` 'uniform',
+    'distance' or a callable; ``metric`` euclidean / sqeuclidean / manhattan
+    or minkowski with p = 1, 2; ``backend``: fastnn's search backend).
+    Neighbours are exact and sorted by (distance, index), so predictions
+    equal sklearn's wherever no distance tie straddles the k-th neighbour.
+    """
+
+    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
+                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def fit(self, X, y):
+        """Store the training data and targets."""
+        _check_weights(self.weights)
+        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=True,
+                             y_numeric=True)
+        if X.dtype.kind not in "uif":
+            X = X.astype(np.float64)
+        self._y = np.asarray(y)
+        return self._fit_index(X)
+
+    def predict(self, X):
+        """The mean of the neighbours' targets (weighted by ``weights``), as
+        sklearn computes it."""
+        check_is_fitted(self, "_index")
+        weights = _check_weights(self.weights)
+        dist, ind = self.kneighbors(X)
+        w = _weights_from_distances(dist, weights)
+        y = self._y.reshape(-1, 1) if self._y.ndim == 1 else self._y
+        if w is None:
+            pred = np.mean(y[ind], axis=1)
+        else:
+            if callable(weights) and not np.all(np.any(np.asarray(w) != 0, axis=1)):
+                raise ValueError("All neighbors of some sample is getting zero weights. Please "
+                                 "modify 'weights' to avoid this case if you are using a "
+                                 "user-defined function.")
+            pred = np.empty((dist.shape[0], y.shape[1]), np.float64)
+            denom = np.sum(w, axis=1)
+            for j in range(y.shape[1]):
+                pred[:, j] = np.sum(y[ind, j] * w, axis=1) / denom
+        return pred.ravel() if self._y.ndim == 1 else pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.target_tags.multi_output = True
         return tags
 
 
