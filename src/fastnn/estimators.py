@@ -59,7 +59,8 @@ def _check_weights(weights):
 
 
 def _weights_from_distances(dist, weights):
-    """sklearn's neighbour weights (zero distances take all the weight)."""
+    """sklearn's neighbour weights (zero distances take all the weight); a
+    callable that gives some row no weight at all is sklearn's ValueError."""
     if weights in (None, "uniform"):
         return None
     if weights == "distance":
@@ -69,7 +70,12 @@ def _weights_from_distances(dist, weights):
         inf_row = np.any(inf_mask, axis=1)
         w[inf_row] = inf_mask[inf_row]
         return w
-    return weights(dist)
+    w = weights(dist)
+    if not np.all(np.any(np.asarray(w) != 0, axis=1)):
+        raise ValueError("All neighbors of some sample is getting zero weights. Please "
+                         "modify 'weights' to avoid this case if you are using a "
+                         "user-defined function.")
+    return w
 
 
 def vote_proba(dist, ind, y_encoded, n_classes, weights):
@@ -78,11 +84,6 @@ def vote_proba(dist, ind, y_encoded, n_classes, weights):
     w = _weights_from_distances(dist, weights)
     if w is None:
         w = np.ones_like(dist)
-    elif callable(weights) and not np.all(np.any(np.asarray(w) != 0, axis=1)):
-        # (sklearn's check and message: a row of zero weights has no vote)
-        raise ValueError("All neighbors of some sample is getting zero weights. Please "
-                         "modify 'weights' to avoid this case if you are using a "
-                         "user-defined function.")
     labels = y_encoded[ind]
     proba = np.zeros((ind.shape[0], n_classes))
     rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
@@ -164,7 +165,23 @@ class _NeighborsBase(BaseEstimator):
                                  shape=(n_queries, self.n_samples_fit_))
 
 
-class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
+class _KNeighborsVote(_NeighborsBase):
+    """The parameters the k-NN classifier and regressor share (sklearn's)."""
+
+    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
+                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+
+class KNeighborsClassifier(ClassifierMixin, _KNeighborsVote):
     """k-nearest-neighbours vote, a drop-in for ``sklearn.neighbors.KNeighborsClassifier``.
 
     Parameters
@@ -190,18 +207,6 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
     Neighbours are sorted by (distance, index) and class ties go to the
     smallest label, so predictions equal sklearn's on integer data.
     """
-
-    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
-                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
-        self.n_neighbors = n_neighbors
-        self.weights = weights
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.p = p
-        self.metric = metric
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
-        self.backend = backend
 
     def fit(self, X, y):
         """Store the training data and labels."""
@@ -237,7 +242,7 @@ class KNeighborsClassifier(ClassifierMixin, _NeighborsBase):
         return tags
 
 
-class KNeighborsRegressor(RegressorMixin, _NeighborsBase):
+class KNeighborsRegressor(RegressorMixin, _KNeighborsVote):
     """k-nearest-neighbours regression, a drop-in for
     ``sklearn.neighbors.KNeighborsRegressor``: the (weighted) mean of the
     neighbours' targets, one or several outputs.
@@ -248,18 +253,6 @@ class KNeighborsRegressor(RegressorMixin, _NeighborsBase):
     Neighbours are exact and sorted by (distance, index), so predictions
     equal sklearn's wherever no distance tie straddles the k-th neighbour.
     """
-
-    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
-                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
-        self.n_neighbors = n_neighbors
-        self.weights = weights
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.p = p
-        self.metric = metric
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
-        self.backend = backend
 
     def fit(self, X, y):
         """Store the training data and targets."""
@@ -282,10 +275,6 @@ class KNeighborsRegressor(RegressorMixin, _NeighborsBase):
         if w is None:
             pred = np.mean(y[ind], axis=1)
         else:
-            if callable(weights) and not np.all(np.any(np.asarray(w) != 0, axis=1)):
-                raise ValueError("All neighbors of some sample is getting zero weights. Please "
-                                 "modify 'weights' to avoid this case if you are using a "
-                                 "user-defined function.")
             pred = np.empty((dist.shape[0], y.shape[1]), np.float64)
             denom = np.sum(w, axis=1)
             for j in range(y.shape[1]):

@@ -36,9 +36,8 @@ def search(index, Q, is_int, k, farthest, n_threads, chunk_size, dist, ind):
     unit = _U32 if f32 else _U64
     tile = 8192
     qchunk = chunk_size or 2048
-    X64 = X.astype(np.float64)
-    xnorm_max = float(np.sqrt(np.max(np.einsum("ij,ij->i", X64, X64)))) if n else 0.0
-    del X64
+    # (the index's cached squared row norms: no float64 copy of X per search)
+    xnorm_max = float(np.sqrt(index.xn.max())) if n else 0.0
     full = 0
     for s in range(0, Q.shape[0], qchunk):
         e = min(Q.shape[0], s + qchunk)
