@@ -67,11 +67,12 @@ def test_per_shard_figures(benchmark, data):
     def run():
         t = time.perf_counter()
         idx = NearestNeighborsIndex(shard, metric="sqeuclidean", n_jobs=1)
-        idx._projection(1)
+        idx.kneighbors(Q[:1], 1, n_jobs=1, backend="pruned")     # (builds the projection)
         build = time.perf_counter() - t
         idx.kneighbors(Q, 1, n_jobs=1)
-        pr = idx._proj
-        extra = sum(v.nbytes for v in pr.values() if isinstance(v, np.ndarray))
+        layout = idx.built.layout
+        extra = sum(getattr(layout, f).nbytes for f in vars(layout)
+                    if isinstance(getattr(layout, f), np.ndarray))
         benchmark.extra_info.update(build_s=build, rows=len(shard),
                                     data_bytes=int(shard.nbytes), index_extra_bytes=int(extra),
                                     exact_per_query=idx.stats_["exact_per_query_mean"])

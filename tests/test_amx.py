@@ -184,7 +184,7 @@ def test_filter_plan_rows_and_columns(family):
         ref_oj = np.full((mq, nj), -1, np.int32)
         ref_cnt = np.empty(mq, np.int32)
         amx.gemm_filter(np.ascontiguousarray(A[q0:q0 + mq]), Bp, nj, j0, T[:mq].copy(), ref_ok,
-                        ref_oj, ref_cnt)
+                        ref_oj, ref_cnt, family=family)
         np.testing.assert_array_equal(CNT[:mq], ref_cnt)
         for r in range(mq):
             np.testing.assert_array_equal(OJ[r, :CNT[r]], ref_oj[r, :ref_cnt[r]])
@@ -259,7 +259,7 @@ def test_stage1_rows_round_like_bf16_bits():
     major) hold exactly ``bf16_bits`` of the vectors (of ``-2 h`` for
     queries), three ones and three pieces of ``|h|^2`` within 2**-22;
     ``F = E1 + |W - h|`` and ``a16 = |h|``."""
-    from fastnn.kernels import distances as dk
+    from fastnn.kernels import projection as dproj
     rng = np.random.default_rng(3)
     n, mp = 70, 23
     W = (rng.standard_normal((n, mp)) * 2.0 ** rng.integers(-130, 20, (n, mp)))
@@ -275,7 +275,7 @@ def test_stage1_rows_round_like_bf16_bits():
     F = np.empty(n)
     a16 = np.empty(n)
     perm = np.arange(n)
-    dk.stage1_rows_index(W, W.view(np.uint32), E1, perm, 0, n, np.empty(K, np.uint16), Bp, F, a16)
+    dproj.stage1_rows_index(W, W.view(np.uint32), E1, perm, 0, n, np.empty(K, np.uint16), Bp, F, a16)
     rows = Bp.transpose(0, 2, 1, 3).reshape(-1, K)[:n]
     np.testing.assert_array_equal(rows[:, :mp], h_bits)
     assert (rows[:, mp:mp + 3] == 0x3F80).all() and (rows[:, mp + 6:] == 0).all()
@@ -290,13 +290,13 @@ def test_stage1_rows_round_like_bf16_bits():
     F2 = np.empty(n)
     a2 = np.empty(n)
     for p0, p1 in ((0, 37), (37, n)):
-        dk.stage1_rows_index(W, W.view(np.uint32), E1, perm, p0, p1, np.empty(K, np.uint16), Bq,
+        dproj.stage1_rows_index(W, W.view(np.uint32), E1, perm, p0, p1, np.empty(K, np.uint16), Bq,
                              F2, a2)
     np.testing.assert_array_equal(Bq.transpose(0, 2, 1, 3).reshape(-1, K)[:n], rows[perm])
     np.testing.assert_array_equal(F2, F)
     np.testing.assert_array_equal(a2, a16)
     A = np.zeros((n, K), np.uint16)
-    dk.stage1_rows_query(W, W.view(np.uint32), E1, A, F, a16)
+    dproj.stage1_rows_query(W, W.view(np.uint32), E1, A, F, a16)
     np.testing.assert_array_equal(A[:, :mp], amx.bf16_bits(-2.0 * h))
     assert (A[:, mp + 3:mp + 6] == 0x3F80).all() and (A[:, mp + 6:] == 0).all()
     pieces = amx.from_bf16(A[:, mp:mp + 3]).astype(np.float64).sum(1)
@@ -310,13 +310,13 @@ def test_packing_kernels_equal_the_numpy_packing(n, k4, nrows, seed):
     """The numba packer used by the clustered search equals amx's numpy
     packing: rows of int8 data in a given order (``pack_rows_s8``, padded
     values and columns zero)."""
-    from fastnn.kernels import distances as dk
+    from fastnn.kernels import pruned as dp
     r = np.random.default_rng(seed)
     d = 64 * k4 - int(r.integers(0, 64))
     A = r.integers(-128, 128, (n, d)).astype(np.int8)
     rows = r.integers(0, n, min(nrows, 64))
     out = np.full((4, 16 * k4, 16, 4), 99, np.int8)
-    dk.pack_rows_s8(A, rows, out)
+    dp.pack_rows_s8(A, rows, out)
     ref = amx.pack_b_s8(A[rows], 64 * k4)
     np.testing.assert_array_equal(out[:ref.shape[0]], ref)
     assert not out[ref.shape[0]:].any()
@@ -327,19 +327,19 @@ def test_gather_rows_and_exact_first_tile(family):
     """The exact first tile of a uint8 block: gathered rows times the
     block's queries - 128 on AMX integer tiles give |q - x|^2 exactly, the
     top-k per query by (distance, row), every row marked measured."""
-    from fastnn.kernels import distances as dk
+    from fastnn.kernels import pruned as dp
     r = np.random.default_rng(3)
     X = r.integers(0, 4, (500, 70)).astype(np.uint8)          # few levels: ties
     Q = np.vstack([X[:5], r.integers(0, 4, (35, 70)).astype(np.uint8)])
     rows = np.sort(r.choice(500, 64, replace=False))
     Xw = np.zeros((64, 128), np.uint8)
-    dk.gather_rows(X, rows, Xw)
+    dp.gather_rows(X, rows, Xw)
     np.testing.assert_array_equal(Xw[:, :70], X[rows])
     assert not Xw[:, 70:].any()
     Q8 = (Q.astype(np.int16) - 128).astype(np.int8)
     qrow = np.arange(len(Q))
     Bq = np.empty((4, 32, 16, 4), np.int8)
-    dk.pack_rows_s8(Q8, qrow, Bq)
+    dp.pack_rows_s8(Q8, qrow, Bq)
     C = np.empty((64, 64), np.int32)
     amx.gemm_u8s8(Xw, Bq, C, 64, family=family)
     XS = X.sum(1, dtype=np.int64)
@@ -351,8 +351,13 @@ def test_gather_rows_and_exact_first_tile(family):
     lim1, sd = np.empty(nb), np.empty((nb, k))
     si, sc = np.empty((nb, k), np.int64), np.empty(nb, np.int64)
     seen = np.zeros((500, 1), np.uint64)
-    dk.window_exact(C, rows, XS, XN, QN, qrow, 0, nb, 1.0, np.zeros(nb), np.zeros(nb), kd, ki,
-                    kc, lim1, sd, si, sc, seen)
+    ex = dp.ExactInputs(Q, X, True, True, True, Q8, QN, XS, XN, qrow)
+    st = dp.Stage1State(seed_keys=sd, seed_rows=si, seed_counts=sc, top_dist=kd, top_rows=ki,
+                        top_counts=kc, key_limits=lim1, n_measured=np.zeros(nb, np.int64),
+                        cand_keys=np.empty((nb, 1), np.float32),
+                        cand_rows=np.empty((nb, 1), np.int64), n_cand=np.zeros(nb, np.int64),
+                        row_buffer=np.empty(k, np.int64), measured=seen)
+    dp.window_exact(C, rows, 0, nb, ex, dp.KeyBounds(1.0, np.zeros(nb), np.zeros(nb)), st)
     D = ((Q[:, None, :].astype(np.int64) - X[rows][None].astype(np.int64)) ** 2).sum(-1)
     order = np.lexsort((np.broadcast_to(rows, D.shape), D), axis=1)[:, :k]
     np.testing.assert_array_equal(ki, rows[order])

@@ -51,13 +51,34 @@ def test_round_trip_manhattan_and_the_built_state(tmp_path):
     index = NearestNeighborsIndex(X, backend="pruned")
     index.save(tmp_path / "ix")
     header = json.loads((tmp_path / "ix" / "header.json").read_text())
-    assert header["format"] == "fastnn-index" and header["version"] == 1
+    assert header["format"] == "fastnn-index" and header["version"] == 2
     assert header["shape"] == list(X.shape) and header["dtype"] == X.dtype.str
     # the projection was saved: the loaded index does not rebuild it
     loaded = NearestNeighborsIndex.load(tmp_path / "ix")
-    assert loaded._proj is not None
+    assert loaded.built.projection is not None and loaded.built.layout is not None
     for name, meta in header["arrays"].items():
         assert (tmp_path / "ix" / meta["file"]).is_file(), name
+    np.testing.assert_array_equal(loaded.kneighbors(Q, 4)[1], index.kneighbors(Q, 4)[1])
+
+
+def test_version_1_folder_loads_and_rebuilds(tmp_path):
+    """A folder in the first format (its built state under older names)
+    loads its data and parameters and rebuilds the rest: same answers."""
+    X, Q = _data("float32")
+    index = NearestNeighborsIndex(X, backend="pruned")
+    index.save(tmp_path / "ix")
+    hp = tmp_path / "ix" / "header.json"
+    header = json.loads(hp.read_text())
+    header["version"] = 1
+    header["arrays"] = {"X": header["arrays"]["X"]}
+    header["params"].pop("pruned_options")
+    header["state"] = {"is_int": {"value": False}, "_absmax": {"value": float(np.abs(X).max())},
+                       "_proj": {"value": None}}
+    hp.write_text(json.dumps(header))
+    loaded = NearestNeighborsIndex.load(tmp_path / "ix")
+    assert loaded.built.layout is None
+    np.testing.assert_array_equal(loaded.kneighbors(Q, 4)[1], index.kneighbors(Q, 4)[1])
+    assert loaded.stats_["backend"] == "pruned"
 
 
 def test_existing_path_needs_overwrite(tmp_path):
@@ -90,20 +111,20 @@ def test_altered_array_is_refused(saved):
 
 
 def test_truncated_and_missing_files_are_refused(saved):
-    f = saved / "_proj.W1.npy"
+    f = saved / "built.layout.keys.npy"
     f.write_bytes(f.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"_proj.W1.npy: cannot read it as a .npy array"):
+    with pytest.raises(ValueError, match=r"built.layout.keys.npy: cannot read it as a .npy array"):
         NearestNeighborsIndex.load(saved, verify=False)
     f.unlink()
-    with pytest.raises(ValueError, match="_proj.W1.npy: missing"):
+    with pytest.raises(ValueError, match="built.layout.keys.npy: missing"):
         NearestNeighborsIndex.load(saved)
 
 
 def test_foreign_headers_versions_and_dtypes_are_refused(saved, tmp_path):
     hp = saved / "header.json"
     header = json.loads(hp.read_text())
-    hp.write_text(json.dumps(dict(header, version=2)))
-    with pytest.raises(ValueError, match="format version 2; this fastnn reads version 1"):
+    hp.write_text(json.dumps(dict(header, version=3)))
+    with pytest.raises(ValueError, match=r"format version 3; this fastnn reads versions \(1, 2\)"):
         NearestNeighborsIndex.load(saved)
     hp.write_text(json.dumps(dict(header, format="faiss")))
     with pytest.raises(ValueError, match="not a fastnn index header"):

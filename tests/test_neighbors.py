@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.metrics import pairwise_distances as sk_pd
 from sklearn.neighbors import NearestNeighbors
 
-from fastnn import NearestNeighborsIndex, kneighbors, pairwise_distances
+from fastnn import NearestNeighborsIndex, PrunedOptions, kneighbors, pairwise_distances
 from fastnn.kernels import amx
 
 BACKENDS = ["brute", "pruned", "faiss"]
@@ -110,16 +110,15 @@ def test_uint8_pairwise_paths_equal_sklearn(n, m, d, metric, chunk, threads, see
     """uint8 distances on AMX integer tiles (exact int32 products) and on
     the float64 GEMM (without AMX-INT8) both equal sklearn's bit for bit:
     X vs Y, X vs itself (zero diagonal), chunked, either thread count."""
-    from contextlib import nullcontext
     from unittest import mock
 
-    import fastnn.neighbors as nbm
+    from fastnn.neighbors import pairwise as pw
     r = np.random.default_rng(seed)
     X = r.integers(0, 256, (n, d)).astype(np.uint8)
     Y = r.integers(0, 256, (m, d)).astype(np.uint8)
     X[: n // 3] = X[n // 3: 2 * (n // 3)]            # repeated rows
     calls = []
-    real = nbm._u8_pairwise_rows
+    real = pw.exact_u8_rows
 
     def spy(*a, **kw):
         calls.append(1)
@@ -127,13 +126,14 @@ def test_uint8_pairwise_paths_equal_sklearn(n, m, d, metric, chunk, threads, see
 
     for forced_off in (False, True):
         calls.clear()
-        off = (mock.patch.object(nbm, "_u8_pairwise_plan", lambda *a: None) if forced_off
-               else nullcontext())
-        with mock.patch.object(nbm, "_u8_pairwise_rows", spy), off:
-            got = pairwise_distances(X, Y, metric=metric, n_jobs=threads, chunk_size=chunk)
-            own = pairwise_distances(X, metric=metric, n_jobs=threads, chunk_size=chunk)
-            blocks = np.vstack(list(nbm.pairwise_distances_chunked(X, Y, metric=metric,
-                                                                   chunk_size=chunk or 40)))
+        kernels = "portable" if forced_off else "auto"
+        with mock.patch.object(pw, "exact_u8_rows", spy):
+            got = pairwise_distances(X, Y, metric=metric, n_jobs=threads, chunk_size=chunk,
+                                     kernels=kernels)
+            own = pairwise_distances(X, metric=metric, n_jobs=threads, chunk_size=chunk,
+                                     kernels=kernels)
+            blocks = np.vstack(list(pw.pairwise_distances_chunked(
+                X, Y, metric=metric, chunk_size=chunk or 40, kernels=kernels)))
         np.testing.assert_array_equal(got, sk_pd(X, Y, metric=metric))
         np.testing.assert_array_equal(own, sk_pd(X, metric=metric))
         np.testing.assert_array_equal(blocks, got)
@@ -286,18 +286,14 @@ def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, s
     (every query overflowing, keys recomputed) gives the reference answer;
     few projection directions make the bounds loose, so that the keys kept
     in stage 1 (not only the seeds) decide."""
-    from unittest import mock
-
-    import fastnn.neighbors as nb
     r = np.random.default_rng(seed)
     k = max(1, min(n, int(round(k_frac * n))))
     X = r.integers(0, levels, (n, 20)).astype(dtype)
     X[n // 3:n // 3 + n // 4] = X[:n // 4]                 # duplicated rows: exact ties
     Q = np.vstack([X[:3], r.integers(0, levels, (30, 20)).astype(dtype)])
-    with mock.patch.object(nb, "_STAGE1_TILE", tile), mock.patch.object(nb, "_STAGE1_CAP", cap), \
-            mock.patch.object(nb, "_STAGE1_TILE_AMX", tile2):
-        index = _pruned(X, "portable" if blas else "auto", n_components=m)
-        dist, ind = index.kneighbors(Q, k)
+    options = PrunedOptions(stage1_tile=tile, key_capacity=cap, stage1_tile_filtered=tile2)
+    index = _pruned(X, "portable" if blas else "auto", n_components=m, pruned_options=options)
+    dist, ind = index.kneighbors(Q, k)
     rd, ri = _reference(Q, X, k)
     np.testing.assert_array_equal(ind, ri)
     np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
@@ -307,14 +303,10 @@ def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, s
 def test_pruned_overflow_path_is_taken(first_stage, rng):
     """With a one-key list every query overflows and has its keys
     recomputed: still the brute-force answer."""
-    from unittest import mock
-
-    import fastnn.neighbors as nb
     X = rng.normal(size=(900, 32))
     Q = rng.normal(size=(50, 32))
-    with mock.patch.object(nb, "_STAGE1_CAP", 1):
-        index = _pruned(X, first_stage)
-        d1, i1 = index.kneighbors(Q, 4)
+    index = _pruned(X, first_stage, pruned_options=PrunedOptions(key_capacity=1))
+    d1, i1 = index.kneighbors(Q, 4)
     assert index.stats_["stage1_overflows"] > 0
     _check_first_stage(index, first_stage)
     d0, i0 = index.kneighbors(Q, 4, backend="brute")
@@ -366,23 +358,29 @@ def test_pruned_first_stage_rounding_is_covered(first_stage, k):
                     "by float64 GEMM")
 @pytest.mark.parametrize("n, d", [(300, 100), (256, 128), (97, 64)])
 def test_uint8_projection_by_int8_digits_is_within_its_bounds(n, d, rng):
-    """uint8 data project exactly by integer AMX products with the int8
+    """uint8 data project exactly by integer tile products with the int8
     digits of the directions (rows padded or not): the stored first-stage
     vectors lie within their bound E1 of the exact projection (float64
     numpy on the same directions), and the search is exact."""
+    from fastnn.neighbors.pruned.projection import build_projection, fit_spectrum, project_rows
+    family = amx.kernel_family("u8s8")
+    if family is None:
+        pytest.skip("no int8 tile kernels on this CPU (AMX-INT8 or AVX512-VNNI)")
     basis = rng.integers(0, 4, (6, d))
     X = np.clip(rng.integers(0, 40, (n, 6)) @ basis // 6 + rng.integers(0, 30, (n, d)),
                 0, 255).astype(np.uint8)
-    index = NearestNeighborsIndex(X, backend="pruned")
-    pr = index._projection(2)
-    assert pr["U8"] is not None
-    v = (X.astype(np.float64) - pr["c"]) * pr["scale"]
-    Z = v @ pr["PT"]
-    m1 = pr["m1"]
+    proj = build_projection(X, True, None, fit_spectrum(X, None, 0), PrunedOptions(),
+                            tile_kernels=True, int8_kernels=True)
+    assert proj.int8 is not None
+    rows, _ = project_rows(X, True, proj, 2, int8_family=family)
+    v = (X.astype(np.float64) - proj.centre) * proj.scale
+    Z = v @ proj.directions_t
+    m1 = proj.first_stage_components
     res = np.sqrt(np.maximum((v * v).sum(1) - (Z[:, :m1] ** 2).sum(1), 0.0))
     exact = np.hstack([Z[:, :m1], res[:, None]])
-    err = np.sqrt(((pr["W1"].astype(np.float64) - exact) ** 2).sum(1))
-    assert np.all(err <= index._project(X, pr, 1)["E1"])
+    err = np.sqrt(((rows.keys.astype(np.float64) - exact) ** 2).sum(1))
+    assert np.all(err <= rows.key_error)
+    index = NearestNeighborsIndex(X, backend="pruned")
     Q = np.vstack([X[:5], rng.integers(0, 256, (20, d)).astype(np.uint8)])
     dist, ind = index.kneighbors(Q, 3)
     rd, ri = _reference(Q, X, 3)
@@ -416,9 +414,6 @@ def test_pruned_clustered_index(first_stage, dtype, k):
     clusters and queries equal to index rows make exact ties; the answer is
     the reference's, whatever the thread count and query chunk, also when
     every query's key list overflows (all keys recomputed)."""
-    from unittest import mock
-
-    import fastnn.neighbors as nb
     r = np.random.default_rng(k)
     centres = r.integers(20, 236, (12, 48))
     X = np.clip(centres[r.integers(0, 12, 3000)] + r.integers(-20, 21, (3000, 48)), 0, 255)
@@ -427,19 +422,18 @@ def test_pruned_clustered_index(first_stage, dtype, k):
     Q = np.vstack([X[::97], np.clip(centres[r.integers(0, 12, 60)]
                                     + r.integers(-25, 26, (60, 48)), 0, 255).astype(dtype)])
     rd, ri = _reference(Q, X, k)
-    with mock.patch.object(nb, "_STAGE1_TILE", 128), mock.patch.object(nb, "_STAGE1_TILE_AMX", 256):
-        for n_jobs, chunk, cap in ((1, None, 8192), (2, None, 8192), (2, 37, 8192), (2, None, 1)):
-            index = _pruned(X, first_stage, n_jobs=n_jobs)
-            with mock.patch.object(nb, "_STAGE1_CAP", cap):
-                dist, ind = index.kneighbors(Q, k, chunk_size=chunk)
-            assert (index.stats_["stage1_overflows"] > 0) == (cap == 1)
-            np.testing.assert_array_equal(ind, ri)
-            np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
-            _check_first_stage(index, first_stage)
-            assert index.stats_["clustered"]
-            exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
-                          and amx.available_int8("amx") and index.stats_["u8_dot"])
-            assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
+    for n_jobs, chunk, cap in ((1, None, 8192), (2, None, 8192), (2, 37, 8192), (2, None, 1)):
+        options = PrunedOptions(stage1_tile=128, stage1_tile_filtered=256, key_capacity=cap)
+        index = _pruned(X, first_stage, n_jobs=n_jobs, pruned_options=options)
+        dist, ind = index.kneighbors(Q, k, chunk_size=chunk)
+        assert (index.stats_["stage1_overflows"] > 0) == (cap == 1)
+        np.testing.assert_array_equal(ind, ri)
+        np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
+        _check_first_stage(index, first_stage)
+        assert index.stats_["clustered"]
+        exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
+                      and amx.available_int8("amx") and index.stats_["u8_dot"])
+        assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
 
 
 @pytest.mark.parametrize("rank, no_cholesky", [(None, False), (None, True), (5, False)])
@@ -452,7 +446,7 @@ def test_randomized_pca_finds_the_leading_directions(rank, no_cholesky):
     import contextlib
     from unittest import mock
 
-    from fastnn.neighbors import _randomized_pca
+    from fastnn.neighbors.pruned.projection import randomized_pca as _randomized_pca
     r = np.random.default_rng(0)
     if rank is None:
         S = (r.normal(size=(400, 60)) * 0.8 ** np.arange(60)) @ np.linalg.qr(

@@ -117,17 +117,13 @@ def test_magnitude_pass_equals_numpy(n, dtype, special, seed, threads):
     """The validation's one pass over the bits (blocks of 7 values here)
     gives numpy's largest magnitude, and infinity exactly when numpy finds a
     NaN or an infinity."""
-    import fastnn.neighbors as nbm
+    from fastnn.neighbors.validation import abs_max
     r = np.random.default_rng(seed)
     a = (r.standard_normal((n, 3)) * 10.0 ** r.integers(-30, 30, (n, 3))).astype(dtype)
     if special is not None and n:
         with np.errstate(over="ignore"):
             a[r.integers(n), r.integers(3)] = dtype(special)
-    step, nbm._ABSMAX_STEP = nbm._ABSMAX_STEP, 7
-    try:
-        got = nbm._abs_max(a, threads)
-    finally:
-        nbm._ABSMAX_STEP = step
+    got = abs_max(a, threads, block=7)
     if not np.isfinite(a).all():
         assert got == np.inf
     else:

@@ -21,6 +21,7 @@ _PUBLIC = {
     "NearestNeighborsIndex": ".neighbors",
     "kneighbors": ".neighbors",
     "pairwise_distances": ".neighbors",
+    "PrunedOptions": ".neighbors",
 }
 
 __all__ = ["__version__"] + list(_PUBLIC)

@@ -153,41 +153,21 @@ def run_report(args):
         hog_s = t_h1 + t_h2
         steps.done()
 
-        preds = {}
-        for name, (a, b, extra) in {"1-NN raw": (xtr, xte, 0.0),
-                                    "1-NN HOG": (htr, hte, hog_s)}.items():
-            steps.start(name)
-            m, tf = _timed(KNeighborsClassifier(1).fit, a, ds.y_train)
-            pr, tp = _timed(m.predict, b)
-            preds[name] = pr
-            acc, f1 = _metrics(ds.y_test, pr)
-            rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
-            steps.done()
-        for name, (a, b, extra) in {"forest raw": (xtr, xte, 0.0),
-                                    "forest HOG": (htr, hte, hog_s)}.items():
-            steps.start(name)
-            m, tf = _timed(RandomForestClassifier(n_estimators=100, n_jobs=-1,
-                                                  random_state=0).fit, a, ds.y_train)
-            pr, tp = _timed(m.predict, b)
-            acc, f1 = _metrics(ds.y_test, pr)
-            rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra, predict_s=tp))
-            steps.done()
+        spaces = {"raw": (xtr, xte, 0.0), "HOG": (htr, hte, hog_s)}
+        models = {"1-NN": lambda: KNeighborsClassifier(1),
+                  "forest": lambda: RandomForestClassifier(n_estimators=100, n_jobs=-1,
+                                                           random_state=0)}
         if args.mlp:
             from sklearn.neural_network import MLPClassifier
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import StandardScaler
-            for name, (a, b, extra) in {"MLP raw": (xtr, xte, 0.0),
-                                        "MLP HOG": (htr, hte, hog_s)}.items():
-                steps.start(name)
-                mlp = make_pipeline(StandardScaler(), MLPClassifier(
-                    hidden_layer_sizes=(512,), early_stopping=True, max_iter=100,
-                    random_state=0))
-                m, tf = _timed(mlp.fit, a, ds.y_train)
-                pr, tp = _timed(m.predict, b)
-                acc, f1 = _metrics(ds.y_test, pr)
-                rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=tf + extra,
-                                 predict_s=tp))
-                steps.done()
+            models["MLP"] = lambda: make_pipeline(StandardScaler(), MLPClassifier(
+                hidden_layer_sizes=(512,), early_stopping=True, max_iter=100, random_state=0))
+        preds = {}
+        for model_name, make in models.items():
+            for space, (a, b, extra) in spaces.items():
+                name = f"{model_name} {space}"
+                preds[name] = _scored(steps, rows, name, make(), a, b, ds, extra)
 
         if args.reference:
             from skimage.feature import hog as sk_hog
@@ -238,6 +218,20 @@ def run_report(args):
         steps.close()
     return dict(dataset=ds.name, n_train=len(ds.y_train), n_test=len(ds.y_test), rows=rows,
                 figures=[str(f) for f in figures])
+
+
+def _scored(steps, rows, name, model, a, b, ds, extra_s):
+    """Fit ``model`` on ``a``, predict ``b``, append its row (accuracy,
+    macro F1, fit seconds plus ``extra_s`` for its features, predict
+    seconds) to ``rows``; returns the predictions."""
+    steps.start(name)
+    m, fit_s = _timed(model.fit, a, ds.y_train)
+    pred, predict_s = _timed(m.predict, b)
+    acc, f1 = _metrics(ds.y_test, pred)
+    rows.append(dict(method=name, accuracy=acc, f1=f1, fit_s=fit_s + extra_s,
+                     predict_s=predict_s))
+    steps.done()
+    return pred
 
 
 def _cnn():
@@ -356,6 +350,7 @@ def _default_queries(n):
 def _similar(feats, queries, k):
     """k most similar / dissimilar test images of each query, the query excluded."""
     from .neighbors import NearestNeighborsIndex
+    from .neighbors.topk import exclude_self
     n = len(feats)
     if not 1 <= k <= n - 1:
         raise UsageError(f"-k must be between 1 and {n - 1} (test images - 1), got {k}")
@@ -367,10 +362,7 @@ def _similar(feats, queries, k):
     out = []
     for farthest in (False, True):
         d, i = index.kneighbors(Q, k + 1, farthest=farthest)
-        keep = i != np.asarray(queries)[:, None]
-        d2 = np.stack([d[r][keep[r]][:k] for r in range(len(queries))])
-        i2 = np.stack([i[r][keep[r]][:k] for r in range(len(queries))])
-        out.append((d2, i2))
+        out.append(exclude_self(d, i, queries, farthest))
     return out
 
 

@@ -112,12 +112,13 @@ def _is_cached(dispatcher):
 def cold_jobs(jobs):
     """The jobs of ``jobs`` whose main kernels are not in numba's cache yet."""
     from .kernels import distances as _kd
+    from .kernels import pruned as _kp
     from .kernels import hog as _kh
     from .kernels import subset as _ks
 
     marker = {"hog-uint8": _kh.hog_batch_lut, "hog-float": _kh.hog_batch_polar,
-              "search-uint8": _kd.pruned_block, "search-float32": _kd.pruned_block,
-              "search-float64": _kd.pruned_block, "brute-uint8": _kd.rerank_parallel,
+              "search-uint8": _kp.pruned_block, "search-float32": _kp.pruned_block,
+              "search-float64": _kp.pruned_block, "brute-uint8": _kd.rerank_parallel,
               "brute-float": _kd.rerank_parallel, "pairwise": _kd.finish_pairwise_parallel,
               "filters-ip": _ks.topk_of_subsets}
     return [j for j in jobs if not _is_cached(marker[j])]

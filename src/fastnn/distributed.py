@@ -23,7 +23,9 @@ import numpy as np
 from .estimators import _check_weights, _resolve_metric, vote_proba
 from .feature import hog as _hog
 from .feature import hog_output_shape
-from .neighbors import NearestNeighborsIndex, _check_k, _check_metric, check_data
+from .neighbors import NearestNeighborsIndex
+from .neighbors.topk import merge_sorted
+from .neighbors.validation import check_data, check_k, check_metric
 
 __all__ = ["hog", "ShardedIndex", "DaskKNeighborsClassifier"]
 
@@ -92,14 +94,6 @@ def _query_shard(index, Q, k, offset, farthest):
     return d, i + offset
 
 
-def _merge(a, b, k, farthest):
-    """Merge two sorted candidate lists by (squared distance, index)."""
-    d = np.concatenate([a[0], b[0]], axis=1)
-    i = np.concatenate([a[1], b[1]], axis=1)
-    order = np.lexsort((i, -d if farthest else d), axis=-1)[:, :k]
-    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
-
-
 def _tree_reduce(parts, fn, dask):
     parts = list(parts)
     while len(parts) > 1:
@@ -132,7 +126,7 @@ class ShardedIndex:
 
     def __init__(self, X, metric="euclidean", backend="auto", persist=True):
         dask, da = _require_dask()
-        metric = _check_metric(metric)
+        metric = check_metric(metric)
         if not isinstance(X, da.Array):
             X = check_data(X, "X")[0]
             X = da.from_array(X, chunks=(max(1, len(X) // 2), -1))   # two shards
@@ -157,7 +151,7 @@ class ShardedIndex:
         dask, _ = _require_dask()
         parts = [dask.delayed(_query_shard)(s, Q, k, int(o), farthest)
                  for s, o in zip(self._shards, self.offsets)]
-        merged = _tree_reduce(parts, lambda a, b: _merge(a, b, k, farthest), dask)
+        merged = _tree_reduce(parts, lambda a, b: merge_sorted(a, b, k, farthest), dask)
         return dask.delayed(_finish)(merged, k, self.metric)
 
     def kneighbors(self, Q, n_neighbors=1, return_distance=True, farthest=False):
@@ -167,7 +161,7 @@ class ShardedIndex:
         queries gives lazy dask arrays chunked like its rows.
         """
         dask, da = _require_dask()
-        k = _check_k(n_neighbors, self.n_samples)
+        k = check_k(n_neighbors, self.n_samples)
         if isinstance(Q, da.Array):
             if Q.ndim != 2 or Q.shape[1] != self.n_features:
                 raise ValueError(f"query must be 2-D with {self.n_features} features, "
@@ -230,7 +224,7 @@ class DaskKNeighborsClassifier:
 
     def predict_proba(self, X):
         _, da = _require_dask()
-        k = _check_k(self.n_neighbors, self.index_.n_samples)
+        k = check_k(self.n_neighbors, self.index_.n_samples)
         d, i = self.index_.kneighbors(X, k)
         args = (self._y, len(self.classes_), self.weights)
         if isinstance(d, da.Array):

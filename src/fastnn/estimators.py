@@ -14,7 +14,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .feature import BLOCK_NORMS, hog, hog_output_shape
-from .neighbors import NearestNeighborsIndex, _check_metric
+from .neighbors import NearestNeighborsIndex
+from .neighbors.topk import exclude_self
+from .neighbors.validation import check_metric
 
 __all__ = ["KNeighborsClassifier", "KNeighborsRegressor", "KNeighborsTransformer",
            "HOGTransformer", "HOGKNN"]
@@ -48,7 +50,7 @@ def _resolve_metric(metric, p):
         if p == 1:
             return "manhattan"
         raise ValueError(f"metric='minkowski' is supported with p=1 or p=2 only, got p={p}")
-    return _check_metric(metric)      # the engine's names and aliases
+    return check_metric(metric)      # the engine's names and aliases
 
 
 def _check_weights(weights):
@@ -93,15 +95,21 @@ def vote_proba(dist, ind, y_encoded, n_classes, weights):
     return proba / normalizer
 
 
+def _check_n_neighbors(n_neighbors):
+    """scikit-learn's checks (and messages) of an ``n_neighbors`` value; the
+    bound by the number of fitted samples comes with the query."""
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+        raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, "
+                        "enter integer value")
+    if n_neighbors < 1:
+        raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+
+
 class _NeighborsBase(BaseEstimator):
     """Shared fit / kneighbors / kneighbors_graph."""
 
     def _fit_index(self, X):
-        if isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, numbers.Integral):
-            raise TypeError(f"n_neighbors does not take {type(self.n_neighbors)} value, "
-                            "enter integer value")
-        if self.n_neighbors < 1:
-            raise ValueError(f"Expected n_neighbors > 0. Got {self.n_neighbors}")
+        _check_n_neighbors(self.n_neighbors)
         metric = _resolve_metric(self.metric, _effective_p(self.p, self.metric_params))
         self._index = NearestNeighborsIndex(X, metric=metric, backend=self.backend,
                                             n_jobs=self.n_jobs)
@@ -116,11 +124,7 @@ class _NeighborsBase(BaseEstimator):
         check_is_fitted(self, "_index")
         if n_neighbors is None:
             n_neighbors = self.n_neighbors
-        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
-            raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, "
-                            "enter integer value")
-        if n_neighbors < 1:
-            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+        _check_n_neighbors(n_neighbors)
         query_is_train = X is None
         if query_is_train:
             X = self._index.X
@@ -135,12 +139,7 @@ class _NeighborsBase(BaseEstimator):
                              f"n_samples = {X.shape[0]}")
         dist, ind = self._index.kneighbors(X, n_neighbors, farthest=farthest)
         if query_is_train:
-            n = ind.shape[0]
-            keep = ind != np.arange(n)[:, None]
-            # as sklearn: when duplicates push the point itself out, drop the first
-            keep[:, 0][np.all(keep, axis=1)] = False
-            ind = ind[keep].reshape(n, n_neighbors - 1)
-            dist = dist[keep].reshape(n, n_neighbors - 1)
+            dist, ind = exclude_self(dist, ind, np.arange(ind.shape[0]), farthest)
         if return_distance:
             return dist, ind
         return ind

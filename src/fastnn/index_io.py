@@ -1,7 +1,7 @@
 """Saving and loading a ``NearestNeighborsIndex``: a folder of ``.npy`` files
 and a JSON header, no pickle.
 
-Format (version 1)::
+Format (version 2)::
 
     PATH/
       header.json           format name and version, fastnn version, the
@@ -9,8 +9,14 @@ Format (version 1)::
                             every scalar of its built state, and per array:
                             file, dtype, shape and a blake2b-128 checksum
       X.npy                 the data (uint8 stays uint8)
-      <name>.npy            each built array (projection, clusters, packed
-                            stage-1 rows, ...), e.g. proj.W1.npy
+      <name>.npy            each built array (projection, layout, packed
+                            stage-1 rows, ...), e.g. built.layout.keys.npy
+
+The built state is ``index.built`` (``neighbors.state.BuiltState``): its
+typed records (``Projection``, ``IndexLayout``, ...) are saved field by
+field under their class name. Version 1 (fastnn before the engine became a
+package) is still read: its data and parameters load, and its built state
+(held under older names) is rebuilt on first use.
 
 ``load(path, mmap_mode='r')`` memory-maps every array (the OS shares their
 pages between processes); by default each array is checked against its
@@ -26,6 +32,7 @@ against the portable path) rebuilds the parts that depend on it on first
 use, so a saved index answers identically everywhere.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,16 +43,14 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "fastnn-index"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _HEADER = "header.json"
 _CHUNK = 1 << 24        # bytes hashed per update (a memory map is read in pieces)
 
-# the index attributes saved (built state: arrays and scalars, nested dicts
-# and tuples of them); the rest are rebuilt or belong to the process
+# the constructor parameters saved (the rest of the index is its data and
+# its built state)
 _PARAMS = ("metric", "backend", "n_components", "n_jobs", "random_state", "kernels")
-_STATE = ("is_int", "_absmax", "first_stage_components", "_mid_step", "_extra_seeds",
-          "_xn", "_pca_cache", "_resid_estimate", "_proj", "_u8s", "_tile_family",
-          "_int8_family")
 
 
 def checksum(a):
@@ -62,6 +67,10 @@ def _flatten(value, key, arrays):
     if isinstance(value, np.ndarray):
         arrays[key] = value
         return {"array": key}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"record": type(value).__name__,
+                "fields": {f.name: _flatten(getattr(value, f.name), f"{key}.{f.name}", arrays)
+                           for f in dataclasses.fields(value)}}
     if isinstance(value, dict):
         return {"dict": {k: _flatten(v, f"{key}.{k}", arrays) for k, v in value.items()}}
     if isinstance(value, (tuple, list)):
@@ -75,13 +84,18 @@ def _flatten(value, key, arrays):
     raise TypeError(f"cannot save {key} of type {type(value).__name__}")
 
 
-def _unflatten(desc, arrays):
+def _unflatten(desc, arrays, records):
+    if "record" in desc:
+        cls = records.get(desc["record"])
+        if cls is None:
+            raise ValueError(f"unknown record type {desc['record']!r} in the header")
+        return cls(**{k: _unflatten(v, arrays, records) for k, v in desc["fields"].items()})
     if "array" in desc:
         return arrays[desc["array"]]
     if "dict" in desc:
-        return {k: _unflatten(v, arrays) for k, v in desc["dict"].items()}
+        return {k: _unflatten(v, arrays, records) for k, v in desc["dict"].items()}
     if "tuple" in desc:
-        return tuple(_unflatten(v, arrays) for v in desc["tuple"])
+        return tuple(_unflatten(v, arrays, records) for v in desc["tuple"])
     if "float" in desc:
         return float(desc["float"])
     return desc["value"]
@@ -100,10 +114,15 @@ def save(index, path, overwrite=False):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     arrays = {"X": index.X}
-    state = {name: _flatten(getattr(index, name), name, arrays) for name in _STATE}
+    state = {name: _flatten(value, f"built.{name}", arrays)
+             for name, value in index.built.saved_fields().items()}
+    state["is_int"] = {"value": bool(index.is_int)}
+    state["families"] = {"value": [index.built.tile_family, index.built.int8_family]}
+    params = {name: getattr(index, name) for name in _PARAMS}
+    params["pruned_options"] = index.pruned_options.as_dict()
     header = {
         "format": FORMAT, "version": VERSION, "fastnn_version": __version__,
-        "params": {name: getattr(index, name) for name in _PARAMS},
+        "params": params,
         "dtype": index.X.dtype.str, "shape": list(index.X.shape),
         "state": state, "arrays": {},
     }
@@ -142,9 +161,10 @@ def _read_header(path):
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{hp}: not a fastnn index header (format "
                          f"{header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{path}: index format version {header.get('version')!r}; this "
-                         f"fastnn reads version {VERSION} (save it again with this version)")
+                         f"fastnn reads versions {READABLE_VERSIONS} (save it again with this "
+                         "version)")
     return header
 
 
@@ -187,13 +207,24 @@ def load(cls, path, mmap_mode="r", verify=True):
     X = arrays["X"]
     if X.dtype.str != header["dtype"] or list(X.shape) != header["shape"]:
         raise ValueError(f"{path}: the data array does not match the header's dtype and shape")
+    from .neighbors.pruned.options import PrunedOptions
+    from .neighbors.state import RECORDS, SAVED, BuiltState
     index = cls.__new__(cls)
-    from .neighbors import _kernel_families
-    index.__dict__.update(header["params"])
+    params = dict(header["params"])
+    index.pruned_options = PrunedOptions.coerce(params.pop("pruned_options", None))
+    index.__dict__.update({name: params[name] for name in _PARAMS})
     index.X = X
-    for name, desc in header["state"].items():
-        setattr(index, name, _unflatten(desc, arrays))
-    index._faiss = None
+    state = header["state"]
+    index.is_int = bool(_unflatten(state["is_int"], arrays, RECORDS))
+    built = BuiltState()
+    if header["version"] == 1:
+        # (older names: keep the data's magnitude, rebuild the rest)
+        built.absmax = _unflatten(state.get("_absmax", {"value": None}), arrays, RECORDS)
+    else:
+        for name in SAVED:
+            setattr(built, name, _unflatten(state[name], arrays, RECORDS))
+        built.tile_family, built.int8_family = _unflatten(state["families"], arrays, RECORDS)
+    index.built = built
     index.stats_ = {}
-    index._adopt_kernel_families()
+    index.adopt_kernel_families()
     return index

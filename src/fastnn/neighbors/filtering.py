@@ -17,7 +17,8 @@ the index, ties to the lower row. Two paths:
 
 import numpy as np
 
-from ._threads import resolve_n_jobs, run_in_parts
+from .._threads import resolve_n_jobs, run_in_parts
+from .validation import check_k, exact_int32_sums
 
 
 def _one_set(allowed, n):
@@ -75,8 +76,7 @@ def _per_query_sets(allowed, nq, n):
 def _check_k(n_neighbors, n, smallest, where):
     """``n_neighbors`` checked as for any search of ``n`` rows, then against
     the ``smallest`` allowed set."""
-    from .neighbors import _check_k as check_against_index
-    k = check_against_index(n_neighbors, n)
+    k = check_k(n_neighbors, n)
     if k > smallest:
         raise ValueError(f"n_neighbors={k}, but only {smallest} rows are allowed {where}")
     return k
@@ -85,7 +85,7 @@ def _check_k(n_neighbors, n, smallest, where):
 def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, farthest,
                        backend, n_jobs, chunk_size):
     """``index.kneighbors`` restricted to ``allowed`` (see the module)."""
-    from .neighbors import NearestNeighborsIndex, _acc32
+    from .index import NearestNeighborsIndex
 
     n, nq = index.n_samples, Q.shape[0]
     rows = _one_set(allowed, n)
@@ -94,10 +94,10 @@ def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, f
         if rows.size == n:
             return index.kneighbors(Q, k, return_distance, farthest, backend, n_jobs,
                                     chunk_size)
-        sub = NearestNeighborsIndex(index.X[rows], metric=index.metric, backend=index.backend,
-                                    n_components=index.n_components,
-                                    n_jobs=index.n_jobs if n_jobs is None else n_jobs,
-                                    random_state=index.random_state, kernels=index.kernels)
+        params = index.build_params()
+        if n_jobs is not None:
+            params["n_jobs"] = n_jobs
+        sub = NearestNeighborsIndex(index.X[rows], **params)
         dist, ind = sub.kneighbors(Q, k, True, farthest, backend, n_jobs, chunk_size)
         index.stats_ = dict(sub.stats_, allowed_rows=int(rows.size))
         ind = rows[ind]
@@ -111,9 +111,9 @@ def kneighbors_allowed(index, Q, q_int, n_neighbors, allowed, return_distance, f
     ind = np.empty((nq, k), np.int64)
     is_int = bool(index.is_int and q_int)
     if nq:
-        from .kernels import subset as _ks
+        from ..kernels import subset as _ks
         X = index.X
-        acc32 = _acc32(Q, X, is_int)
+        acc32 = exact_int32_sums(Q, X, is_int)
         code = {"manhattan": _ks.MANHATTAN, "ip": _ks.NEG_INNER_PRODUCT}.get(index.metric,
                                                                           _ks.SQEUCLIDEAN)
         sign = -1.0 if farthest else 1.0

@@ -14,12 +14,27 @@ product is computed once by BLAS.
 
 import numpy as np
 
-from ._threads import run_in_parts
-from .kernels import dot as _kd
+from .._threads import run_in_parts
+from ..kernels import dot as _kd
+from .registry import Backend, register
+from .topk import RERANK_EXTRA
+from .validation import UNIT_ROUNDOFF_F32, UNIT_ROUNDOFF_F64
 
-_U64 = 2.0 ** -53
-_U32 = 2.0 ** -24
-_EXTRA = 8              # candidates beyond k per query
+# index rows per GEMM tile, queries per chunk
+INDEX_TILE_ROWS = 8192
+QUERY_CHUNK_ROWS = 2048
+
+
+@register
+class InnerProductBackend(Backend):
+    name = "inner-product"
+    metrics = ("ip",)
+    max_k = float("inf")
+
+    @staticmethod
+    def search(index, request, dist, ind):
+        search(index, request.queries, request.is_int, request.k, request.farthest,
+               request.n_threads, request.chunk_size, dist, ind)
 
 
 def search(index, Q, is_int, k, farthest, n_threads, chunk_size, dist, ind):
@@ -27,15 +42,15 @@ def search(index, Q, is_int, k, farthest, n_threads, chunk_size, dist, ind):
     X = index.X
     n, d = X.shape
     sign = 1.0 if farthest else -1.0
-    kk = min(n, k + _EXTRA)
+    kk = min(n, k + RERANK_EXTRA)
     # float32 data and queries: a float32 GEMM (every product within
     # (d + 2) u32 |q| |x|; the exact re-rank settles the order); integers and
     # float64 data: float64 (integers then exactly: check_data bounds them)
     f32 = X.dtype == np.float32 and Q.dtype == np.float32
     gemm_dtype = np.float32 if f32 else np.float64
-    unit = _U32 if f32 else _U64
-    tile = 8192
-    qchunk = chunk_size or 2048
+    unit = UNIT_ROUNDOFF_F32 if f32 else UNIT_ROUNDOFF_F64
+    tile = INDEX_TILE_ROWS
+    qchunk = chunk_size or QUERY_CHUNK_ROWS
     # (the index's cached squared row norms: no float64 copy of X per search)
     xnorm_max = float(np.sqrt(index.xn.max())) if n else 0.0
     full = 0

@@ -1,0 +1,89 @@
+"""Brute force: float64 GEMM tiles of approximate distances, a fused top-k
+in numba, an exact re-rank (``topk.rerank_exact``); and, for large k, the
+same distances to every row, a selection of the k-th and a stable sort."""
+
+import numpy as np
+
+from .._threads import run_kernel
+from ..kernels import distances as _k
+from .registry import EUCLIDEAN, LARGE_K, Backend, register
+from .topk import RERANK_EXTRA, Candidates, rerank_exact
+from .validation import gemm_error_scale, row_sqnorms
+
+# float64 bytes of one tile of index rows (fits L2/L3 with its GEMM output)
+INDEX_TILE_BYTES = 64 << 20
+# float64 bytes of one chunk of queries' GEMM rows
+QUERY_CHUNK_BYTES = 128 << 20
+# bytes of one chunk of large-k distance rows (queries x every index row)
+LARGE_K_CHUNK_BYTES = 64 << 20
+
+
+def tile_rows(n_features, budget_bytes=INDEX_TILE_BYTES):
+    """Rows of float64 data of ``n_features`` that fit ``budget_bytes``
+    (between 64 and 8,192)."""
+    return max(64, min(8192, budget_bytes // (8 * max(1, n_features))))
+
+
+@register
+class BruteBackend(Backend):
+    name = "brute"
+    metrics = EUCLIDEAN
+
+    @staticmethod
+    def search(index, request, dist, ind):
+        Q, is_int, k = request.queries, request.is_int, request.k
+        n_threads = request.n_threads
+        sign = -1.0 if request.farthest else 1.0
+        kk = min(index.n_samples, k + RERANK_EXTRA)
+        tile = tile_rows(index.n_features)
+        qchunk = request.chunk_size or max(256, tile_rows(index.n_features, QUERY_CHUNK_BYTES))
+        qn_all = row_sqnorms(Q, is_int, n_threads)
+        full_scans = 0
+        for s in range(0, Q.shape[0], qchunk):
+            e = min(Q.shape[0], s + qchunk)
+            Qc = Q[s:e]
+            Qf = Qc.astype(np.float64)
+            candidates = Candidates.empty(e - s, kk)
+            for j0 in range(0, index.n_samples, tile):
+                j1 = min(index.n_samples, j0 + tile)
+                G = Qf @ index.X[j0:j1].astype(np.float64).T
+                run_kernel(_k.merge_tile_parallel, _k.merge_tile_serial, n_threads,
+                           G, qn_all[s:e], index.xn[j0:j1], j0, sign, *candidates)
+            full_scans += rerank_exact(index, Qc, is_int, qn_all[s:e], candidates, sign, k,
+                                       dist[s:e], ind[s:e], n_threads)
+        index.stats_ = {"backend": "brute", "full_scans": full_scans}
+
+
+@register
+class LargeKBackend(Backend):
+    """k > 256 (up to a full ranking, k = n) for the Euclidean metrics."""
+    name = "large-k"
+    metrics = EUCLIDEAN
+    min_k = LARGE_K + 1
+    max_k = float("inf")
+
+    @staticmethod
+    def search(index, request, dist, ind):
+        Q, is_int, k = request.queries, request.is_int, request.k
+        n_threads = request.n_threads
+        sign = -1.0 if request.farthest else 1.0
+        n = index.n_samples
+        tile = tile_rows(index.n_features)
+        qchunk = request.chunk_size or max(1, LARGE_K_CHUNK_BYTES // (8 * n))
+        qn_all = row_sqnorms(Q, is_int, n_threads)
+        err = gemm_error_scale(index.n_features, is_int)
+        err_x_max = err * float(index.xn.max())
+        for s in range(0, Q.shape[0], qchunk):
+            e = min(Q.shape[0], s + qchunk)
+            Qf = Q[s:e].astype(np.float64)
+            A = np.empty((e - s, n), np.float64)
+            for j0 in range(0, n, tile):
+                j1 = min(n, j0 + tile)
+                Aj = A[:, j0:j1]
+                np.matmul(Qf, index.X[j0:j1].astype(np.float64).T, out=Aj)
+                run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
+                           Aj, qn_all[s:e], index.xn[j0:j1], True, Aj)
+            run_kernel(_k.select_exact_parallel, _k.select_exact_serial, n_threads,
+                       A, Q[s:e], index.X, sign, is_int, err * qn_all[s:e], err_x_max, k,
+                       dist[s:e], ind[s:e])
+        index.stats_ = {"backend": "large-k"}

@@ -1,0 +1,94 @@
+"""The pruned search's tuning knobs, as one typed parameter.
+
+None of them changes an answer (every stage keeps a proven margin); they
+trade memory and work. Tests choose small values through the public
+``NearestNeighborsIndex(..., pruned_options=PrunedOptions(...))`` to drive
+every path (many tiles, overflowing key lists) on small data.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+from ..validation import round_up
+
+# width multiples: stage-1 tile boundaries are multiples of 32 positions
+# (two 16-column groups of the packed operand), the float32 GEMM tile of 64
+TILE_ALIGN = 32
+
+
+@dataclass(frozen=True)
+class PrunedOptions:
+    """Parameters of the pruned search (defaults measured on CIFAR-10).
+
+    first_stage_components : int or None
+        Coordinates of the first-stage keys. None: 95 for the float32 BLAS
+        stage (as fast as 63 for k = 1, faster for k >= 5), the last full
+        32-value step below ``n_components + 7`` for tile kernels (HOG 121
+        of 128, raw 153 of 160).
+    stage1_tile : int
+        Index points per product tile of stage 1 (the first, dense tile of
+        a block; also the size of a cluster of a clustered index).
+    stage1_tile_filtered : int
+        Points per later tile where the tile kernels filter the product in
+        L1 (width then costs no memory traffic; fewer calls cost less).
+    key_capacity : int
+        Stage-1 keys kept per query (a query with more has them recomputed
+        in float64 at the end).
+    query_block : int
+        Queries per block (fewer for a large k, so that the seed and top-k
+        lists stay within ``block_memory``).
+    block_memory : int
+        Bytes of per-block seed and top-k lists.
+    extra_seeds : int
+        Seeds beyond k for the first threshold of an unclustered index
+        (``min(extra_seeds, 2k)``; CIFAR-10 before clustering: k=1 fastest
+        with 2, k=10 with 8).
+    mid_step : int
+        Stage 2 first checks ``first_stage_components + mid_step``
+        coordinates (most points stop there).
+    """
+    first_stage_components: object = None
+    stage1_tile: int = 2048
+    stage1_tile_filtered: int = 8192
+    key_capacity: int = 8192
+    query_block: int = 128
+    block_memory: int = 64 << 20
+    extra_seeds: int = 8
+    mid_step: int = 32
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "first_stage_components" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name in (
+                    "extra_seeds", "mid_step") else 1):
+                raise ValueError(f"PrunedOptions.{f.name} must be a positive integer, "
+                                 f"got {v!r}")
+        for name in ("stage1_tile", "stage1_tile_filtered"):
+            if getattr(self, name) % TILE_ALIGN:
+                raise ValueError(f"PrunedOptions.{name} must be a multiple of {TILE_ALIGN}, "
+                                 f"got {getattr(self, name)}")
+
+    def first_tile_width(self, n):
+        """Points in the first (dense) stage-1 tile of a query block: also
+        the size of a cluster of a clustered index."""
+        return min(round_up(n, TILE_ALIGN), self.stage1_tile)
+
+    def as_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def coerce(cls, value):
+        """``value`` (None, a ``PrunedOptions`` or a dict of its fields)
+        as a ``PrunedOptions``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"pruned_options: unknown fields {sorted(unknown)}")
+            return cls(**value)
+        raise TypeError(f"pruned_options must be a PrunedOptions, a dict or None, "
+                        f"got {type(value).__name__}")
