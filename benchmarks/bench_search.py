@@ -14,9 +14,11 @@ each fastnn row's ``extra_info`` holds the search statistics
 (``first_stage`` names the path that ran) and the HNSW rows hold
 ``recall@k`` against the exact answer.
 
-Paths: ``auto`` (the best tile family here: AMX, else AVX-512 BF16/VNNI) and
-``portable`` (no tile kernels: float32 BLAS and numba, the path of AVX2-only
-and ARM CPUs; on this CPU numba and BLAS still use its AVX-512). To measure
+Paths: ``auto`` (what the engine picks here: AMX; else on AMD the AVX-512
+BF16 first stage, on Intel the float32 BLAS one, with AVX-512 VNNI int8
+products either way), ``avx512`` (the AVX-512 BF16/VNNI family forced, where
+it runs) and ``portable`` (no tile kernels: float32 BLAS and numba, the path
+of AVX2-only and ARM CPUs; on this CPU numba and BLAS still use its AVX-512). To measure
 an AVX2-only CPU's code on an AVX-512 machine, run the whole file with
 ``FASTNN_AVX512=0 NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell
 NPY_DISABLE_CPU_FEATURES=X86_V4`` and an empty ``NUMBA_CACHE_DIR``.
@@ -29,7 +31,7 @@ from fastnn import NearestNeighborsIndex, hog
 from fastnn.kernels import amx
 
 _ROUNDS = 3
-PATHS = ["auto", "portable"]
+PATHS = ["auto", "avx512", "portable"]
 # faiss HNSW as users configure it when brute force is slow (recall@10 ~0.97
 # on CIFAR HOG)
 _HNSW = dict(M=32, efConstruction=40, efSearch=64)
@@ -47,8 +49,10 @@ def _cpu_line():
                          if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"CPU {model} ({ll.get_host_cpu_name()}): {' '.join(flags)}; tile kernels: "
-            f"bf16 {amx.kernel_family('bf16')}, int8 {amx.kernel_family('u8s8')}")
+    from fastnn.neighbors.validation import kernel_families
+    bf16, int8 = kernel_families("auto")
+    return (f"CPU {model} ({ll.get_host_cpu_name()}): {' '.join(flags)}; kernels='auto' "
+            f"runs: first stage {bf16 or 'float32 BLAS'}, int8 products {int8 or 'none'}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,6 +89,8 @@ def _exact(cifar, kind, k):
 @pytest.mark.parametrize("k", [1, 5, 10])
 @pytest.mark.parametrize("path", PATHS)
 def test_fastnn(benchmark, cifar, kind, k, path):
+    if path == "avx512" and not amx.available("avx512"):
+        pytest.skip("no AVX-512 BF16 kernels on this CPU")
     X, Q = _features(cifar, kind)
     benchmark.group = f"{kind}-k{k}"
 

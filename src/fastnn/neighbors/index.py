@@ -43,9 +43,11 @@ class NearestNeighborsIndex:
         exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI), or the
         portable float32 BLAS + numba path (any CPU). 'auto' takes the first
         this CPU runs, in that order (``FASTNN_AMX=0`` / ``FASTNN_AVX512=0``
-        remove a family from the choice). Answers are the same on every
-        path; only the speed differs. Naming a family this CPU cannot run
-        is a ValueError.
+        remove a family from the choice), except that the AVX-512 BF16
+        first stage is chosen on AMD CPUs only (on Intel's it is slower
+        than float32 BLAS; its int8 products are still used). Answers are
+        the same on every path; only the speed differs. Naming a family
+        this CPU cannot run is a ValueError.
     pruned_options : PrunedOptions or dict, optional
         Tuning of the pruned search (tile widths, key capacity, ...; see
         ``fastnn.neighbors.PrunedOptions``). Never changes an answer.

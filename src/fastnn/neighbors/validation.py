@@ -10,6 +10,7 @@ import numpy as np
 
 from .._threads import map_threads, run_kernel
 from ..kernels import amx as _amx
+from ..kernels import cpu
 from ..kernels import distances as _k
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan")
@@ -155,7 +156,10 @@ def kernel_families(kernels):
     """``(bfloat16 family, int8 family)`` of the tile kernels for the
     ``kernels`` parameter (None: the portable path)."""
     if kernels == "auto":
-        return _amx.kernel_family("bf16"), _amx.kernel_family("u8s8")
+        bf16 = _amx.kernel_family("bf16")
+        if bf16 == "avx512" and not cpu.avx512_bf16_first_stage_pays():
+            bf16 = None         # (the float32 BLAS first stage is faster there)
+        return bf16, _amx.kernel_family("u8s8")
     if kernels == "portable":
         return None, None
     if kernels not in KERNELS:
