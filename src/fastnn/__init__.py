@@ -16,6 +16,7 @@ _PUBLIC = {
     "HOGKNN": ".estimators",
     "HOGTransformer": ".estimators",
     "KNeighborsClassifier": ".estimators",
+    "NearestNeighbors": ".estimators",
     "KNeighborsRegressor": ".estimators",
     "KNeighborsTransformer": ".estimators",
     "NearestNeighborsIndex": ".neighbors",

@@ -18,8 +18,8 @@ from .neighbors import NearestNeighborsIndex
 from .neighbors.topk import exclude_self
 from .neighbors.validation import check_metric
 
-__all__ = ["KNeighborsClassifier", "KNeighborsRegressor", "KNeighborsTransformer",
-           "HOGTransformer", "HOGKNN"]
+__all__ = ["NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor",
+           "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
 
 
 def _effective_p(p, metric_params):
@@ -108,6 +108,12 @@ def _check_n_neighbors(n_neighbors):
 class _NeighborsBase(BaseEstimator):
     """Shared fit / kneighbors / kneighbors_graph."""
 
+    def _validated(self, X, reset=True):
+        """``X`` checked as sklearn does (dense; numeric dtypes kept, others
+        as float64)."""
+        X = validate_data(self, X, reset=reset, dtype=None, accept_sparse=False)
+        return X if X.dtype.kind in "uif" else X.astype(np.float64)
+
     def _fit_index(self, X):
         _check_n_neighbors(self.n_neighbors)
         metric = _resolve_metric(self.metric, _effective_p(self.p, self.metric_params))
@@ -130,9 +136,7 @@ class _NeighborsBase(BaseEstimator):
             X = self._index.X
             n_neighbors += 1
         else:
-            X = validate_data(self, X, reset=False, dtype=None, accept_sparse=False)
-            if X.dtype.kind not in "uif":
-                X = X.astype(np.float64)
+            X = self._validated(X, reset=False)
         if n_neighbors > self.n_samples_fit_:
             raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
                              f"{n_neighbors}, n_samples_fit = {self.n_samples_fit_}, "
@@ -162,6 +166,73 @@ class _NeighborsBase(BaseEstimator):
         indptr = np.arange(0, n_queries * k + 1, k)
         return sparse.csr_matrix((data, ind.ravel(), indptr),
                                  shape=(n_queries, self.n_samples_fit_))
+
+
+class NearestNeighbors(_NeighborsBase):
+    """Unsupervised neighbour search, a drop-in for
+    ``sklearn.neighbors.NearestNeighbors`` on the exact engine.
+
+    ``kneighbors`` / ``kneighbors_graph`` as the classifier's;
+    ``radius_neighbors`` / ``radius_neighbors_graph`` return every training
+    row with ``distance <= radius`` (exact: on integer data the rows
+    sklearn returns, row for row; ``fastnn.neighbors.radius``). Parameters
+    as sklearn's (``algorithm`` and ``leaf_size`` are accepted and unused:
+    the search is always exact); metrics: 'minkowski' with p = 1 or 2,
+    'euclidean', 'sqeuclidean', 'manhattan' and their aliases; anything
+    else is a ValueError, never a silently different metric.
+    """
+
+    def __init__(self, *, n_neighbors=5, radius=1.0, algorithm="auto", leaf_size=30,
+                 metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.radius = radius
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.metric = metric
+        self.p = p
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def fit(self, X, y=None):
+        X = self._validated(X)
+        return self._fit_index(X)
+
+    def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
+        """Rows within ``radius`` of each query (sklearn semantics; ``X=None``
+        queries the training points, each excluding itself): object arrays
+        of one array per query, rows in index order or, with
+        ``sort_results``, by (distance, row)."""
+        check_is_fitted(self, "_index")
+        if sort_results and not return_distance:
+            raise ValueError("return_distance must be True if sort_results is True.")
+        radius = self.radius if radius is None else radius
+        query_is_train = X is None
+        if query_is_train:
+            X = self._index.X
+        else:
+            X = self._validated(X, reset=False)
+        dist, ind = self._index.radius_neighbors(X, radius, sort_results=sort_results)
+        if query_is_train:
+            for i in range(len(ind)):
+                keep = ind[i] != i
+                dist[i], ind[i] = dist[i][keep], ind[i][keep]
+        return (dist, ind) if return_distance else ind
+
+    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity",
+                               sort_results=False):
+        """CSR graph of the neighbours within ``radius`` (as sklearn)."""
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
+                             f'"distance" but got "{mode}" instead')
+        dist, ind = self.radius_neighbors(X, radius, return_distance=True,
+                                          sort_results=sort_results)
+        counts = np.array([len(a) for a in ind], dtype=np.int64)
+        indptr = np.concatenate(([0], np.cumsum(counts)))
+        cols = np.concatenate(list(ind)) if len(ind) else np.zeros(0, np.int64)
+        data = (np.concatenate(list(dist)) if mode == "distance" and len(dist)
+                else np.ones(cols.size))
+        return sparse.csr_matrix((data, cols, indptr), shape=(len(ind), self.n_samples_fit_))
 
 
 class _KNeighborsVote(_NeighborsBase):
@@ -308,9 +379,7 @@ class KNeighborsTransformer(TransformerMixin, _NeighborsBase):
         self.backend = backend
 
     def fit(self, X, y=None):
-        X = validate_data(self, X, dtype=None, accept_sparse=False)
-        if X.dtype.kind not in "uif":
-            X = X.astype(np.float64)
+        X = self._validated(X)
         if self.mode not in ("distance", "connectivity"):
             raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
                              f'"distance" but got "{self.mode}" instead')

@@ -38,3 +38,17 @@ def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, metric_c
             c = topk_insert(kd, ki, c, sign * d, j)
         for t in range(k):
             kd[t] = sign * kd[t]
+
+
+@njit(cache=True, nogil=True)
+def pair_distances(Q, X, query_of_pair, row_of_pair, p0, p1, is_int, acc32, metric_code, out):
+    """``out[t]`` = the exact distance of query ``query_of_pair[t]`` to row
+    ``row_of_pair[t]`` for pairs ``p0 .. p1`` (squared Euclidean or
+    Manhattan, ``metric_code``): the radius search's candidates."""
+    for t in range(p0, p1):
+        q = Q[query_of_pair[t]]
+        x = X[row_of_pair[t]]
+        if metric_code == MANHATTAN:
+            out[t] = l1dist(q, x, is_int, acc32)
+        else:
+            out[t] = sqdist(q, x, is_int, acc32)

@@ -194,10 +194,7 @@ class NearestNeighborsIndex:
         ``n_queries`` id arrays). Each query needs at least ``n_neighbors``
         allowed rows (ValueError otherwise).
         """
-        Q, q_int = check_data(Q, "query", allow_empty=True)
-        if Q.shape[1] != self.n_features:
-            raise ValueError(f"query has {Q.shape[1]} features, but the index has "
-                             f"{self.n_features} features")
+        Q, q_int = self._check_queries(Q)
         if allowed is not None:
             from .filtering import kneighbors_allowed
             return kneighbors_allowed(self, Q, q_int, n_neighbors, allowed, return_distance,
@@ -216,6 +213,28 @@ class NearestNeighborsIndex:
                 chosen.search(self, request, dist, ind)
         if self.metric == "euclidean":
             np.sqrt(dist, out=dist)
+        return (dist, ind) if return_distance else ind
+
+    def _check_queries(self, Q):
+        Q, q_int = check_data(Q, "query", allow_empty=True)
+        if Q.shape[1] != self.n_features:
+            raise ValueError(f"query has {Q.shape[1]} features, but the index has "
+                             f"{self.n_features} features")
+        return Q, q_int
+
+    def radius_neighbors(self, Q, radius, return_distance=True, sort_results=False,
+                         n_jobs=None):
+        """Every index row within ``radius`` of each query (``distance <=
+        radius``, exact; ``fastnn.neighbors.radius``): object arrays of one
+        array per query, as sklearn's ``radius_neighbors`` (rows in index
+        order, or by (distance, row) with ``sort_results``). Euclidean,
+        squared Euclidean and Manhattan metrics."""
+        from .radius import radius_neighbors
+        Q, q_int = self._check_queries(Q)
+        n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
+        with limit_threads(n_threads):
+            dist, ind = radius_neighbors(self, Q, bool(self.is_int and q_int), radius,
+                                         sort_results, n_threads)
         return (dist, ind) if return_distance else ind
 
     def add(self, X_new):

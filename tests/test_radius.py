@@ -1,0 +1,100 @@
+"""Radius search and ``fastnn.NearestNeighbors`` against scikit-learn's
+``NearestNeighbors(algorithm='brute')``: on integer data the same rows, in
+the same order, with the same distances (radii taken from the data's own
+distances, so rows lie exactly on the boundary)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from sklearn.neighbors import NearestNeighbors as SkNN
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastnn import NearestNeighbors, NearestNeighborsIndex
+
+
+@parametrize_with_checks([NearestNeighbors()])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def _assert_same(got, ref, sorted_results):
+    """The same rows and distances; fastnn's order is index order, or
+    (distance, index) with ``sort_results`` (sklearn fixes no order among
+    equal distances, so its lists are put in that order first)."""
+    (gd, gi), (rd, ri) = got, ref
+    assert len(gi) == len(ri)
+    for a, b, c, e in zip(gi, ri, gd, rd):
+        order = np.lexsort((b, e)) if sorted_results else np.argsort(b, kind="stable")
+        np.testing.assert_array_equal(a, b[order])
+        np.testing.assert_array_equal(c, e[order])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 120), d=st.integers(1, 30), nq=st.integers(1, 15),
+       dtype=st.sampled_from(["uint8", "int16", "float32", "float64"]),
+       metric=st.sampled_from(["euclidean", "sqeuclidean", "manhattan", "minkowski1"]),
+       levels=st.sampled_from([3, 50]), pick=st.floats(0, 1), sort_results=st.booleans(),
+       self_query=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_radius_neighbors_equal_sklearn(n, d, nq, dtype, metric, levels, pick, sort_results,
+                                        self_query, seed):
+    r = np.random.default_rng(seed)
+    X = r.integers(0, levels, (n, d)).astype(dtype)
+    X[n // 2] = X[0]                                   # duplicates: ties, zero distances
+    Q = r.integers(0, levels, (nq, d)).astype(dtype)
+    params = (dict(metric="minkowski", p=1) if metric == "minkowski1" else dict(metric=metric))
+    ref = SkNN(algorithm="brute", **params).fit(X.astype(np.float64))
+    D = ref.kneighbors(X.astype(np.float64), n, return_distance=True)[0].ravel()
+    radius = float(np.quantile(D, pick))              # a distance of the data: the boundary
+    ours = NearestNeighbors(radius=radius, **params).fit(X)
+    queries = None if self_query else Q
+    ref_q = None if self_query else Q.astype(np.float64)
+    got = ours.radius_neighbors(queries, sort_results=sort_results)
+    want = ref.radius_neighbors(ref_q, radius=radius, sort_results=sort_results)
+    _assert_same(got, want, sort_results)
+    for mode in ("connectivity", "distance"):
+        g = ours.radius_neighbors_graph(queries, mode=mode, sort_results=sort_results)
+        w = ref.radius_neighbors_graph(ref_q, radius=radius, mode=mode)
+        np.testing.assert_array_equal(g.toarray(), w.toarray())
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 200), d=st.integers(1, 40), dtype=st.sampled_from(["float32", "float64"]),
+       threads=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
+def test_index_radius_on_float_data_is_exact(n, d, dtype, threads, seed):
+    """Float data: exactly the rows whose engine distance (a fixed-order
+    float64 sum) is <= radius, whatever the thread count."""
+    r = np.random.default_rng(seed)
+    X = r.normal(size=(n, d)).astype(dtype)
+    Q = np.vstack([X[:2], r.normal(size=(7, d)).astype(dtype)])
+    index = NearestNeighborsIndex(X, n_jobs=threads)
+    exact = np.sqrt(((Q[:, None, :].astype(np.float64) - X[None].astype(np.float64)) ** 2)
+                    .sum(-1))
+    radius = float(np.median(exact))
+    dist, ind = index.radius_neighbors(Q, radius, sort_results=True)
+    full_d, full_i = index.kneighbors(Q, n)             # the same distances, sorted
+    full_sq = NearestNeighborsIndex(X, metric="sqeuclidean").kneighbors(Q, n)[0]
+    for t in range(len(Q)):
+        m = full_sq[t] <= radius * radius                # (sklearn's test)
+        np.testing.assert_array_equal(ind[t], full_i[t][m])
+        np.testing.assert_array_equal(dist[t], full_d[t][m])
+        # against numpy's own sums: the same set up to rows within rounding of the radius
+        near = np.abs(exact[t] - radius) <= 1e-9 * max(radius, 1.0)
+        np.testing.assert_array_equal(np.isin(np.arange(n), ind[t])[~near],
+                                      (exact[t] <= radius)[~near])
+
+
+def test_radius_errors():
+    X = np.arange(12.0).reshape(6, 2)
+    nn = NearestNeighbors().fit(X)
+    for bad, exc in ((-1.0, ValueError), (np.inf, ValueError), ("a", TypeError)):
+        with pytest.raises(exc, match="radius"):
+            nn.radius_neighbors(X, radius=bad)
+    with pytest.raises(ValueError, match="return_distance must be True"):
+        nn.radius_neighbors(X, return_distance=False, sort_results=True)
+    with pytest.raises(ValueError, match="Unsupported mode"):
+        nn.radius_neighbors_graph(X, mode="weights")
+    with pytest.raises(ValueError, match="radius search serves"):
+        NearestNeighborsIndex(X, metric="ip").radius_neighbors(X, 1.0)
+    empty = nn.radius_neighbors(X, radius=0.5)
+    assert all(len(a) == 1 for a in empty[1])          # each point finds itself only
+    assert len(NearestNeighborsIndex(X).radius_neighbors(X[:0], 2.0)[1]) == 0
