@@ -3,16 +3,18 @@
 the same order, with the same distances (radii taken from the data's own
 distances, so rows lie exactly on the boundary)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn.neighbors import NearestNeighbors as SkNN
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnn import NearestNeighbors, NearestNeighborsIndex
+from fastnn import NearestNeighbors, NearestNeighborsIndex, RadiusNeighborsRegressor
 
 
-@parametrize_with_checks([NearestNeighbors()])
+@parametrize_with_checks([NearestNeighbors(), RadiusNeighborsRegressor()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -98,3 +100,36 @@ def test_radius_errors():
     empty = nn.radius_neighbors(X, radius=0.5)
     assert all(len(a) == 1 for a in empty[1])          # each point finds itself only
     assert len(NearestNeighborsIndex(X).radius_neighbors(X[:0], 2.0)[1]) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 80), d=st.integers(1, 12), nq=st.integers(1, 15),
+       dtype=st.sampled_from(["uint8", "float64"]),
+       metric=st.sampled_from(["euclidean", "manhattan"]),
+       weights=st.sampled_from(["uniform", "distance", "callable"]), outputs=st.integers(0, 2),
+       pick=st.floats(0, 1), seed=st.integers(0, 2 ** 16))
+def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outputs, pick, seed):
+    """Predictions (weighted means, several outputs, NaN with sklearn's
+    warning where a query has no neighbour) equal sklearn's bit for bit on
+    integer-valued data."""
+    from sklearn.neighbors import RadiusNeighborsRegressor as SkRNR
+    r = np.random.default_rng(seed)
+    X = r.integers(0, 6, (n, d)).astype(dtype)
+    Q = r.integers(0, 6, (nq, d)).astype(dtype)
+    y = r.normal(size=(n,) if outputs == 0 else (n, outputs))
+    w = (lambda dist: [np.exp(-a) + 0.5 for a in dist]) if weights == "callable" else weights
+    D = SkNN(algorithm="brute", metric=metric).fit(X.astype(float)).kneighbors(
+        Q.astype(float), n)[0].ravel()
+    radius = float(np.quantile(D, pick))
+    ours = RadiusNeighborsRegressor(radius, weights=w, metric=metric).fit(X, y)
+    ref = SkRNR(radius=radius, weights=w, metric=metric, algorithm="brute").fit(
+        X.astype(float), y)
+    with warnings.catch_warnings(record=True) as got_w:
+        warnings.simplefilter("always")
+        got = ours.predict(Q)
+    with warnings.catch_warnings(record=True) as ref_w:
+        warnings.simplefilter("always")
+        want = ref.predict(Q.astype(float))
+    np.testing.assert_array_equal(got, want)
+    assert ([str(x.message) for x in got_w if "no neighbors" in str(x.message)]
+            == [str(x.message) for x in ref_w if "no neighbors" in str(x.message)])

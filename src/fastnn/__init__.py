@@ -17,6 +17,7 @@ _PUBLIC = {
     "HOGTransformer": ".estimators",
     "KNeighborsClassifier": ".estimators",
     "NearestNeighbors": ".estimators",
+    "RadiusNeighborsRegressor": ".estimators",
     "KNeighborsRegressor": ".estimators",
     "KNeighborsTransformer": ".estimators",
     "NearestNeighborsIndex": ".neighbors",

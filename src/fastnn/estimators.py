@@ -19,7 +19,7 @@ from .neighbors.topk import exclude_self
 from .neighbors.validation import check_metric
 
 __all__ = ["NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor",
-           "KNeighborsTransformer", "HOGTransformer", "HOGKNN"]
+           "KNeighborsTransformer", "RadiusNeighborsRegressor", "HOGTransformer", "HOGKNN"]
 
 
 def _effective_p(p, metric_params):
@@ -115,9 +115,11 @@ class _NeighborsBase(BaseEstimator):
         return X if X.dtype.kind in "uif" else X.astype(np.float64)
 
     def _fit_index(self, X):
-        _check_n_neighbors(self.n_neighbors)
+        if hasattr(self, "n_neighbors"):
+            _check_n_neighbors(self.n_neighbors)
         metric = _resolve_metric(self.metric, _effective_p(self.p, self.metric_params))
-        self._index = NearestNeighborsIndex(X, metric=metric, backend=self.backend,
+        self._index = NearestNeighborsIndex(X, metric=metric,
+                                            backend=getattr(self, "backend", "auto"),
                                             n_jobs=self.n_jobs)
         self.n_samples_fit_ = X.shape[0]
         self.effective_metric_ = metric
@@ -168,35 +170,9 @@ class _NeighborsBase(BaseEstimator):
                                  shape=(n_queries, self.n_samples_fit_))
 
 
-class NearestNeighbors(_NeighborsBase):
-    """Unsupervised neighbour search, a drop-in for
-    ``sklearn.neighbors.NearestNeighbors`` on the exact engine.
-
-    ``kneighbors`` / ``kneighbors_graph`` as the classifier's;
-    ``radius_neighbors`` / ``radius_neighbors_graph`` return every training
-    row with ``distance <= radius`` (exact: on integer data the rows
-    sklearn returns, row for row; ``fastnn.neighbors.radius``). Parameters
-    as sklearn's (``algorithm`` and ``leaf_size`` are accepted and unused:
-    the search is always exact); metrics: 'minkowski' with p = 1 or 2,
-    'euclidean', 'sqeuclidean', 'manhattan' and their aliases; anything
-    else is a ValueError, never a silently different metric.
-    """
-
-    def __init__(self, *, n_neighbors=5, radius=1.0, algorithm="auto", leaf_size=30,
-                 metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
-        self.n_neighbors = n_neighbors
-        self.radius = radius
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.metric = metric
-        self.p = p
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
-        self.backend = backend
-
-    def fit(self, X, y=None):
-        X = self._validated(X)
-        return self._fit_index(X)
+class _RadiusNeighborsMixin:
+    """sklearn's ``radius_neighbors`` / ``radius_neighbors_graph`` on the
+    engine's exact radius search."""
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
         """Rows within ``radius`` of each query (sklearn semantics; ``X=None``
@@ -233,6 +209,37 @@ class NearestNeighbors(_NeighborsBase):
         data = (np.concatenate(list(dist)) if mode == "distance" and len(dist)
                 else np.ones(cols.size))
         return sparse.csr_matrix((data, cols, indptr), shape=(len(ind), self.n_samples_fit_))
+
+
+class NearestNeighbors(_RadiusNeighborsMixin, _NeighborsBase):
+    """Unsupervised neighbour search, a drop-in for
+    ``sklearn.neighbors.NearestNeighbors`` on the exact engine.
+
+    ``kneighbors`` / ``kneighbors_graph`` as the classifier's;
+    ``radius_neighbors`` / ``radius_neighbors_graph`` return every training
+    row with ``distance <= radius`` (exact: on integer data the rows
+    sklearn returns, row for row; ``fastnn.neighbors.radius``). Parameters
+    as sklearn's (``algorithm`` and ``leaf_size`` are accepted and unused:
+    the search is always exact); metrics: 'minkowski' with p = 1 or 2,
+    'euclidean', 'sqeuclidean', 'manhattan' and their aliases; anything
+    else is a ValueError, never a silently different metric.
+    """
+
+    def __init__(self, *, n_neighbors=5, radius=1.0, algorithm="auto", leaf_size=30,
+                 metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
+        self.n_neighbors = n_neighbors
+        self.radius = radius
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.metric = metric
+        self.p = p
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend = backend
+
+    def fit(self, X, y=None):
+        X = self._validated(X)
+        return self._fit_index(X)
 
 
 class _KNeighborsVote(_NeighborsBase):
@@ -399,6 +406,78 @@ class KNeighborsTransformer(TransformerMixin, _NeighborsBase):
         check_is_fitted(self, "_index")
         return np.asarray([f"{type(self).__name__.lower()}{i}"
                            for i in range(self.n_samples_fit_)], dtype=object)
+
+
+class RadiusNeighborsRegressor(_RadiusNeighborsMixin, RegressorMixin, _NeighborsBase):
+    """Regression on the neighbours within ``radius``, a drop-in for
+    ``sklearn.neighbors.RadiusNeighborsRegressor``: the (weighted) mean of
+    their targets, one or several outputs; a query with no neighbour
+    predicts NaN with sklearn's warning. Neighbours are exact (on integer
+    data the rows sklearn finds), so predictions equal sklearn's. Metrics
+    and ``metric_params`` as :class:`NearestNeighbors`."""
+
+    def __init__(self, radius=1.0, *, weights="uniform", algorithm="auto", leaf_size=30, p=2,
+                 metric="minkowski", metric_params=None, n_jobs=None):
+        self.radius = radius
+        self.weights = weights
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.p = p
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y):
+        """Store the training data and targets."""
+        _check_weights(self.weights)
+        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=True,
+                             y_numeric=True)
+        if X.dtype.kind not in "uif":
+            X = X.astype(np.float64)
+        self._y = np.asarray(y)
+        return self._fit_index(X)
+
+    def predict(self, X):
+        """The mean (``weights``: weighted) of the targets of the neighbours
+        within ``radius``, computed as sklearn computes it; NaN, with
+        sklearn's warning, where a query has none."""
+        check_is_fitted(self, "_index")
+        weights = _check_weights(self.weights)
+        dist, ind = self.radius_neighbors(X)
+        y = self._y.reshape(-1, 1) if self._y.ndim == 1 else self._y
+        empty = np.full_like(y[0], np.nan, dtype=np.float64)
+        w = _radius_weights(dist, weights)
+        pred = np.array([
+            (np.mean(y[rows, :], axis=0) if w is None
+             else np.average(y[rows, :], axis=0, weights=w[i])) if len(rows) else empty
+            for i, rows in enumerate(ind)])
+        if np.any(np.isnan(pred)):
+            import warnings
+            warnings.warn("One or more samples have no neighbors within specified radius; "
+                          "predicting NaN.")
+        return pred.ravel() if self._y.ndim == 1 else pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _radius_weights(dist, weights):
+    """sklearn's weights of radius neighbours (one array per query; zero
+    distances take all the weight), or None for uniform weights."""
+    if weights in (None, "uniform"):
+        return None
+    if weights == "distance":
+        out = np.empty(len(dist), dtype=object)
+        for i, d in enumerate(dist):
+            if 0.0 in d:
+                out[i] = (d == 0.0).astype(np.float64)
+            else:
+                with np.errstate(divide="ignore"):
+                    out[i] = 1.0 / d
+        return out
+    return weights(dist)
 
 
 def _image_batch(X, image_shape, channel_axis):
