@@ -69,6 +69,7 @@ class Backend:
 
 
 _REGISTRY = {}
+_LOADED = False
 
 
 def register(backend_class):
@@ -84,9 +85,13 @@ def registered():
 
 
 def _load():
-    """Import every backend module (each registers itself)."""
+    """Import every backend module (each registers itself; once)."""
+    global _LOADED
+    if _LOADED:
+        return
     from . import brute, faiss_flat, inner_product, manhattan  # noqa: F401, PLC0415
     from .pruned import backend  # noqa: F401, PLC0415
+    _LOADED = True
 
 
 def auto_choice(index, request):

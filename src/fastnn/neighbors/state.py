@@ -6,9 +6,7 @@ rebuild it, never an answer. ``fastnn.index_io`` saves the fields listed in
 belong to the process that runs the search).
 """
 
-from dataclasses import dataclass, fields
-
-import numpy as np
+from dataclasses import dataclass
 
 from .pruned.layout import IndexLayout
 from .pruned.projection import Int8Directions, Projection, Spectrum
@@ -41,16 +39,8 @@ class BuiltState:
     def saved_fields(self):
         return {name: getattr(self, name) for name in SAVED}
 
-    @classmethod
-    def field_names(cls):
-        return tuple(f.name for f in fields(cls))
-
 
 def uses_tiles(families):
     """Whether a ``(tile family, int8 family)`` pair runs tile kernels."""
     return [f is not None for f in families]
 
-
-def empty_placeholder(dtype=np.int64, ndim=1):
-    """An empty array standing for an absent kernel input."""
-    return np.zeros((1,) * ndim, dtype)

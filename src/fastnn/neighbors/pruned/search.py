@@ -42,7 +42,7 @@ BF16_ACCUMULATION_SPARE = 1.01
 class QueryChunk:
     """One chunk of queries, projected, with the margins of its keys."""
 
-    def __init__(self, Qc, rows, projection, layout, tile_kernels):
+    def __init__(self, rows, projection, layout, tile_kernels):
         m1 = projection.first_stage_components
         m1p = m1 + 1
         self.rows = rows
@@ -69,9 +69,9 @@ class QueryChunk:
             self.gemm_rows = None
         else:
             self.key_add, self.key_slack = self.f32_add, self.f32_slack
-            self.bf16_error = np.zeros(Qc.shape[0])
+            self.bf16_error = np.zeros(rows.keys.shape[0])
             # -2 w1(q), ones and |w1(q)|^2: times the index operand, the key
-            Wa = np.empty((Qc.shape[0], m1 + 3), np.float32)
+            Wa = np.empty((rows.keys.shape[0], m1 + 3), np.float32)
             np.multiply(rows.keys, np.float32(-2.0), out=Wa[:, :m1p])
             Wa[:, m1p] = 1.0
             Wa[:, m1p + 1] = aq * aq
@@ -189,7 +189,7 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
                                    np.uint16, zero=True)
                 A16[:nq] = rows.stage1_rows
                 rows.stage1_rows = A16
-        chunk = QueryChunk(Qc, rows, projection, layout, plan.tiles)
+        chunk = QueryChunk(rows, projection, layout, plan.tiles)
         if plan.u8_dot:
             _, QN, Q8 = u8_row_stats(Qc, n_threads, shifted=True)
         else:
@@ -209,8 +209,8 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
             kept, seeds = np.zeros(nq, np.int64), np.zeros(nq, np.int64)
 
         def work(part):
-            _search_blocks(part, plan, n, X, layout, projection, chunk, ex, bounds, stage2,
-                           results, kept, seeds, int8_family, index.built.tile_family)
+            _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, results,
+                           kept, seeds, int8_family, index.built.tile_family)
 
         map_threads(work, blocks, n_threads)
         if qperm is not None:
@@ -233,10 +233,12 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
                     "n_samples": n}
 
 
-def _search_blocks(part, plan, n, X, layout, projection, chunk, ex, bounds, stage2, results,
-                   kept, seeds, int8_family, tile_family):
+def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, results, kept,
+                   seeds, int8_family, tile_family):
     """One thread's blocks ``(q0, q1, w0)``: stage 1 over every tile, then
     ``pruned_block``."""
+    X = ex.index_rows
+    n = X.shape[0]
     qb, jt, jt2, k = plan.block, plan.first_tile, plan.later_tile, plan.k
     perm = layout.perm
     st = _block_state(plan, n)
