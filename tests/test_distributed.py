@@ -78,7 +78,8 @@ def test_dask_classifier_equals_single_machine(client, rng):
     y = rng.choice(np.array(["cat", "dog", "emu"]), 600)
     Q = rng.integers(0, 6, (90, 10)).astype(np.uint8)
     for weights in ("uniform", "distance"):
-        ref = KNeighborsClassifier(5, weights=weights).fit(X, y)
+        ref = KNeighborsClassifier(5, weights=weights, algorithm="brute").fit(X, y)
+        assert ref.engine_ == "fastnn"
         dk = DaskKNeighborsClassifier(5, weights=weights).fit(
             da.from_array(X, chunks=(150, 10)), da.from_array(y, chunks=150))
         lazy = dk.predict(da.from_array(Q, chunks=30))

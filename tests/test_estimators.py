@@ -14,7 +14,11 @@ from fastnn import (HOGKNN, HOGTransformer, KNeighborsClassifier, KNeighborsRegr
                     KNeighborsTransformer)
 
 
-@parametrize_with_checks([KNeighborsClassifier(), KNeighborsRegressor(), KNeighborsTransformer()])
+# algorithm="brute": the checks' data has few features, where sklearn's
+# 'auto' (and so fastnn) would take a KD-tree and sklearn's own code
+@parametrize_with_checks([KNeighborsClassifier(algorithm="brute"),
+                          KNeighborsRegressor(algorithm="brute"),
+                          KNeighborsTransformer(algorithm="brute")])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -128,8 +132,17 @@ def test_bad_input_errors(rng):
     Xn[0, 0] = np.nan
     with pytest.raises(ValueError):
         KNeighborsClassifier().fit(Xn, y)
-    with pytest.raises(ValueError, match="metric"):
-        KNeighborsClassifier(metric="cosine").fit(X, y)
+    # a metric fastnn does not compute: scikit-learn serves it, its answers
+    cos = KNeighborsClassifier(3, metric="cosine").fit(X, y)
+    assert cos.engine_ == "sklearn" and "cosine" in cos.engine_reason_
+    np.testing.assert_array_equal(cos.predict(X), SkKNN(3, metric="cosine").fit(X, y).predict(X))
+    # ... and asking for a fastnn backend there is an error, not ignored
+    with pytest.raises(ValueError, match="scikit-learn serves this fit"):
+        KNeighborsClassifier(metric="cosine", backend="pruned").fit(X, y)
+    with pytest.raises(ValueError, match="farthest=True needs fastnn"):
+        cos.kneighbors(X, farthest=True)
+    with pytest.raises(ValueError, match="backend"):
+        KNeighborsClassifier(backend="hnsw").fit(X, y)
 
 
 @pytest.mark.cifar
@@ -163,10 +176,10 @@ def test_hog_transformer_set_output_pandas(rng):
     assert isinstance(t.set_output(transform="default").transform(imgs), np.ndarray)
 
 
-def test_metric_params_p_is_honoured_as_sklearn_and_others_are_refused():
-    """metric_params={'p': 1} overrides p=2 (sklearn's warning included): the
-    same predictions as sklearn's; a p fastnn cannot serve or another
-    metric parameter is an error, never silently Euclidean."""
+def test_metric_params_are_honoured_as_sklearn():
+    """metric_params={'p': 1} overrides p=2 (sklearn's warning included) and
+    fastnn serves it; another p or a weight vector is served by sklearn's
+    own code: the same answers as sklearn, never silently Euclidean."""
     import warnings
 
     from sklearn.neighbors import KNeighborsClassifier as SkKNN
@@ -176,17 +189,21 @@ def test_metric_params_p_is_honoured_as_sklearn_and_others_are_refused():
     Q = rng.integers(0, 20, (60, 6))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ours = KNeighborsClassifier(5, metric_params={"p": 1}).fit(X, y)
+        ours = KNeighborsClassifier(5, metric_params={"p": 1}, algorithm="brute").fit(X, y)
     assert any("metric_params" in str(w.message) for w in caught)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = SkKNN(5, metric_params={"p": 1}, algorithm="brute").fit(X, y)
     np.testing.assert_array_equal(ours.kneighbors(Q)[0], ref.kneighbors(Q)[0])
-    assert ours.effective_metric_ == "manhattan"
-    with pytest.raises(ValueError, match="p=1 or p=2"):
-        KNeighborsClassifier(5, metric_params={"p": 3}).fit(X, y)
-    with pytest.raises(ValueError, match=r"metric_params \['w'\] are not supported"):
-        KNeighborsClassifier(5, metric_params={"w": np.ones(6)}).fit(X, y)
+    assert ours.effective_metric_ == "manhattan" and ours.engine_ == "fastnn"
+    for params in ({"p": 3}, {"w": np.arange(1.0, 7.0)}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = KNeighborsClassifier(5, metric_params=params, algorithm="brute").fit(X, y)
+            ref = SkKNN(5, metric_params=params, algorithm="brute").fit(X, y)
+        assert ours.engine_ == "sklearn"
+        np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+        np.testing.assert_array_equal(ours.kneighbors(Q)[0], ref.kneighbors(Q)[0])
 
 
 def test_callable_weights_all_zero_raise_as_sklearn():
@@ -212,11 +229,13 @@ def test_regressor_equals_sklearn(weights, outputs, metric):
     X = rng.normal(size=(400, 12))
     y = rng.normal(size=(400, outputs)) if outputs > 1 else rng.normal(size=400)
     Q = rng.normal(size=(80, 12))
-    ours = KNeighborsRegressor(7, weights=weights, metric=metric).fit(X, y).predict(Q)
+    ours = KNeighborsRegressor(7, weights=weights, metric=metric, algorithm="brute")
+    ours = ours.fit(X, y).predict(Q)
     ref = SkKNR(7, weights=weights, metric=metric, algorithm="brute").fit(X, y).predict(Q)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
     # the training points themselves, "distance" weights with zero distances
-    np.testing.assert_allclose(KNeighborsRegressor(3, weights=weights).fit(X, y).predict(X[:20]),
+    np.testing.assert_allclose(KNeighborsRegressor(3, weights=weights, algorithm="brute")
+                               .fit(X, y).predict(X[:20]),
                                SkKNR(3, weights=weights, algorithm="brute").fit(X, y)
                                .predict(X[:20]), rtol=1e-12, atol=1e-12)

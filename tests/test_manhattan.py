@@ -104,7 +104,7 @@ def test_classifier_equals_sklearn(params, rng):
     ref = SkKNN(7, algorithm="brute", **params).fit(X, y)
     np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
     np.testing.assert_allclose(ours.predict_proba(Q), ref.predict_proba(Q), rtol=1e-12)
-    assert ours.effective_metric_ == "manhattan"
+    assert ours.engine_ == "fastnn"
 
 
 def test_bad_backend_and_metric(rng):
@@ -116,5 +116,7 @@ def test_bad_backend_and_metric(rng):
             NearestNeighborsIndex(X, metric="manhattan").kneighbors(X, 2, backend=backend)
     with pytest.raises(ValueError, match="not supported"):
         NearestNeighborsIndex(X, metric="chebyshev")
-    with pytest.raises(ValueError, match="p=1 or p=2"):
-        KNeighborsClassifier(p=3).fit(X, np.arange(50) % 2)
+    y = np.arange(50) % 2
+    p3 = KNeighborsClassifier(p=3, algorithm="brute").fit(X, y)     # sklearn serves p=3
+    assert p3.engine_ == "sklearn" and "minkowski" in p3.engine_reason_
+    np.testing.assert_array_equal(p3.predict(X), SkKNN(p=3, algorithm="brute").fit(X, y).predict(X))

@@ -11,10 +11,15 @@ from hypothesis import given, settings, strategies as st
 from sklearn.neighbors import NearestNeighbors as SkNN
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnn import NearestNeighbors, NearestNeighborsIndex, RadiusNeighborsRegressor
+from fastnn import (NearestNeighbors, NearestNeighborsIndex, RadiusNeighborsClassifier,
+                    RadiusNeighborsRegressor, RadiusNeighborsTransformer)
 
 
-@parametrize_with_checks([NearestNeighbors(), RadiusNeighborsRegressor()])
+# algorithm="brute": fastnn's engine (see test_estimators)
+@parametrize_with_checks([NearestNeighbors(algorithm="brute"),
+                          RadiusNeighborsRegressor(algorithm="brute"),
+                          RadiusNeighborsClassifier(algorithm="brute", outlier_label="most_frequent"),
+                          RadiusNeighborsTransformer(algorithm="brute")])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -47,7 +52,8 @@ def test_radius_neighbors_equal_sklearn(n, d, nq, dtype, metric, levels, pick, s
     ref = SkNN(algorithm="brute", **params).fit(X.astype(np.float64))
     D = ref.kneighbors(X.astype(np.float64), n, return_distance=True)[0].ravel()
     radius = float(np.quantile(D, pick))              # a distance of the data: the boundary
-    ours = NearestNeighbors(radius=radius, **params).fit(X)
+    ours = NearestNeighbors(radius=radius, algorithm="brute", **params).fit(X)
+    assert ours.engine_ == "fastnn"
     queries = None if self_query else Q
     ref_q = None if self_query else Q.astype(np.float64)
     got = ours.radius_neighbors(queries, sort_results=sort_results)
@@ -87,10 +93,19 @@ def test_index_radius_on_float_data_is_exact(n, d, dtype, threads, seed):
 
 def test_radius_errors():
     X = np.arange(12.0).reshape(6, 2)
-    nn = NearestNeighbors().fit(X)
+    nn = NearestNeighbors(algorithm="brute").fit(X)
+    ref = SkNN(algorithm="brute").fit(X)
+    # radii the exact search does not take: sklearn's own error or answer
+    for bad in (-1.0, "a"):
+        with pytest.raises((ValueError, TypeError)) as want:
+            ref.radius_neighbors(X, radius=bad)
+        with pytest.raises(type(want.value), match=str(want.value)):
+            nn.radius_neighbors(X, radius=bad)
     for bad, exc in ((-1.0, ValueError), (np.inf, ValueError), ("a", TypeError)):
         with pytest.raises(exc, match="radius"):
-            nn.radius_neighbors(X, radius=bad)
+            NearestNeighborsIndex(X).radius_neighbors(X, bad)
+    _assert_same(nn.radius_neighbors(X[:2], radius=np.inf),
+                 ref.radius_neighbors(X[:2], radius=np.inf), False)
     with pytest.raises(ValueError, match="return_distance must be True"):
         nn.radius_neighbors(X, return_distance=False, sort_results=True)
     with pytest.raises(ValueError, match="Unsupported mode"):
@@ -121,7 +136,8 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
     D = SkNN(algorithm="brute", metric=metric).fit(X.astype(float)).kneighbors(
         Q.astype(float), n)[0].ravel()
     radius = float(np.quantile(D, pick))
-    ours = RadiusNeighborsRegressor(radius, weights=w, metric=metric).fit(X, y)
+    ours = RadiusNeighborsRegressor(radius, weights=w, metric=metric, algorithm="brute").fit(X, y)
+    assert ours.engine_ == "fastnn"
     ref = SkRNR(radius=radius, weights=w, metric=metric, algorithm="brute").fit(
         X.astype(float), y)
     with warnings.catch_warnings(record=True) as got_w:
@@ -133,3 +149,4 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
     np.testing.assert_array_equal(got, want)
     assert ([str(x.message) for x in got_w if "no neighbors" in str(x.message)]
             == [str(x.message) for x in ref_w if "no neighbors" in str(x.message)])
+

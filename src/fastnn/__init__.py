@@ -17,13 +17,17 @@ _PUBLIC = {
     "HOGTransformer": ".estimators",
     "KNeighborsClassifier": ".estimators",
     "NearestNeighbors": ".estimators",
+    "RadiusNeighborsClassifier": ".estimators",
     "RadiusNeighborsRegressor": ".estimators",
+    "RadiusNeighborsTransformer": ".estimators",
     "KNeighborsRegressor": ".estimators",
     "KNeighborsTransformer": ".estimators",
     "NearestNeighborsIndex": ".neighbors",
     "kneighbors": ".neighbors",
     "pairwise_distances": ".neighbors",
     "PrunedOptions": ".neighbors",
+    "patch_sklearn": ".patching",
+    "unpatch_sklearn": ".patching",
 }
 
 __all__ = ["__version__"] + list(_PUBLIC)

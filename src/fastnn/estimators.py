@@ -1,16 +1,18 @@
 """scikit-learn estimators on top of fastnn's engine.
 
-Thin classes: validate, keep arrays, call :mod:`fastnn.feature` and
-:mod:`fastnn.neighbors`. Pickled state holds arrays and parameters only.
+The seven ``sklearn.neighbors`` estimators are subclasses of scikit-learn's
+own (fit, validation, attributes and every path fastnn does not serve are
+sklearn's code), with their searches on :mod:`fastnn.neighbors`; the HOG
+estimators call :mod:`fastnn.feature`. Pickled state holds arrays and
+parameters only.
 """
 
 import numbers
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
+import sklearn.neighbors as _sk
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .feature import BLOCK_NORMS, hog, hog_output_shape
@@ -19,28 +21,8 @@ from .neighbors.topk import exclude_self
 from .neighbors.validation import check_metric
 
 __all__ = ["NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor",
-           "KNeighborsTransformer", "RadiusNeighborsRegressor", "HOGTransformer", "HOGKNN"]
-
-
-def _effective_p(p, metric_params):
-    """sklearn's rule: ``metric_params['p']`` overrides ``p`` (with its
-    warning); any other metric parameter is refused, never ignored."""
-    if metric_params is None:
-        return p
-    if not isinstance(metric_params, dict):
-        raise TypeError(f"metric_params must be a dict or None, got {metric_params!r}")
-    other = sorted(set(metric_params) - {"p"})
-    if other:
-        raise ValueError(f"metric_params {other} are not supported by fastnn (its metrics "
-                         "take no parameters besides minkowski's p); use "
-                         "sklearn.neighbors for weighted or parametrised metrics")
-    if "p" in metric_params:
-        import warnings
-        if p is not None:
-            warnings.warn("Parameter p is found in metric_params. The corresponding parameter "
-                          "from __init__ is ignored.", SyntaxWarning, stacklevel=3)
-        return metric_params["p"]
-    return p
+           "KNeighborsTransformer", "RadiusNeighborsClassifier", "RadiusNeighborsRegressor",
+           "RadiusNeighborsTransformer", "HOGTransformer", "HOGKNN"]
 
 
 def _resolve_metric(metric, p):
@@ -83,401 +65,409 @@ def _weights_from_distances(dist, weights):
 def vote_proba(dist, ind, y_encoded, n_classes, weights):
     """Class probabilities from neighbours (sklearn's weighted vote,
     normalised); ``y_encoded`` holds the training labels as 0..n_classes-1."""
-    w = _weights_from_distances(dist, weights)
+    return _weighted_votes(ind, _weights_from_distances(dist, weights), y_encoded, n_classes)
+
+
+def _weighted_votes(ind, w, y_encoded, n_classes):
+    """Each query's neighbour weights (``w``; None: one each) summed per
+    class in neighbour order, as sklearn sums them, then normalised."""
     if w is None:
-        w = np.ones_like(dist)
+        w = np.ones(ind.shape)
     labels = y_encoded[ind]
     proba = np.zeros((ind.shape[0], n_classes))
     rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1])
-    np.add.at(proba, (rows, labels.ravel()), w.ravel())
+    np.add.at(proba, (rows, labels.ravel()), np.asarray(w, dtype=np.float64).ravel())
     normalizer = proba.sum(axis=1)[:, None]
     normalizer[normalizer == 0.0] = 1.0
     return proba / normalizer
 
 
-def _check_n_neighbors(n_neighbors):
-    """scikit-learn's checks (and messages) of an ``n_neighbors`` value; the
-    bound by the number of fitted samples comes with the query."""
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
-        raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, "
-                        "enter integer value")
-    if n_neighbors < 1:
-        raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+# -- scikit-learn's neighbours estimators, served by fastnn's engine --------
+#
+# Each class below *is* its scikit-learn class (a subclass): sklearn's fit
+# validates and stores exactly what it always does (parameters, attributes,
+# errors, classes_, outputs, trees), and fastnn then builds its exact index
+# where it can serve the fit. Queries go to fastnn's engine where it serves
+# them and to scikit-learn's own code everywhere else, so every input
+# sklearn accepts gets sklearn's answer or fastnn's exact equivalent.
+
+# sklearn's metric names fastnn's engine serves (with its aliases)
+ACCELERATED_METRICS = ("euclidean", "l2", "sqeuclidean", "manhattan", "cityblock", "l1")
+
+_BACKENDS = ("auto", "brute", "pruned", "faiss")
 
 
-class _NeighborsBase(BaseEstimator):
-    """Shared fit / kneighbors / kneighbors_graph."""
+def _engine_metric(estimator):
+    """The engine's metric for a fitted sklearn neighbours estimator, or
+    ``(None, reason)`` where scikit-learn's own algorithm serves it."""
+    if estimator._fit_method != "brute":
+        return None, (f"scikit-learn chose algorithm={estimator._fit_method!r} (a tree: few "
+                      "features or an explicit algorithm); fastnn serves brute-force fits")
+    if sparse.issparse(estimator._fit_X):
+        return None, "sparse data"
+    if estimator.metric == "precomputed":
+        return None, "metric='precomputed'"
+    metric = estimator.effective_metric_
+    if callable(metric) or metric not in ACCELERATED_METRICS:
+        return None, f"metric {metric!r} (fastnn serves {', '.join(ACCELERATED_METRICS)})"
+    if estimator.effective_metric_params_:
+        return None, f"metric_params {estimator.effective_metric_params_!r}"
+    if estimator._fit_X.dtype.kind not in "uif":
+        return None, f"data of dtype {estimator._fit_X.dtype}"
+    return check_metric(metric), ""
 
-    def _validated(self, X, reset=True):
-        """``X`` checked as sklearn does (dense; numeric dtypes kept, others
-        as float64)."""
-        X = validate_data(self, X, reset=reset, dtype=None, accept_sparse=False)
-        return X if X.dtype.kind in "uif" else X.astype(np.float64)
 
-    def _fit_index(self, X):
-        if hasattr(self, "n_neighbors"):
-            _check_n_neighbors(self.n_neighbors)
-        metric = _resolve_metric(self.metric, _effective_p(self.p, self.metric_params))
-        self._index = NearestNeighborsIndex(X, metric=metric,
-                                            backend=getattr(self, "backend", "auto"),
-                                            n_jobs=self.n_jobs)
-        self.n_samples_fit_ = X.shape[0]
-        self.effective_metric_ = metric
+class _FastEngineMixin:
+    """fastnn's engine inside a scikit-learn neighbours estimator.
+
+    After sklearn's ``_fit``, the fit is served by fastnn when sklearn chose
+    brute force on dense numeric data with a metric fastnn computes
+    (``ACCELERATED_METRICS``, Minkowski p = 1 or 2); then ``kneighbors``,
+    ``radius_neighbors`` and everything built on them (graphs, predictions)
+    run on fastnn's exact search. Otherwise scikit-learn's own code serves,
+    unchanged. ``engine_`` says which ('fastnn' or 'sklearn') and
+    ``engine_reason_`` why sklearn serves a fit.
+    """
+
+    def _fit(self, X, y=None):
+        super()._fit(X, y)
+        self._fastnn_index = None
+        metric, reason = _engine_metric(self)
+        if metric is not None:
+            self._fastnn_index = NearestNeighborsIndex(self._fit_X, metric=metric,
+                                                       backend=self.backend,
+                                                       n_jobs=self.n_jobs)
+        elif self.backend != "auto":
+            raise ValueError(f"backend={self.backend!r} asks for fastnn's engine, but "
+                             f"scikit-learn serves this fit ({reason}); use backend='auto'")
+        self.engine_ = "fastnn" if metric is not None else "sklearn"
+        self.engine_reason_ = reason
         return self
 
+    def _fastnn_serves(self, X):
+        """Whether fastnn's engine answers queries ``X`` (None: the training
+        points): a fit it serves, and dense queries."""
+        check_is_fitted(self)
+        return self._fastnn_index is not None and not sparse.issparse(X)
+
+    def _fastnn_queries(self, X):
+        """Queries validated as sklearn validates them."""
+        return validate_data(self, X, accept_sparse="csr", reset=False, order="C")
+
+
+class _FastKNeighborsMixin(_FastEngineMixin):
+    """``kneighbors`` (and so ``kneighbors_graph``) on fastnn's exact search."""
+
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True, farthest=False):
-        """Neighbours of each query (sklearn semantics; ``X=None`` queries the
-        training points, each excluding itself). ``farthest=True`` returns the
-        most distant points instead."""
-        check_is_fitted(self, "_index")
+        """scikit-learn's ``kneighbors`` (same arguments, answers and errors),
+        exact on fastnn's engine where it serves the fit: neighbours sorted
+        by (distance, index), ties to the lower index. ``farthest=True``
+        (fastnn only) returns the most distant points instead."""
+        if not self._fastnn_serves(X):
+            if farthest:
+                raise ValueError("farthest=True needs fastnn's engine, and scikit-learn "
+                                 f"serves this model ({self.engine_reason_})")
+            return super().kneighbors(X, n_neighbors, return_distance)
         if n_neighbors is None:
             n_neighbors = self.n_neighbors
-        _check_n_neighbors(n_neighbors)
+        elif n_neighbors <= 0:
+            raise ValueError("Expected n_neighbors > 0. Got %d" % n_neighbors)
+        elif not isinstance(n_neighbors, numbers.Integral):
+            raise TypeError(f"n_neighbors does not take {type(n_neighbors)} value, "
+                            "enter integer value")
         query_is_train = X is None
         if query_is_train:
-            X = self._index.X
+            X = self._fit_X
             n_neighbors += 1
         else:
-            X = self._validated(X, reset=False)
+            X = self._fastnn_queries(X)
         if n_neighbors > self.n_samples_fit_:
-            raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = "
-                             f"{n_neighbors}, n_samples_fit = {self.n_samples_fit_}, "
-                             f"n_samples = {X.shape[0]}")
-        dist, ind = self._index.kneighbors(X, n_neighbors, farthest=farthest)
+            if query_is_train:
+                n_neighbors -= 1
+            inequality = "n_neighbors < n_samples_fit" if query_is_train else \
+                "n_neighbors <= n_samples_fit"
+            raise ValueError(f"Expected {inequality}, but n_neighbors = {n_neighbors}, "
+                             f"n_samples_fit = {self.n_samples_fit_}, n_samples = {X.shape[0]}")
+        dist, ind = self._fastnn_index.kneighbors(X, n_neighbors, farthest=farthest)
         if query_is_train:
             dist, ind = exclude_self(dist, ind, np.arange(ind.shape[0]), farthest)
-        if return_distance:
-            return dist, ind
-        return ind
-
-    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
-        """CSR graph of the k nearest neighbours (as sklearn)."""
-        check_is_fitted(self, "_index")
-        if n_neighbors is None:
-            n_neighbors = self.n_neighbors
-        if mode == "connectivity":
-            ind = self.kneighbors(X, n_neighbors, return_distance=False)
-            data = np.ones(ind.size)
-        elif mode == "distance":
-            dist, ind = self.kneighbors(X, n_neighbors, return_distance=True)
-            data = dist.ravel()
-        else:
-            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
-                             f'"distance" but got "{mode}" instead')
-        n_queries, k = ind.shape
-        indptr = np.arange(0, n_queries * k + 1, k)
-        return sparse.csr_matrix((data, ind.ravel(), indptr),
-                                 shape=(n_queries, self.n_samples_fit_))
+        return (dist, ind) if return_distance else ind
 
 
-class _RadiusNeighborsMixin:
-    """sklearn's ``radius_neighbors`` / ``radius_neighbors_graph`` on the
-    engine's exact radius search."""
+class _FastRadiusMixin(_FastEngineMixin):
+    """``radius_neighbors`` on fastnn's exact radius search (a scalar,
+    finite radius; ``distance <= radius`` decided as sklearn decides it)."""
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
-        """Rows within ``radius`` of each query (sklearn semantics; ``X=None``
-        queries the training points, each excluding itself): object arrays
-        of one array per query, rows in index order or, with
-        ``sort_results``, by (distance, row)."""
-        check_is_fitted(self, "_index")
+        """scikit-learn's ``radius_neighbors`` (same arguments, answers and
+        errors), exact on fastnn's engine where it serves the fit: rows in
+        index order, or by (distance, index) with ``sort_results``."""
+        r = self.radius if radius is None else radius
+        if (not self._fastnn_serves(X) or isinstance(r, bool)
+                or not isinstance(r, numbers.Real) or not np.isfinite(r) or r < 0):
+            return super().radius_neighbors(X, radius, return_distance, sort_results)
         if sort_results and not return_distance:
             raise ValueError("return_distance must be True if sort_results is True.")
-        radius = self.radius if radius is None else radius
         query_is_train = X is None
-        if query_is_train:
-            X = self._index.X
-        else:
-            X = self._validated(X, reset=False)
-        dist, ind = self._index.radius_neighbors(X, radius, sort_results=sort_results)
+        X = self._fit_X if query_is_train else self._fastnn_queries(X)
+        dist, ind = self._fastnn_index.radius_neighbors(X, float(r), sort_results=sort_results)
         if query_is_train:
             for i in range(len(ind)):
                 keep = ind[i] != i
                 dist[i], ind[i] = dist[i][keep], ind[i][keep]
         return (dist, ind) if return_distance else ind
 
-    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity",
-                               sort_results=False):
-        """CSR graph of the neighbours within ``radius`` (as sklearn)."""
-        if mode not in ("connectivity", "distance"):
-            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
-                             f'"distance" but got "{mode}" instead')
-        dist, ind = self.radius_neighbors(X, radius, return_distance=True,
-                                          sort_results=sort_results)
-        counts = np.array([len(a) for a in ind], dtype=np.int64)
-        indptr = np.concatenate(([0], np.cumsum(counts)))
-        cols = np.concatenate(list(ind)) if len(ind) else np.zeros(0, np.int64)
-        data = (np.concatenate(list(dist)) if mode == "distance" and len(dist)
-                else np.ones(cols.size))
-        return sparse.csr_matrix((data, cols, indptr), shape=(len(ind), self.n_samples_fit_))
+
+def _with_backend(sk_class):
+    """sklearn's parameter constraints plus fastnn's ``backend``."""
+    from sklearn.utils._param_validation import StrOptions
+    return {**sk_class._parameter_constraints, "backend": [StrOptions(set(_BACKENDS))]}
 
 
-class NearestNeighbors(_RadiusNeighborsMixin, _NeighborsBase):
-    """Unsupervised neighbour search, a drop-in for
-    ``sklearn.neighbors.NearestNeighbors`` on the exact engine.
+def _per_output(estimator):
+    """(labels as 0..n-1 per output column, classes per output)."""
+    if estimator.outputs_2d_:
+        return estimator._y, estimator.classes_
+    return estimator._y.reshape(-1, 1), [estimator.classes_]
 
-    ``kneighbors`` / ``kneighbors_graph`` as the classifier's;
-    ``radius_neighbors`` / ``radius_neighbors_graph`` return every training
-    row with ``distance <= radius`` (exact: on integer data the rows
-    sklearn returns, row for row; ``fastnn.neighbors.radius``). Parameters
-    as sklearn's (``algorithm`` and ``leaf_size`` are accepted and unused:
-    the search is always exact); metrics: 'minkowski' with p = 1 or 2,
-    'euclidean', 'sqeuclidean', 'manhattan' and their aliases; anything
-    else is a ValueError, never a silently different metric.
+
+_BACKEND_DOC = """backend : {'auto', 'brute', 'pruned', 'faiss'}, default='auto'
+        fastnn's search backend where fastnn serves the fit (answers never
+        depend on it); another value than 'auto' on a fit scikit-learn
+        serves is a ValueError."""
+
+_ENGINE_DOC = """Which engine serves: fastnn's exact search where scikit-learn would use
+    brute force on dense numeric data with a metric fastnn computes
+    (euclidean, sqeuclidean, manhattan and their aliases; minkowski with
+    p = 1 or 2); scikit-learn's own code everywhere else (trees, sparse,
+    precomputed, other metrics, metric_params), with sklearn's answers.
+    The fitted ``engine_`` ('fastnn' or 'sklearn') says which, and
+    ``engine_reason_`` why sklearn serves. On the fastnn path neighbours
+    are exact and sorted by (distance, index): on integer data the
+    distances equal sklearn's bit for bit, and ties go to the lower index
+    (sklearn's brute force fixes no order among equal distances)."""
+
+
+class NearestNeighbors(_FastKNeighborsMixin, _FastRadiusMixin, _sk.NearestNeighbors):
+    __doc__ = f"""Unsupervised neighbour search: ``sklearn.neighbors.NearestNeighbors``
+    on fastnn's exact engine.
+
+    Parameters as scikit-learn's, plus
+
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
     """
+    _parameter_constraints = _with_backend(_sk.NearestNeighbors)
 
     def __init__(self, *, n_neighbors=5, radius=1.0, algorithm="auto", leaf_size=30,
                  metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
-        self.n_neighbors = n_neighbors
-        self.radius = radius
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.metric = metric
-        self.p = p
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
+        super().__init__(n_neighbors=n_neighbors, radius=radius, algorithm=algorithm,
+                         leaf_size=leaf_size, metric=metric, p=p, metric_params=metric_params,
+                         n_jobs=n_jobs)
         self.backend = backend
 
-    def fit(self, X, y=None):
-        X = self._validated(X)
-        return self._fit_index(X)
 
+class KNeighborsClassifier(_FastKNeighborsMixin, _sk.KNeighborsClassifier):
+    __doc__ = f"""k-nearest-neighbours vote: ``sklearn.neighbors.KNeighborsClassifier``
+    on fastnn's exact engine.
 
-class _KNeighborsVote(_NeighborsBase):
-    """The parameters the k-NN classifier and regressor share (sklearn's)."""
+    Parameters as scikit-learn's, plus
+
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC} Class ties go to the smallest label, as in sklearn.
+    """
+    _parameter_constraints = _with_backend(_sk.KNeighborsClassifier)
 
     def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
                  p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
-        self.n_neighbors = n_neighbors
-        self.weights = weights
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.p = p
-        self.metric = metric
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
+        super().__init__(n_neighbors, weights=weights, algorithm=algorithm,
+                         leaf_size=leaf_size, p=p, metric=metric, metric_params=metric_params,
+                         n_jobs=n_jobs)
         self.backend = backend
 
-
-class KNeighborsClassifier(ClassifierMixin, _KNeighborsVote):
-    """k-nearest-neighbours vote, a drop-in for ``sklearn.neighbors.KNeighborsClassifier``.
-
-    Parameters
-    ----------
-    n_neighbors : int, default=5
-    weights : {'uniform', 'distance'} or callable, default='uniform'
-    algorithm, leaf_size : ignored (accepted for compatibility); the search is
-        always exact.
-    p : int, default=2
-        1 (Manhattan) or 2 (Euclidean).
-    metric : {'minkowski', 'euclidean', 'sqeuclidean', 'manhattan'}, default='minkowski'
-        'l2', 'cityblock' and 'l1' are accepted too. Manhattan computes every
-        exact distance (no pruned or faiss search for it).
-    metric_params : dict or None
-        Only ``{'p': 1}`` or ``{'p': 2}`` (which override ``p``, as in sklearn,
-        with sklearn's warning); any other key is a ValueError, never ignored.
-    n_jobs : int, default=None
-    backend : {'auto', 'brute', 'pruned', 'faiss'}, default='auto'
-        fastnn's search backend; answers never depend on it.
-
-    Notes
-    -----
-    Neighbours are sorted by (distance, index) and class ties go to the
-    smallest label, so predictions equal sklearn's on integer data.
-    """
-
-    def fit(self, X, y):
-        """Store the training data and labels."""
-        _check_weights(self.weights)
-        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=False)
-        if X.dtype.kind not in "uif":
-            X = X.astype(np.float64)
-        check_classification_targets(y)
-        enc = LabelEncoder()
-        self._y = enc.fit_transform(y)
-        self.classes_ = enc.classes_
-        self.outputs_2d_ = False
-        return self._fit_index(X)
+    def _neighbour_weights(self, X):
+        """(neighbour indices, their weights or None), sklearn's rules."""
+        if self.weights == "uniform":
+            return self.kneighbors(X, return_distance=False), None
+        dist, ind = self.kneighbors(X)
+        return ind, _weights_from_distances(dist, self.weights)
 
     def predict_proba(self, X):
-        """Class probabilities (neighbour weights per class, normalised)."""
-        check_is_fitted(self, "_index")
-        weights = _check_weights(self.weights)
-        if X is None:
-            dist, ind = self.kneighbors(None)
-        else:
-            dist, ind = self.kneighbors(X)
-        return vote_proba(dist, ind, self._y, len(self.classes_), weights)
+        """Class probabilities (neighbour weights per class, normalised), as
+        sklearn computes them."""
+        if not self._fastnn_serves(X):
+            return super().predict_proba(X)
+        ind, w = self._neighbour_weights(X)
+        labels, classes = _per_output(self)
+        proba = [_weighted_votes(ind, w, labels[:, j], len(c)) for j, c in enumerate(classes)]
+        return proba if self.outputs_2d_ else proba[0]
 
     def predict(self, X):
         """Majority (or weighted) vote; ties go to the smallest class label."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        if not self._fastnn_serves(X):
+            return super().predict(X)
+        from sklearn.utils.extmath import weighted_mode
+        ind, w = self._neighbour_weights(X)
+        labels, classes = _per_output(self)
+        pred = np.empty((ind.shape[0], len(classes)), dtype=classes[0].dtype)
+        for j, classes_j in enumerate(classes):
+            if w is None:
+                winner = np.argmax(_weighted_votes(ind, None, labels[:, j], len(classes_j)),
+                                   axis=1)
+            else:
+                winner = weighted_mode(labels[ind, j], w, axis=1)[0].ravel().astype(np.intp)
+            pred[:, j] = classes_j.take(winner)
+        return pred if self.outputs_2d_ else pred.ravel()
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
 
+class KNeighborsRegressor(_FastKNeighborsMixin, _sk.KNeighborsRegressor):
+    __doc__ = f"""k-nearest-neighbours regression: ``sklearn.neighbors.KNeighborsRegressor``
+    on fastnn's exact engine (the (weighted) mean of the neighbours'
+    targets, computed by sklearn's own ``predict``).
 
-class KNeighborsRegressor(RegressorMixin, _KNeighborsVote):
-    """k-nearest-neighbours regression, a drop-in for
-    ``sklearn.neighbors.KNeighborsRegressor``: the (weighted) mean of the
-    neighbours' targets, one or several outputs.
+    Parameters as scikit-learn's, plus
 
-    Parameters as :class:`KNeighborsClassifier` (``weights`` 'uniform',
-    'distance' or a callable; ``metric`` euclidean / sqeuclidean / manhattan
-    or minkowski with p = 1, 2; ``backend``: fastnn's search backend).
-    Neighbours are exact and sorted by (distance, index), so predictions
-    equal sklearn's wherever no distance tie straddles the k-th neighbour.
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
     """
+    _parameter_constraints = _with_backend(_sk.KNeighborsRegressor)
 
-    def fit(self, X, y):
-        """Store the training data and targets."""
-        _check_weights(self.weights)
-        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=True,
-                             y_numeric=True)
-        if X.dtype.kind not in "uif":
-            X = X.astype(np.float64)
-        self._y = np.asarray(y)
-        return self._fit_index(X)
-
-    def predict(self, X):
-        """The mean of the neighbours' targets (weighted by ``weights``), as
-        sklearn computes it."""
-        check_is_fitted(self, "_index")
-        weights = _check_weights(self.weights)
-        dist, ind = self.kneighbors(X)
-        w = _weights_from_distances(dist, weights)
-        y = self._y.reshape(-1, 1) if self._y.ndim == 1 else self._y
-        if w is None:
-            pred = np.mean(y[ind], axis=1)
-        else:
-            pred = np.empty((dist.shape[0], y.shape[1]), np.float64)
-            denom = np.sum(w, axis=1)
-            for j in range(y.shape[1]):
-                pred[:, j] = np.sum(y[ind, j] * w, axis=1) / denom
-        return pred.ravel() if self._y.ndim == 1 else pred
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.target_tags.multi_output = True
-        return tags
+    def __init__(self, n_neighbors=5, *, weights="uniform", algorithm="auto", leaf_size=30,
+                 p=2, metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
+        super().__init__(n_neighbors, weights=weights, algorithm=algorithm,
+                         leaf_size=leaf_size, p=p, metric=metric, metric_params=metric_params,
+                         n_jobs=n_jobs)
+        self.backend = backend
 
 
-class KNeighborsTransformer(TransformerMixin, _NeighborsBase):
-    """Sparse k-NN graph, sklearn's ``KNeighborsTransformer`` contract.
+class KNeighborsTransformer(_FastKNeighborsMixin, _sk.KNeighborsTransformer):
+    __doc__ = f"""Sparse k-NN graph: ``sklearn.neighbors.KNeighborsTransformer`` on
+    fastnn's exact engine (to plug a fast exact k-NN into pipelines of
+    ``metric='precomputed'`` estimators).
 
-    ``transform`` returns a CSR graph with ``n_neighbors`` neighbours per row
-    (``n_neighbors + 1`` in ``mode='distance'``, as sklearn), to plug a fast
-    exact k-NN into sklearn pipelines (``metric='precomputed'`` estimators).
+    Parameters as scikit-learn's, plus
+
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
     """
+    _parameter_constraints = _with_backend(_sk.KNeighborsTransformer)
 
     def __init__(self, *, mode="distance", n_neighbors=5, algorithm="auto", leaf_size=30,
                  metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
-        self.mode = mode
-        self.n_neighbors = n_neighbors
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.metric = metric
-        self.p = p
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
+        super().__init__(mode=mode, n_neighbors=n_neighbors, algorithm=algorithm,
+                         leaf_size=leaf_size, metric=metric, p=p, metric_params=metric_params,
+                         n_jobs=n_jobs)
         self.backend = backend
 
-    def fit(self, X, y=None):
-        X = self._validated(X)
-        if self.mode not in ("distance", "connectivity"):
-            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
-                             f'"distance" but got "{self.mode}" instead')
-        self._fit_index(X)
-        self._n_features_out = self.n_samples_fit_
-        return self
 
-    def transform(self, X):
-        check_is_fitted(self, "_index")
-        add_one = self.mode == "distance"
-        return self.kneighbors_graph(X, mode=self.mode, n_neighbors=self.n_neighbors + add_one)
+class RadiusNeighborsTransformer(_FastRadiusMixin, _sk.RadiusNeighborsTransformer):
+    __doc__ = f"""Sparse graph of the neighbours within ``radius``:
+    ``sklearn.neighbors.RadiusNeighborsTransformer`` on fastnn's exact
+    radius search.
 
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)
+    Parameters as scikit-learn's, plus
 
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "_index")
-        return np.asarray([f"{type(self).__name__.lower()}{i}"
-                           for i in range(self.n_samples_fit_)], dtype=object)
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
+    """
+    _parameter_constraints = _with_backend(_sk.RadiusNeighborsTransformer)
+
+    def __init__(self, *, mode="distance", radius=1.0, algorithm="auto", leaf_size=30,
+                 metric="minkowski", p=2, metric_params=None, n_jobs=None, backend="auto"):
+        super().__init__(mode=mode, radius=radius, algorithm=algorithm, leaf_size=leaf_size,
+                         metric=metric, p=p, metric_params=metric_params, n_jobs=n_jobs)
+        self.backend = backend
 
 
-class RadiusNeighborsRegressor(_RadiusNeighborsMixin, RegressorMixin, _NeighborsBase):
-    """Regression on the neighbours within ``radius``, a drop-in for
-    ``sklearn.neighbors.RadiusNeighborsRegressor``: the (weighted) mean of
-    their targets, one or several outputs; a query with no neighbour
-    predicts NaN with sklearn's warning. Neighbours are exact (on integer
-    data the rows sklearn finds), so predictions equal sklearn's. Metrics
-    and ``metric_params`` as :class:`NearestNeighbors`."""
+class RadiusNeighborsRegressor(_FastRadiusMixin, _sk.RadiusNeighborsRegressor):
+    __doc__ = f"""Regression on the neighbours within ``radius``:
+    ``sklearn.neighbors.RadiusNeighborsRegressor`` on fastnn's exact radius
+    search (sklearn's own ``predict``: the (weighted) mean of their targets;
+    NaN with sklearn's warning where a query has none).
+
+    Parameters as scikit-learn's, plus
+
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
+    """
+    _parameter_constraints = _with_backend(_sk.RadiusNeighborsRegressor)
 
     def __init__(self, radius=1.0, *, weights="uniform", algorithm="auto", leaf_size=30, p=2,
-                 metric="minkowski", metric_params=None, n_jobs=None):
-        self.radius = radius
-        self.weights = weights
-        self.algorithm = algorithm
-        self.leaf_size = leaf_size
-        self.p = p
-        self.metric = metric
-        self.metric_params = metric_params
-        self.n_jobs = n_jobs
+                 metric="minkowski", metric_params=None, n_jobs=None, backend="auto"):
+        super().__init__(radius, weights=weights, algorithm=algorithm, leaf_size=leaf_size,
+                         p=p, metric=metric, metric_params=metric_params, n_jobs=n_jobs)
+        self.backend = backend
 
-    def fit(self, X, y):
-        """Store the training data and targets."""
-        _check_weights(self.weights)
-        X, y = validate_data(self, X, y, dtype=None, accept_sparse=False, multi_output=True,
-                             y_numeric=True)
-        if X.dtype.kind not in "uif":
-            X = X.astype(np.float64)
-        self._y = np.asarray(y)
-        return self._fit_index(X)
 
-    def predict(self, X):
-        """The mean (``weights``: weighted) of the targets of the neighbours
-        within ``radius``, computed as sklearn computes it; NaN, with
-        sklearn's warning, where a query has none."""
-        check_is_fitted(self, "_index")
-        weights = _check_weights(self.weights)
+class RadiusNeighborsClassifier(_FastRadiusMixin, _sk.RadiusNeighborsClassifier):
+    __doc__ = f"""Vote of the neighbours within ``radius``:
+    ``sklearn.neighbors.RadiusNeighborsClassifier`` on fastnn's exact radius
+    search (``outlier_label`` for queries with no neighbour, as sklearn).
+
+    Parameters as scikit-learn's, plus
+
+    {_BACKEND_DOC}
+
+    {_ENGINE_DOC}
+    """
+    _parameter_constraints = _with_backend(_sk.RadiusNeighborsClassifier)
+
+    def __init__(self, radius=1.0, *, weights="uniform", algorithm="auto", leaf_size=30, p=2,
+                 metric="minkowski", outlier_label=None, metric_params=None, n_jobs=None,
+                 backend="auto"):
+        super().__init__(radius, weights=weights, algorithm=algorithm, leaf_size=leaf_size,
+                         p=p, metric=metric, outlier_label=outlier_label,
+                         metric_params=metric_params, n_jobs=n_jobs)
+        self.backend = backend
+
+    def predict_proba(self, X):
+        """Class probabilities of the neighbours within ``radius``
+        (``outlier_label`` where there are none), as sklearn computes them."""
+        r = self.radius
+        if (not self._fastnn_serves(X) or isinstance(r, bool)
+                or not isinstance(r, numbers.Real) or not np.isfinite(r) or r < 0):
+            return super().predict_proba(X)
+        import warnings
+
+        from sklearn.neighbors._base import _get_weights
         dist, ind = self.radius_neighbors(X)
-        y = self._y.reshape(-1, 1) if self._y.ndim == 1 else self._y
-        empty = np.full_like(y[0], np.nan, dtype=np.float64)
-        w = _radius_weights(dist, weights)
-        pred = np.array([
-            (np.mean(y[rows, :], axis=0) if w is None
-             else np.average(y[rows, :], axis=0, weights=w[i])) if len(rows) else empty
-            for i, rows in enumerate(ind)])
-        if np.any(np.isnan(pred)):
-            import warnings
-            warnings.warn("One or more samples have no neighbors within specified radius; "
-                          "predicting NaN.")
-        return pred.ravel() if self._y.ndim == 1 else pred
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-
-def _radius_weights(dist, weights):
-    """sklearn's weights of radius neighbours (one array per query; zero
-    distances take all the weight), or None for uniform weights."""
-    if weights in (None, "uniform"):
-        return None
-    if weights == "distance":
-        out = np.empty(len(dist), dtype=object)
-        for i, d in enumerate(dist):
-            if 0.0 in d:
-                out[i] = (d == 0.0).astype(np.float64)
-            else:
-                with np.errstate(divide="ignore"):
-                    out[i] = 1.0 / d
-        return out
-    return weights(dist)
+        n_queries = len(ind)
+        outlier_mask = np.array([len(rows) == 0 for rows in ind], dtype=bool)
+        outliers = np.flatnonzero(outlier_mask)
+        inliers = np.flatnonzero(~outlier_mask)
+        if self.outlier_label_ is None and outliers.size > 0:
+            raise ValueError("No neighbors found for test samples %r, you can try using "
+                             "larger radius, giving a label for outliers, or considering "
+                             "removing them from your dataset." % outliers)
+        weights = _get_weights(dist, self.weights)
+        if weights is not None:
+            weights = weights[inliers]
+        labels, classes = _per_output(self)
+        probabilities = []
+        for j, classes_j in enumerate(classes):
+            proba = np.zeros((n_queries, classes_j.size))
+            for row, i in enumerate(inliers):
+                proba[i] = np.bincount(labels[ind[i], j],
+                                       None if weights is None else weights[row],
+                                       minlength=classes_j.size)
+            if outliers.size > 0:
+                label_index = np.flatnonzero(classes_j == self.outlier_label_[j])
+                if label_index.size == 1:
+                    proba[outliers, label_index[0]] = 1.0
+                else:
+                    warnings.warn("Outlier label {} is not in training classes. All class "
+                                  "probabilities of outliers will be assigned with 0."
+                                  "".format(self.outlier_label_[j]))
+            normalizer = proba.sum(axis=1)[:, np.newaxis]
+            normalizer[normalizer == 0.0] = 1.0
+            probabilities.append(proba / normalizer)
+        return probabilities if self.outputs_2d_ else probabilities[0]
 
 
 def _image_batch(X, image_shape, channel_axis):
