@@ -150,3 +150,41 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
     assert ([str(x.message) for x in got_w if "no neighbors" in str(x.message)]
             == [str(x.message) for x in ref_w if "no neighbors" in str(x.message)])
 
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(1, 40),
+       dtype=st.sampled_from(["uint8", "int16", "float32", "float64"]),
+       metric=st.sampled_from(["euclidean", "sqeuclidean"]), levels=st.sampled_from([3, 40]),
+       offset=st.sampled_from([0.0, 1e4]), scale=st.sampled_from([1.0, 1e-3]),
+       pick=st.floats(0, 1), threads=st.integers(1, 2), add=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, offset, scale,
+                                                 pick, threads, add, seed):
+    """The projected lower bounds (``backend='pruned'``) drop no row: the
+    same rows and distances as measuring every row (``backend='brute'``),
+    on ties, duplicates, data far from the origin and tiny scales, radii
+    on the boundary, any thread count, and after ``add`` (the projection
+    is rebuilt for the new rows)."""
+    r = np.random.default_rng(seed)
+    X = r.integers(0, levels, (n, d)).astype(np.float64)
+    X[n // 2] = X[0]
+    Q = np.vstack([X[:3], r.integers(0, levels, (5, d))])
+    if dtype.startswith("float"):
+        X, Q = X * scale + offset, Q * scale + offset
+    X, Q = X.astype(dtype), Q.astype(dtype)
+    pruned = NearestNeighborsIndex(X[: max(1, n // 2)] if add else X, metric=metric,
+                                   backend="pruned", n_jobs=threads)
+    if add:
+        pruned.radius_neighbors(Q, 1.0)                 # projection built, then rows added
+        pruned.add(X[max(1, n // 2):])
+    brute = NearestNeighborsIndex(X, metric=metric, backend="brute")
+    D = brute.kneighbors(Q, n)[0]
+    radius = float(np.quantile(D, pick))
+    got = pruned.radius_neighbors(Q, radius, sort_results=True)
+    assert pruned.stats_["stage1"] == "projection"
+    want = brute.radius_neighbors(Q, radius, sort_results=True)
+    assert brute.stats_["stage1"] == "every-row"
+    for a, b in zip(got[1], want[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(got[0], want[0], strict=True):
+        np.testing.assert_array_equal(a, b)

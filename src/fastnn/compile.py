@@ -29,6 +29,7 @@ JOBS = {
     "brute-float": "brute-force / faiss re-rank of float32 and float64 rows",
     "pairwise": "pairwise_distances (uint8, float32, float64; Manhattan)",
     "filters-ip": "per-query filtered search and the inner product (uint8, float32)",
+    "radius": "radius search (projected bounds and every row; uint8, float32, float64)",
 }
 
 # the jobs ``fastnn report`` needs (checked, and compiled on a cold cache,
@@ -94,6 +95,13 @@ def run_job(name):
             per_query = [np.arange(0, 600, 3)] * 4
             NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
             NearestNeighborsIndex(X, metric="ip").kneighbors(X[:4], 2)
+    elif name == "radius":
+        from .neighbors import NearestNeighborsIndex
+        for dtype in ("uint8", "float32", "float64"):
+            X = _rows(dtype, 600, 32, 4)
+            for backend in ("pruned", "brute"):
+                NearestNeighborsIndex(X, backend=backend).radius_neighbors(X[:5], 1.0)
+            NearestNeighborsIndex(X, metric="manhattan").radius_neighbors(X[:5], 1.0)
     else:
         raise ValueError(f"unknown warmup job {name!r}; expected one of {sorted(JOBS)}")
     return time.perf_counter() - t

@@ -52,3 +52,85 @@ def pair_distances(Q, X, query_of_pair, row_of_pair, p0, p1, is_int, acc32, metr
             out[t] = l1dist(q, x, is_int, acc32)
         else:
             out[t] = sqdist(q, x, is_int, acc32)
+
+
+# index rows per block of the radius bound passes: fixed-length inner loops
+# vectorise (a block's count first, its rows written only when it has one)
+BOUND_BLOCK = 64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm, slack_per_norm2):
+    dr = rq - x_residual[j]
+    s = nq + x_norm[j]
+    return aq + x_sqnorm[j] - 2.0 * row_products[j] + dr * dr - slack_per_norm2 * s * s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm, slack_per_norm2,
+                limit):
+    """Candidates among rows ``j0 .. j0 + BOUND_BLOCK`` (a fixed-length,
+    vectorised loop)."""
+    hits = 0
+    for j in range(j0, j0 + BOUND_BLOCK):
+        bound = _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                              slack_per_norm2)
+        hits += 1 if bound <= limit else 0
+    return hits
+
+
+@njit(cache=True, nogil=True)
+def radius_bound_count(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
+                       slack_per_norm2, limit, r0, r1, counts):
+    """The radius search's projected lower bounds, for query rows ``r0 ..
+    r1`` of a chunk: ``products[i, j]`` is the float32 product of the
+    projected (centred) query ``i`` and index row ``j``; the bound of the
+    squared distance is
+
+        |a|^2 + |b|^2 - 2 a.b + (rho_q - rho_x)^2 - slack_per_norm2 (|q'| + |x'|)^2
+
+    (projected norms, residual norms, centred norms; ``neighbors/radius.py``
+    proves it). ``counts[i]`` = the pairs with a bound ``<= limit`` (the
+    candidates)."""
+    n = products.shape[1]
+    full = n // BOUND_BLOCK * BOUND_BLOCK
+    for i in range(r0, r1):
+        aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
+        row_products = products[i]
+        count = 0
+        for j0 in range(0, full, BOUND_BLOCK):
+            count += _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                                 slack_per_norm2, limit)
+        for j in range(full, n):
+            bound = _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                                  slack_per_norm2)
+            count += 1 if bound <= limit else 0
+        counts[i] = count
+
+
+@njit(cache=True, nogil=True)
+def radius_bound_fill(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
+                      slack_per_norm2, limit, r0, r1, starts, row_out):
+    """The candidates' rows (see ``radius_bound_count``), query ``i``'s from
+    ``starts[i]`` on, in row order. Candidates are sparse: each block of
+    ``BOUND_BLOCK`` rows is counted first and written only when it holds
+    one."""
+    n = products.shape[1]
+    full = n // BOUND_BLOCK * BOUND_BLOCK
+    for i in range(r0, r1):
+        aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
+        row_products = products[i]
+        out = starts[i]
+        for j0 in range(0, full, BOUND_BLOCK):
+            if _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                           slack_per_norm2, limit):
+                for j in range(j0, j0 + BOUND_BLOCK):
+                    if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                                     slack_per_norm2) <= limit:
+                        row_out[out] = j
+                        out += 1
+        for j in range(full, n):
+            if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                             slack_per_norm2) <= limit:
+                row_out[out] = j
+                out += 1

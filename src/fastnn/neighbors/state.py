@@ -27,6 +27,7 @@ class BuiltState:
     projection: object = None       # pruned.projection.Projection
     layout: object = None           # pruned.layout.IndexLayout
     u8_row_stats: object = None     # (row sums, row sums of squares) of uint8 data
+    radius_bounds: object = None    # radius.RadiusBounds: the radius search's projection
     tile_family: object = None      # bfloat16 tile kernels ('amx', 'avx512') or None
     int8_family: object = None      # int8 tile kernels or None
 
@@ -35,6 +36,7 @@ class BuiltState:
         the spectrum, the projection and, extended by the caller, the
         layout)."""
         self.row_sqnorms = self.float32_copy = self.u8_row_stats = None
+        self.radius_bounds = None
 
     def saved_fields(self):
         return {name: getattr(self, name) for name in SAVED}
