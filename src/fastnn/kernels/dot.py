@@ -84,3 +84,32 @@ def scan_products(Q, X, rows, sign, is_int, kd_out, ki_out):
         for t in range(k):
             kd_out[i, t] = kd[t]
             ki_out[i, t] = ki[t]
+
+
+@njit(cache=True, nogil=True)
+def cosine_distance(q, x, q_norm, x_norm, is_int):
+    """``1 - q.x / (|q| |x|)`` clipped to ``[0, 2]``: the exact product
+    (``dot_exact``) over the product of the norms (a zero row's norm counts
+    as 1, as scikit-learn's ``normalize``: its distance to anything is 1)."""
+    d = 1.0 - dot_exact(q, x, is_int) / (q_norm * x_norm)
+    return min(2.0, max(0.0, d))
+
+
+@njit(cache=True, nogil=True)
+def cosine_of_candidates(Q, X, q_rows, cand, q_norm, x_norm, is_int, p0, p1, out):
+    """``out[i, c]`` = the cosine distance of query ``q_rows[i]`` to row
+    ``cand[i, c]``, for lists ``p0 .. p1``."""
+    for i in range(p0, p1):
+        qi = q_rows[i]
+        for c in range(cand.shape[1]):
+            j = cand[i, c]
+            out[i, c] = cosine_distance(Q[qi], X[j], q_norm[qi], x_norm[j], is_int)
+
+
+@njit(cache=True, nogil=True)
+def cosine_of_pairs(Q, X, query_of_pair, row_of_pair, q_norm, x_norm, is_int, p0, p1, out):
+    """``out[t]`` = the cosine distance of pair ``t`` (query, row), ``p0 .. p1``."""
+    for t in range(p0, p1):
+        qi = query_of_pair[t]
+        j = row_of_pair[t]
+        out[t] = cosine_distance(Q[qi], X[j], q_norm[qi], x_norm[j], is_int)

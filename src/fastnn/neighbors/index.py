@@ -22,11 +22,13 @@ class NearestNeighborsIndex:
     ----------
     X : array_like (n_samples, n_features)
         Integer or float data; uint8 stays uint8 in memory.
-    metric : {'euclidean', 'sqeuclidean', 'manhattan', 'ip'}
+    metric : {'euclidean', 'sqeuclidean', 'manhattan', 'ip', 'cosine'}
         Aliases 'l2', 'cityblock' and 'l1' are accepted. 'manhattan' computes
         every exact distance (backend 'auto' or 'brute'). 'ip': maximum inner
         product, neighbours by decreasing product (the "distances" returned
-        are the products), exact ('auto' or 'brute').
+        are the products), exact ('auto' or 'brute'). 'cosine': ``1 - q.x /
+        (|q| |x|)`` as sklearn's ``cosine_distances``, exact, searched on
+        the unit rows with ``backend`` (``fastnn.neighbors.cosine``).
     backend : {'auto', 'brute', 'pruned', 'faiss'}
         See ``fastnn.neighbors`` (k > 256 always takes the large-k path;
         farthest neighbours are not pruned).
@@ -64,7 +66,7 @@ class NearestNeighborsIndex:
 
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
                  n_jobs=None, random_state=0, kernels="auto", pruned_options=None):
-        metric = "ip" if metric == "ip" else check_metric(metric)
+        metric = metric if metric in ("ip", "cosine") else check_metric(metric)
         check_backend(backend, metric)
         self.metric = metric
         self.backend = backend
@@ -134,7 +136,7 @@ class NearestNeighborsIndex:
         checksums, no pickle (``fastnn.index_io``). The projection is built
         first, so a loaded index searches without rebuilding it."""
         from .. import index_io
-        if self.metric not in ("manhattan", "ip") and self.n_samples >= 2:
+        if self.metric not in ("manhattan", "ip", "cosine") and self.n_samples >= 2:
             n_threads = resolve_n_jobs(self.n_jobs)
             with limit_threads(n_threads):
                 pruned_backend.projection_and_layout(self, n_threads)
@@ -155,7 +157,7 @@ class NearestNeighborsIndex:
     def __getstate__(self):
         state = self.__dict__.copy()
         built = BuiltState(**vars(self.built))
-        built.float32_copy = None
+        built.float32_copy = built.cosine_unit_index = None   # (rebuilt on first use)
         state["built"] = built
         return state
 
@@ -195,6 +197,9 @@ class NearestNeighborsIndex:
         allowed rows (ValueError otherwise).
         """
         Q, q_int = self._check_queries(Q)
+        if allowed is not None and self.metric == "cosine":
+            raise ValueError("allowed= is not supported with metric='cosine' yet; "
+                             "search an index of the allowed rows instead")
         if allowed is not None:
             from .filtering import kneighbors_allowed
             return kneighbors_allowed(self, Q, q_int, n_neighbors, allowed, return_distance,
@@ -228,7 +233,7 @@ class NearestNeighborsIndex:
         radius``, exact; ``fastnn.neighbors.radius``): object arrays of one
         array per query, as sklearn's ``radius_neighbors`` (rows in index
         order, or by (distance, row) with ``sort_results``). Euclidean,
-        squared Euclidean and Manhattan metrics."""
+        squared Euclidean, Manhattan and cosine metrics."""
         from .radius import radius_neighbors
         Q, q_int = self._check_queries(Q)
         n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)

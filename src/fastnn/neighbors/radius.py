@@ -64,16 +64,19 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
     array per query (see the module)."""
     radius = _check_radius(radius)
     metric = index.metric
-    if metric not in ("euclidean", "sqeuclidean", "manhattan"):
-        raise ValueError(f"radius search serves the Euclidean and Manhattan metrics, "
-                         f"not metric={metric!r}")
+    if metric not in ("euclidean", "sqeuclidean", "manhattan", "cosine"):
+        raise ValueError(f"radius search serves the Euclidean, Manhattan and cosine "
+                         f"metrics, not metric={metric!r}")
     nq = Q.shape[0]
     acc32 = exact_int32_sums(Q, index.X, is_int)
     parts = []
     every = np.arange(nq, dtype=np.int64)
     projected = _uses_projection(index, nq)
     candidates = None
-    if projected:
+    if metric == "cosine":
+        from .cosine import radius_pairs
+        parts.append(radius_pairs(index, Q, is_int, radius, n_threads))
+    elif projected:
         candidates = _by_projection(index, Q, every, is_int, acc32, radius, n_threads, parts)
     else:
         _by_blocks(index, Q, every, is_int, acc32, radius, n_threads, parts)
@@ -90,8 +93,9 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
         for t, (a, b) in enumerate(zip(np.split(d, cuts), np.split(xj, cuts))):
             dist[t], ind[t] = a, b
     index.stats_ = {"backend": "radius", "pairs": int(d.size),
-                    "stage1": "projection" if projected else "every-row"}
-    if projected:
+                    "stage1": ("cosine-unit-rows" if metric == "cosine" else
+                               "projection" if projected else "every-row")}
+    if projected and metric != "cosine":
         index.stats_["candidates"] = candidates      # pairs measured exactly
     return dist, ind
 

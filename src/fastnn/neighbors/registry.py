@@ -89,7 +89,7 @@ def _load():
     global _LOADED
     if _LOADED:
         return
-    from . import brute, faiss_flat, inner_product, manhattan  # noqa: F401, PLC0415
+    from . import brute, cosine, faiss_flat, inner_product, manhattan  # noqa: F401, PLC0415
     from .pruned import backend  # noqa: F401, PLC0415
     _LOADED = True
 
@@ -124,6 +124,8 @@ def choose(index, backend, request):
         wanted = "manhattan"          # (every exact distance: 'brute' is it)
     elif index.metric == "ip":
         wanted = "inner-product"
+    elif index.metric == "cosine":
+        wanted = "cosine"          # (the backend applies to its unit rows)
     elif backend == "auto":
         wanted = auto_choice(index, request)
     else:
