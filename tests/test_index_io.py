@@ -51,7 +51,7 @@ def test_round_trip_manhattan_and_the_built_state(tmp_path):
     index = NearestNeighborsIndex(X, backend="pruned")
     index.save(tmp_path / "ix")
     header = json.loads((tmp_path / "ix" / "header.json").read_text())
-    assert header["format"] == "fastnn-index" and header["version"] == 2
+    assert header["format"] == "fastnn-index" and header["version"] == 3
     assert header["shape"] == list(X.shape) and header["dtype"] == X.dtype.str
     # the projection was saved: the loaded index does not rebuild it
     loaded = NearestNeighborsIndex.load(tmp_path / "ix")
@@ -123,8 +123,8 @@ def test_truncated_and_missing_files_are_refused(saved):
 def test_foreign_headers_versions_and_dtypes_are_refused(saved, tmp_path):
     hp = saved / "header.json"
     header = json.loads(hp.read_text())
-    hp.write_text(json.dumps(dict(header, version=3)))
-    with pytest.raises(ValueError, match=r"format version 3; this fastnn reads versions \(1, 2\)"):
+    hp.write_text(json.dumps(dict(header, version=4)))
+    with pytest.raises(ValueError, match=r"format version 4; this fastnn reads versions \(1, 2, 3\)"):
         NearestNeighborsIndex.load(saved)
     hp.write_text(json.dumps(dict(header, format="faiss")))
     with pytest.raises(ValueError, match="not a fastnn index header"):

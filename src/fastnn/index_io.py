@@ -1,7 +1,7 @@
 """Saving and loading a ``NearestNeighborsIndex``: a folder of ``.npy`` files
 and a JSON header, no pickle.
 
-Format (version 2)::
+Format (version 3)::
 
     PATH/
       header.json           format name and version, fastnn version, the
@@ -9,12 +9,16 @@ Format (version 2)::
                             every scalar of its built state, and per array:
                             file, dtype, shape and a blake2b-128 checksum
       X.npy                 the data (uint8 stays uint8)
+      removed.npy           (when rows were removed) one bool per row
       <name>.npy            each built array (projection, layout, packed
                             stage-1 rows, ...), e.g. built.layout.keys.npy
 
 The built state is ``index.built`` (``neighbors.state.BuiltState``): its
 typed records (``Projection``, ``IndexLayout``, ...) are saved field by
-field under their class name. Version 1 (fastnn before the engine became a
+field under their class name. Version 3 adds ``removed.npy`` (version 2
+files load as indexes without removed rows; a fastnn that reads version 2
+only refuses a version 3 file instead of bringing removed rows back).
+Version 1 (fastnn before the engine became a
 package) is still read: its data and parameters load, and its built state
 (held under older names) is rebuilt on first use.
 
@@ -43,8 +47,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "fastnn-index"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _HEADER = "header.json"
 _CHUNK = 1 << 24        # bytes hashed per update (a memory map is read in pieces)
 
@@ -114,6 +118,8 @@ def save(index, path, overwrite=False):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     arrays = {"X": index.X}
+    if index.removed is not None:
+        arrays["removed"] = index.removed
     state = {name: _flatten(value, f"built.{name}", arrays)
              for name, value in index.built.saved_fields().items()}
     state["is_int"] = {"value": bool(index.is_int)}
@@ -214,6 +220,10 @@ def load(cls, path, mmap_mode="r", verify=True):
     index.pruned_options = PrunedOptions.coerce(params.pop("pruned_options", None))
     index.__dict__.update({name: params[name] for name in _PARAMS})
     index.X = X
+    index.removed = arrays.get("removed")
+    if index.removed is not None and (index.removed.dtype != np.bool_
+                                      or index.removed.shape != (X.shape[0],)):
+        raise ValueError(f"{path}: removed.npy must hold one bool per row of X")
     state = header["state"]
     index.is_int = bool(_unflatten(state["is_int"], arrays, RECORDS))
     built = BuiltState()

@@ -36,10 +36,10 @@ def _one_set(allowed, n):
         raise TypeError(f"allowed: expected a boolean mask, an integer id array, a sparse "
                         f"matrix or a sequence of id arrays; got an array of dtype "
                         f"{a.dtype} and shape {a.shape}")
-    return _checked_ids(a, n, "allowed")
+    return checked_ids(a, n, "allowed")
 
 
-def _checked_ids(a, n, what):
+def checked_ids(a, n, what):
     a = np.asarray(a)
     if a.size == 0:
         return np.zeros(0, np.int64)
@@ -50,6 +50,27 @@ def _checked_ids(a, n, what):
     if lo < 0 or hi >= n:
         raise ValueError(f"{what}: row ids must lie in [0, {n}), got {lo if lo < 0 else hi}")
     return np.unique(a.astype(np.int64))
+
+
+def without_removed(allowed, removed, nq):
+    """``allowed`` less the removed rows (``removed``: a mask, or None), in
+    the same form (validated later by the filtered search)."""
+    if removed is None:
+        return allowed
+    live = ~removed
+    n = removed.shape[0]
+    if hasattr(allowed, "tocsr"):
+        A = allowed.tocsr()
+        if A.shape[1] != n:
+            return A                                     # (the search names the mistake)
+        return A.multiply(live[None, :].astype(A.dtype)).tocsr()
+    if isinstance(allowed, (list, tuple)):
+        if len(allowed) != nq:
+            return allowed
+        sets = [checked_ids(a, n, f"allowed[{i}]") for i, a in enumerate(allowed)]
+        return [ids[live[ids]] for ids in sets]
+    ids = _one_set(allowed, n)
+    return ids[live[ids]]
 
 
 def _per_query_sets(allowed, nq, n):
@@ -66,7 +87,7 @@ def _per_query_sets(allowed, nq, n):
     if len(allowed) != nq:
         raise ValueError(f"allowed: a sequence of id arrays needs one per query ({nq}), "
                          f"got {len(allowed)}")
-    sets = [_checked_ids(a, n, f"allowed[{i}]") for i, a in enumerate(allowed)]
+    sets = [checked_ids(a, n, f"allowed[{i}]") for i, a in enumerate(allowed)]
     indptr = np.zeros(nq + 1, np.int64)
     np.cumsum([s.size for s in sets], out=indptr[1:])
     indices = np.concatenate(sets) if sets else np.zeros(0, np.int64)

@@ -15,6 +15,12 @@ from .validation import check_backend, check_data, check_k, check_metric, \
     check_n_components, kernel_families, row_sqnorms, u8_row_stats
 
 
+# remove(): live rows sought beyond k in the first round (at most the
+# removed count), and the growth of the list for queries that kept fewer
+REMOVED_FIRST_EXTRA = 16
+REMOVED_GROWTH = 4
+
+
 class NearestNeighborsIndex:
     """Exact k-nearest-neighbour index over the rows of ``X``.
 
@@ -84,6 +90,7 @@ class NearestNeighborsIndex:
         self.X, self.is_int = check_data(X, "X", info=info, n_threads=n_check)
         self.built = BuiltState(absmax=info.get("absmax"), tile_family=families[0],
                                 int8_family=families[1])
+        self.removed = None         # boolean mask of removed rows (remove()), or None
         self.stats_ = {}
 
     @property
@@ -194,16 +201,54 @@ class NearestNeighborsIndex:
         query (a ``scipy.sparse`` matrix ``(n_queries, n_samples)`` whose
         stored non-zero entries are the allowed rows, or a sequence of
         ``n_queries`` id arrays). Each query needs at least ``n_neighbors``
-        allowed rows (ValueError otherwise).
+        allowed rows (ValueError otherwise). Removed rows (``remove``) are
+        never returned.
         """
         Q, q_int = self._check_queries(Q)
         if allowed is not None and self.metric == "cosine":
             raise ValueError("allowed= is not supported with metric='cosine' yet; "
                              "search an index of the allowed rows instead")
         if allowed is not None:
-            from .filtering import kneighbors_allowed
-            return kneighbors_allowed(self, Q, q_int, n_neighbors, allowed, return_distance,
-                                      farthest, backend, n_jobs, chunk_size)
+            from .filtering import kneighbors_allowed, without_removed
+            return kneighbors_allowed(self, Q, q_int, n_neighbors,
+                                      without_removed(allowed, self.removed, Q.shape[0]),
+                                      return_distance, farthest, backend, n_jobs, chunk_size)
+        if self.removed is not None:
+            dist, ind = self._kneighbors_live(Q, q_int, n_neighbors, farthest, backend,
+                                              n_jobs, chunk_size)
+            return (dist, ind) if return_distance else ind
+        dist, ind = self._kneighbors_all(Q, q_int, n_neighbors, farthest, backend, n_jobs,
+                                         chunk_size)
+        return (dist, ind) if return_distance else ind
+
+    def _kneighbors_live(self, Q, q_int, n_neighbors, farthest, backend, n_jobs, chunk_size):
+        """k-NN among the rows not removed: the index's own top ``kk`` lists
+        (``kk`` from ``k`` plus the removed count, capped, growing by
+        ``REMOVED_GROWTH`` for the queries that kept fewer than ``k`` live
+        rows): ranks are those of the whole index, so the first ``k`` live
+        rows of a list are the answer, ties to the lower row."""
+        live = self.n_samples - int(self.removed.sum())
+        k = check_k(n_neighbors, live)
+        n = self.n_samples
+        dist = np.empty((Q.shape[0], k), np.float64)
+        ind = np.empty((Q.shape[0], k), np.int64)
+        pending = np.arange(Q.shape[0])
+        kk = min(n, k + min(n - live, max(k, REMOVED_FIRST_EXTRA)))
+        while pending.size:
+            d, i = self._kneighbors_all(Q[pending], q_int, kk, farthest, backend, n_jobs,
+                                        chunk_size)
+            keep = ~self.removed[i]
+            done = keep.sum(axis=1) >= k
+            # each done list's first k live entries, in rank order
+            first_live = np.argsort(~keep[done], axis=1, kind="stable")[:, :k]
+            dist[pending[done]] = np.take_along_axis(d[done], first_live, axis=1)
+            ind[pending[done]] = np.take_along_axis(i[done], first_live, axis=1)
+            pending = pending[~done]
+            kk = min(n, kk * REMOVED_GROWTH)
+        return dist, ind
+
+    def _kneighbors_all(self, Q, q_int, n_neighbors, farthest, backend, n_jobs, chunk_size):
+        """``(dist, ind)`` over every row (removed ones included)."""
         k = check_k(n_neighbors, self.n_samples)
         n_threads = resolve_n_jobs(self.n_jobs if n_jobs is None else n_jobs)
         # exact integer arithmetic only when both sides are integers
@@ -218,7 +263,37 @@ class NearestNeighborsIndex:
                 chosen.search(self, request, dist, ind)
         if self.metric == "euclidean":
             np.sqrt(dist, out=dist)
-        return (dist, ind) if return_distance else ind
+        return dist, ind
+
+    def remove(self, ids):
+        """Remove the rows ``ids`` from every later search (k-NN, filtered,
+        radius). Ids are stable: the other rows keep theirs, and ``add``
+        numbers new rows after every row ever added (``n_samples``), as
+        hnswlib's ``mark_deleted``. The data stays in the index until it is
+        rebuilt (``compacted()``); a search needs ``n_neighbors`` live rows.
+        Removing a row twice is harmless; ids outside ``[0, n_samples)`` are
+        a ValueError."""
+        from .filtering import checked_ids
+        ids = checked_ids(ids, self.n_samples, "ids")
+        removed = (np.zeros(self.n_samples, bool) if self.removed is None
+                   else np.array(self.removed))       # (a loaded mask may be read-only)
+        removed[ids] = True
+        self.removed = removed if removed.any() else None
+        self.stats_ = {}
+        return self
+
+    @property
+    def n_live(self):
+        """Rows not removed."""
+        return self.n_samples - (0 if self.removed is None else int(self.removed.sum()))
+
+    def compacted(self):
+        """``(index, ids)``: a new index of the live rows only (built from
+        scratch with this one's parameters) and, for each of its rows, its
+        id here (``ids[j]``)."""
+        ids = (np.arange(self.n_samples) if self.removed is None
+               else np.flatnonzero(~self.removed))
+        return NearestNeighborsIndex(np.asarray(self.X)[ids], **self.build_params()), ids
 
     def _check_queries(self, Q):
         Q, q_int = check_data(Q, "query", allow_empty=True)
@@ -240,6 +315,10 @@ class NearestNeighborsIndex:
         with limit_threads(n_threads):
             dist, ind = radius_neighbors(self, Q, bool(self.is_int and q_int), radius,
                                          sort_results, n_threads)
+        if self.removed is not None:
+            for t in range(len(ind)):
+                keep = ~self.removed[ind[t]]
+                dist[t], ind[t] = dist[t][keep], ind[t][keep]
         return (dist, ind) if return_distance else ind
 
     def add(self, X_new):
@@ -269,6 +348,8 @@ class NearestNeighborsIndex:
         with limit_threads(n_threads):
             pruned_backend.add_rows(self, X_new, n_threads)
         self.X = np.concatenate([np.asarray(self.X), X_new])
+        if self.removed is not None:
+            self.removed = np.concatenate([self.removed, np.zeros(X_new.shape[0], bool)])
         if self.built.absmax is not None:
             self.built.absmax = max(self.built.absmax, info.get("absmax", 0.0))
         self.built.forget_rows()
