@@ -11,8 +11,10 @@ from hypothesis import given, settings, strategies as st
 from sklearn.neighbors import NearestNeighbors as SkNN
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnn import (NearestNeighbors, NearestNeighborsIndex, RadiusNeighborsClassifier,
-                    RadiusNeighborsRegressor, RadiusNeighborsTransformer)
+from fastnn.kernels import amx as _amx
+from fastnn import (NearestNeighbors, NearestNeighborsIndex, PrunedOptions,
+                    RadiusNeighborsClassifier, RadiusNeighborsRegressor,
+                    RadiusNeighborsTransformer)
 
 
 # algorithm="brute": fastnn's engine (see test_estimators)
@@ -151,20 +153,27 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
             == [str(x.message) for x in ref_w if "no neighbors" in str(x.message)])
 
 
+# the product kernels this CPU runs: the radius bounds take bfloat16 tile
+# products on 'amx' / 'avx512', float32 BLAS on 'portable'
+_KERNELS = ["portable"] + [k for k in ("amx", "avx512") if _amx.available(k)]
+
+
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 300), d=st.integers(1, 40),
+@given(n=st.integers(1, 300), d=st.integers(1, 160),
        dtype=st.sampled_from(["uint8", "int16", "float32", "float64"]),
        metric=st.sampled_from(["euclidean", "sqeuclidean"]), levels=st.sampled_from([3, 40]),
        offset=st.sampled_from([0.0, 1e4]), scale=st.sampled_from([1.0, 1e-3]),
        pick=st.floats(0, 1), threads=st.integers(1, 2), add=st.booleans(),
+       kernels=st.sampled_from(_KERNELS), room=st.sampled_from([1, 3, 1024]),
        seed=st.integers(0, 2 ** 16))
 def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, offset, scale,
-                                                 pick, threads, add, seed):
+                                                 pick, threads, add, kernels, room, seed):
     """The projected lower bounds (``backend='pruned'``) drop no row: the
     same rows and distances as measuring every row (``backend='brute'``),
     on ties, duplicates, data far from the origin and tiny scales, radii
     on the boundary, any thread count, and after ``add`` (the projection
-    is rebuilt for the new rows)."""
+    is rebuilt for the new rows), with a candidate room small enough that
+    queries overflow it (the second pass)."""
     r = np.random.default_rng(seed)
     X = r.integers(0, levels, (n, d)).astype(np.float64)
     X[n // 2] = X[0]
@@ -173,7 +182,8 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
         X, Q = X * scale + offset, Q * scale + offset
     X, Q = X.astype(dtype), Q.astype(dtype)
     pruned = NearestNeighborsIndex(X[: max(1, n // 2)] if add else X, metric=metric,
-                                   backend="pruned", n_jobs=threads)
+                                   backend="pruned", n_jobs=threads, kernels=kernels,
+                                   pruned_options=PrunedOptions(radius_candidates=room))
     if add:
         pruned.radius_neighbors(Q, 1.0)                 # projection built, then rows added
         pruned.add(X[max(1, n // 2):])
@@ -182,6 +192,7 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
     radius = float(np.quantile(D, pick))
     got = pruned.radius_neighbors(Q, radius, sort_results=True)
     assert pruned.stats_["stage1"] == "projection"
+    # (bfloat16 tile products where the family runs and m is a multiple of 32)
     want = brute.radius_neighbors(Q, radius, sort_results=True)
     assert brute.stats_["stage1"] == "every-row"
     for a, b in zip(got[1], want[1], strict=True):

@@ -80,57 +80,52 @@ def _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm, slac
 
 
 @njit(cache=True, nogil=True)
-def radius_bound_count(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
-                       slack_per_norm2, limit, r0, r1, counts):
-    """The radius search's projected lower bounds, for query rows ``r0 ..
-    r1`` of a chunk: ``products[i, j]`` is the float32 product of the
-    projected (centred) query ``i`` and index row ``j``; the bound of the
-    squared distance is
+def radius_bound_fill(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
+                      slack_per_norm2, limit, rows, p0, p1, starts, capacity, counts, row_out):
+    """The radius search's candidates, for the chunk's query rows
+    ``rows[p0:p1]``: ``products[i, j]`` is the product of the projected
+    (centred) query ``i`` and index row ``j`` (bfloat16 tiles or float32),
+    and the bound of their squared distance is
 
         |a|^2 + |b|^2 - 2 a.b + (rho_q - rho_x)^2 - slack_per_norm2 (|q'| + |x'|)^2
 
     (projected norms, residual norms, centred norms; ``neighbors/radius.py``
-    proves it). ``counts[i]`` = the pairs with a bound ``<= limit`` (the
-    candidates)."""
+    proves it). The rows with a bound ``<= limit``, in index order, go to
+    ``row_out[starts[i]:]``, at most ``capacity[i]`` of them, and
+    ``counts[i]`` = how many there are (more than the capacity: the caller
+    runs the query again with room).
+    Candidates are sparse: each block of ``BOUND_BLOCK`` index rows is
+    counted first and written only when it holds one."""
     n = products.shape[1]
     full = n // BOUND_BLOCK * BOUND_BLOCK
-    for i in range(r0, r1):
+    for p in range(p0, p1):
+        i = rows[p]
         aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
         row_products = products[i]
+        out = starts[i]
+        end = out + capacity[i]
         count = 0
         for j0 in range(0, full, BOUND_BLOCK):
-            count += _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                                 slack_per_norm2, limit)
-        for j in range(full, n):
-            bound = _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                                  slack_per_norm2)
-            count += 1 if bound <= limit else 0
+            if _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                           slack_per_norm2, limit):
+                out, count = _write_candidates(row_products, j0, j0 + BOUND_BLOCK, aq, rq, nq,
+                                               x_sqnorm, x_residual, x_norm, slack_per_norm2,
+                                               limit, out, end, count, row_out)
+        out, count = _write_candidates(row_products, full, n, aq, rq, nq, x_sqnorm, x_residual,
+                                       x_norm, slack_per_norm2, limit, out, end, count, row_out)
         counts[i] = count
 
 
 @njit(cache=True, nogil=True)
-def radius_bound_fill(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
-                      slack_per_norm2, limit, r0, r1, starts, row_out):
-    """The candidates' rows (see ``radius_bound_count``), query ``i``'s from
-    ``starts[i]`` on, in row order. Candidates are sparse: each block of
-    ``BOUND_BLOCK`` rows is counted first and written only when it holds
-    one."""
-    n = products.shape[1]
-    full = n // BOUND_BLOCK * BOUND_BLOCK
-    for i in range(r0, r1):
-        aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
-        row_products = products[i]
-        out = starts[i]
-        for j0 in range(0, full, BOUND_BLOCK):
-            if _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                           slack_per_norm2, limit):
-                for j in range(j0, j0 + BOUND_BLOCK):
-                    if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                                     slack_per_norm2) <= limit:
-                        row_out[out] = j
-                        out += 1
-        for j in range(full, n):
-            if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                             slack_per_norm2) <= limit:
+def _write_candidates(row_products, j0, j1, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                      slack_per_norm2, limit, out, end, count, row_out):
+    """The candidates among rows ``j0 .. j1`` appended at ``out`` (below
+    ``end``); returns the new position and count."""
+    for j in range(j0, j1):
+        if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                         slack_per_norm2) <= limit:
+            if out < end:
                 row_out[out] = j
                 out += 1
+            count += 1
+    return out, count

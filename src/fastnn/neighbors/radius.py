@@ -14,7 +14,9 @@ the candidates, never a queries x index matrix. On a large Euclidean
 index of many features (or with ``backend='pruned'``) a cheaper lower bound
 comes first: the distance projected on the index's 128 principal directions
 plus the difference of the residual norms (``_radius_bounds`` proves its
-margin); only the pairs it leaves within the radius are measured.
+margin; the products are bfloat16 tile products where the CPU's tile
+family serves the pruned search, else float32 BLAS); only the pairs it
+leaves within the radius are measured.
 
 Results are sklearn's: an object array of index arrays per query, in index
 order, or ordered by (distance, index) with ``sort_results``.
@@ -28,7 +30,9 @@ from .._threads import run_in_parts
 from ..kernels import subset as _ks
 from . import manhattan
 from .brute import tile_rows
-from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, row_sqnorms
+from ..kernels import amx as _amx
+from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, round_up, \
+    row_sqnorms
 
 UNIT_ROUNDOFF_F64 = 2.0 ** -53
 
@@ -48,6 +52,14 @@ PROJECTION_CHUNK_ROWS = 4096
 # and the factor of room on the bound's proven margin
 PROJECTION_CENTRE_REL = 1e-12
 PROJECTION_SLACK_SPARE = 2.0
+# bfloat16 products (tile kernels): each operand within 2**-9 of its float32
+# value, so a product within (2**-8 + 2**-18) |a||b| of the float32 one
+# before the float32 accumulation; flushed subnormal terms add at most 1e-30
+BF16_PRODUCT_ERROR = 2.0 ** -8 + 2.0 ** -18
+BF16_FLUSH_ERROR = 1e-30
+# projected values beyond this magnitude would overflow float32 products:
+# such data is measured against every row instead
+PROJECTION_MAX_VALUE = 1e18
 
 
 def _check_radius(radius):
@@ -79,7 +91,8 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
         parts.append(radius_pairs(index, Q, is_int, radius, n_threads))
     elif projected:
         candidates = _by_projection(index, Q, every, is_int, acc32, radius, n_threads, parts)
-    else:
+        projected = candidates is not None
+    if metric != "cosine" and not projected:
         _by_blocks(index, Q, every, is_int, acc32, radius, n_threads, parts)
     qi = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     xj = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -98,6 +111,8 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
                                "projection" if projected else "every-row")}
     if projected and metric != "cosine":
         index.stats_["candidates"] = candidates      # pairs measured exactly
+        family = index.built.radius_bounds.tile_family
+        index.stats_["products"] = f"{family}-bf16" if family else "blas-float32"
     return dist, ind
 
 
@@ -111,12 +126,14 @@ class RadiusBounds(NamedTuple):
     """The radius search's projection of the index (``index.built``)."""
     centre: np.ndarray          # (d,) float64: the spectrum's mean
     directions: np.ndarray      # (m, d) float64, orthonormalised
-    rows: np.ndarray            # (n, m) float32: P (x - c)
+    rows: np.ndarray            # (n_pad, m) float32: P (x - c), zero rows after n
     row_sqnorms: np.ndarray     # (n,) float64: |rows|^2
     row_residuals: np.ndarray   # (n,) float64: |x - c - P^T P (x - c)|
     row_norms: np.ndarray       # (n,) float64: |x - c| plus its rounding allowance
     slack_per_norm2: float      # the bound's margin per (|q - c| + |x - c|)^2
     centre_rel: float           # relative rounding allowance of the centred norms
+    tile_family: object         # 'amx' / 'avx512': bfloat16 products, or None: float32
+    packed_rows: object         # the rows as the tile kernels' bfloat16 operand, or None
 
 
 def _uses_projection(index, nq):
@@ -161,7 +178,7 @@ def _radius_bounds(index):
     """The projection of the radius search (cached in ``index.built``;
     dropped when rows are added).
 
-    Why the bound of ``kernels.subset.radius_bound_count`` is a lower bound
+    Why the bound of ``kernels.subset.radius_bound_fill`` is a lower bound
     of the exact squared distance, with v = q - x = q' - x' (centred), P
     the m orthonormalised directions (|P P^T - I| <= E), R = I - P^T P:
 
@@ -183,6 +200,8 @@ def _radius_bounds(index):
 
     ``slack_per_norm2`` sums these, times ``PROJECTION_SLACK_SPARE``."""
     built = index.built
+    if built.radius_bounds is False:
+        return None
     if built.radius_bounds is None:
         from .pruned import backend as pruned_backend
         spectrum = pruned_backend.spectrum(index)
@@ -194,43 +213,85 @@ def _radius_bounds(index):
         residual_rel = np.sqrt(8.0 * (d + m) * UNIT_ROUNDOFF_F64 + 3.0 * m * orthonormality)
         centre = np.asarray(spectrum.mean, np.float64)
         rows, sqn, res, nrm = _project(index.X, (centre, P, centre_rel))
-        slack = ((0.6 * m + 2.1) * UNIT_ROUNDOFF_F32 + 3.0 * m * orthonormality
-                 + 2.02 * residual_rel) * PROJECTION_SLACK_SPARE
-        built.radius_bounds = RadiusBounds(centre, P, rows, sqn, res, nrm, slack, centre_rel)
+        if not np.all(np.abs(rows) <= PROJECTION_MAX_VALUE):
+            built.radius_bounds = False                # (float32 would overflow: every row)
+            return None
+        family = built.tile_family if m % _amx.KB == 0 else None
+        # the products' error per |a||b|, halved per (|q'| + |x'|)^2 (below)
+        products = (0.6 * m + 2.1) * UNIT_ROUNDOFF_F32
+        packed = None
+        if family is not None:
+            products += 0.51 * BF16_PRODUCT_ERROR + 0.51 * 1.01 * (m + 3) * UNIT_ROUNDOFF_F32
+            packed = _amx.pack_b(_amx.to_bf16(rows, m))
+        slack = ((products + 3.0 * m * orthonormality + 2.02 * residual_rel)
+                 * PROJECTION_SLACK_SPARE)
+        n_pad = packed.shape[0] * 16 if packed is not None else round_up(rows.shape[0], 32)
+        # padded columns (the tile width) can never be candidates
+        pad = n_pad - rows.shape[0]
+        sqn, res, nrm = (np.concatenate([a, np.full(pad, v)]) for a, v in
+                         ((sqn, np.inf), (res, 0.0), (nrm, 0.0)))
+        rows = np.vstack([rows, np.zeros((pad, m), np.float32)])
+        built.radius_bounds = RadiusBounds(centre, P, rows, sqn, res, nrm, slack, centre_rel,
+                                           family, packed)
     return built.radius_bounds
+
+
+def _products(bounds, q_rows, G, n_threads):
+    """``G = q_rows @ rows.T`` (every padded column): bfloat16 tile
+    products, 32 query rows at a time spread over the threads, or a float32
+    BLAS GEMM."""
+    if bounds.packed_rows is None:
+        np.dot(q_rows, bounds.rows.T, out=G)
+        return
+    m = q_rows.shape[0]
+    A16 = _amx.to_bf16(np.vstack([q_rows, np.zeros((round_up(m, 32) - m, q_rows.shape[1]),
+                                                   np.float32)]), q_rows.shape[1])
+    C = G if m % 32 == 0 else np.empty((A16.shape[0], G.shape[1]), np.float32)
+    n_cols = G.shape[1]
+    run_in_parts(lambda b0, b1: _amx.gemm(A16[32 * b0:32 * b1], bounds.packed_rows,
+                                          C[32 * b0:32 * b1], n_cols, 0,
+                                          family=bounds.tile_family),
+                 A16.shape[0] // 32, n_threads)
+    if C is not G:
+        G[...] = C[:m]
 
 
 def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     """Stage 1: the projected lower bound of every (query, row) pair (a
     float32 GEMM over m directions instead of every feature, then
-    ``radius_bound_count`` / ``radius_bound_fill``); stage 2: the exact squared distance of the
+    ``radius_bound_fill``); stage 2: the exact squared distance of the
     pairs whose bound is within the radius. Appends ``(queries, rows,
-    distances)``."""
+    distances)``, and returns the number of candidates (None where the
+    projection cannot serve: values beyond float32's range)."""
     metric = index.metric
     r2 = _squared_limit(metric, radius)
     bounds = _radius_bounds(index)
-    n = index.n_samples
-    limit = r2 * (1.0 + max(RADIUS_SLACK, 2.0 * index.n_features * UNIT_ROUNDOFF_F64)) + 1e-300
+    if bounds is None:
+        return None
     q_rows, q_sqn, q_res, q_nrm = _project(Q[queries], (bounds.centre, bounds.directions,
                                                         bounds.centre_rel))
-    chunk = max(1, BLOCK_BYTES // (4 * n))
-    products = np.empty((min(chunk, queries.size), n), np.float32)
+    if not np.all(np.abs(q_rows) <= PROJECTION_MAX_VALUE):
+        return None                                    # (float32 would overflow: every row)
+    limit = r2 * (1.0 + max(RADIUS_SLACK, 2.0 * index.n_features * UNIT_ROUNDOFF_F64))
+    if bounds.packed_rows is not None:
+        # bfloat16 flushes subnormal operands: each product term off by at
+        # most 2**-126 times the other operand, for both operands
+        norm_max = np.sqrt(q_sqn.max()) + np.sqrt(bounds.row_sqnorms[np.isfinite(
+            bounds.row_sqnorms)].max(initial=0.0))
+        limit += 4.0 * 2.0 ** -126 * np.sqrt(q_rows.shape[1]) * norm_max + BF16_FLUSH_ERROR
+    n_pad = bounds.rows.shape[0]
+    chunk = max(32, BLOCK_BYTES // (4 * n_pad) // 32 * 32)
+    products = np.empty((min(chunk, queries.size), n_pad), np.float32)
     candidates = 0
     for s in range(0, queries.size, chunk):
         e = min(queries.size, s + chunk)
         G = products[: e - s]
-        np.dot(q_rows[s:e], bounds.rows.T, out=G)
-        counts = np.empty(e - s, np.int64)
+        _products(bounds, q_rows[s:e], G, n_threads)
         args = (G, q_sqn[s:e], q_res[s:e], q_nrm[s:e], bounds.row_sqnorms,
                 bounds.row_residuals, bounds.row_norms, bounds.slack_per_norm2, limit)
-        run_in_parts(lambda r0, r1: _ks.radius_bound_count(*args, r0, r1, counts), e - s,
-                     n_threads)
-        starts = np.zeros(e - s + 1, np.int64)
-        np.cumsum(counts, out=starts[1:])
-        xj = np.empty(starts[-1], np.int64)
+        xj, counts = _candidates(args, e - s, index.pruned_options.radius_candidates,
+                                 n_threads)
         candidates += xj.size
-        run_in_parts(lambda r0, r1: _ks.radius_bound_fill(*args, r0, r1, starts, xj),
-                     e - s, n_threads)
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
         qi = queries[qi + s]
         d2 = np.empty(qi.size, np.float64)
@@ -240,6 +301,30 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
         parts.append((qi[keep], xj[keep], np.sqrt(d2[keep]) if metric == "euclidean"
                       else d2[keep]))
     return candidates
+
+
+def _candidates(args, nq, slots_per_query, n_threads):
+    """``(rows, counts)``: the candidates of the chunk's ``nq`` queries in
+    one pass (``radius_bound_fill``, ``slots_per_query`` slots a query:
+    ``PrunedOptions.radius_candidates``), then a second pass with exact
+    room for the queries that had more."""
+    rows = np.arange(nq, dtype=np.int64)
+    starts = rows * slots_per_query
+    room = np.full(nq, slots_per_query, np.int64)
+    counts = np.empty(nq, np.int64)
+    slots = np.empty(nq * slots_per_query, np.int64)
+    run_in_parts(lambda p0, p1: _ks.radius_bound_fill(*args, rows, p0, p1, starts, room, counts,
+                                                      slots), nq, n_threads)
+    over = np.flatnonzero(counts > slots_per_query)
+    if over.size:
+        starts[over] = slots.size + np.concatenate(([0], np.cumsum(counts[over])[:-1]))
+        room[over] = counts[over]
+        slots = np.concatenate([slots, np.empty(int(counts[over].sum()), np.int64)])
+        run_in_parts(lambda p0, p1: _ks.radius_bound_fill(*args, over, p0, p1, starts, room,
+                                                          counts, slots), over.size, n_threads)
+    # each query's slots starts[i] .. starts[i] + counts[i], in query order
+    first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    return slots[first + np.arange(first.size)], counts
 
 
 def _by_blocks(index, Q, queries, is_int, acc32, radius, n_threads, parts):

@@ -45,6 +45,10 @@ class PrunedOptions:
     mid_step : int
         Stage 2 first checks ``first_stage_components + mid_step``
         coordinates (most points stop there).
+    radius_candidates : int
+        Candidate slots per query in the radius search's single pass over
+        its projected bounds (a query with more is scanned again with
+        room; CIFAR HOG averages ~90).
     """
     first_stage_components: object = None
     stage1_tile: int = 2048
@@ -54,6 +58,7 @@ class PrunedOptions:
     block_memory: int = 64 << 20
     extra_seeds: int = 8
     mid_step: int = 32
+    radius_candidates: int = 1024
 
     def __post_init__(self):
         for f in fields(self):
