@@ -70,6 +70,9 @@ class NearestNeighborsIndex:
         What the index computed from its data (projection, layout, norms).
     """
 
+    # (a class default: indexes pickled before remove() existed load without it)
+    removed = None
+
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
                  n_jobs=None, random_state=0, kernels="auto", pruned_options=None):
         metric = metric if metric in ("ip", "cosine") else check_metric(metric)
