@@ -133,13 +133,13 @@ def test_bad_input_errors(rng):
     with pytest.raises(ValueError):
         KNeighborsClassifier().fit(Xn, y)
     # a metric fastnn does not compute: scikit-learn serves it, its answers
-    cheb = KNeighborsClassifier(3, metric="chebyshev").fit(X, y)
-    assert cheb.engine_ == "sklearn" and "chebyshev" in cheb.engine_reason_
+    cheb = KNeighborsClassifier(3, metric="braycurtis").fit(X, y)
+    assert cheb.engine_ == "sklearn" and "braycurtis" in cheb.engine_reason_
     np.testing.assert_array_equal(cheb.predict(X),
-                                  SkKNN(3, metric="chebyshev").fit(X, y).predict(X))
+                                  SkKNN(3, metric="braycurtis").fit(X, y).predict(X))
     # ... and asking for a fastnn backend there is an error, not ignored
     with pytest.raises(ValueError, match="scikit-learn serves this fit"):
-        KNeighborsClassifier(metric="chebyshev", backend="pruned").fit(X, y)
+        KNeighborsClassifier(metric="braycurtis", backend="pruned").fit(X, y)
     with pytest.raises(ValueError, match="farthest=True needs fastnn"):
         cheb.kneighbors(X, farthest=True)
     with pytest.raises(ValueError, match="backend"):
@@ -179,8 +179,9 @@ def test_hog_transformer_set_output_pandas(rng):
 
 def test_metric_params_are_honoured_as_sklearn():
     """metric_params={'p': 1} overrides p=2 (sklearn's warning included) and
-    fastnn serves it; another p or a weight vector is served by sklearn's
-    own code: the same answers as sklearn, never silently Euclidean."""
+    fastnn serves it, as it serves p = 3 (its Minkowski); a weight vector
+    or p < 1 is served by sklearn's own code: the same answers as sklearn,
+    never silently Euclidean."""
     import warnings
 
     from sklearn.neighbors import KNeighborsClassifier as SkKNN
@@ -197,7 +198,11 @@ def test_metric_params_are_honoured_as_sklearn():
         ref = SkKNN(5, metric_params={"p": 1}, algorithm="brute").fit(X, y)
     np.testing.assert_array_equal(ours.kneighbors(Q)[0], ref.kneighbors(Q)[0])
     assert ours.effective_metric_ == "manhattan" and ours.engine_ == "fastnn"
-    for params in ({"p": 3}, {"w": np.arange(1.0, 7.0)}):
+    p3 = KNeighborsClassifier(5, metric_params={"p": 3}, algorithm="brute").fit(X, y)
+    assert p3.engine_ == "fastnn"
+    np.testing.assert_allclose(p3.kneighbors(Q)[0], SkKNN(5, p=3, algorithm="brute").fit(X, y)
+                               .kneighbors(Q)[0], rtol=1e-13)
+    for params in ({"w": np.arange(1.0, 7.0)}, {"p": 0.5}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ours = KNeighborsClassifier(5, metric_params=params, algorithm="brute").fit(X, y)

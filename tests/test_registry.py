@@ -76,7 +76,7 @@ def test_registry_refuses_what_no_backend_serves(metric, backend):
 def test_every_backend_declares_its_table():
     table = registry.registered()
     assert set(table) == {"brute", "large-k", "pruned", "faiss", "manhattan", "inner-product",
-                          "cosine"}      # (cosine through the interface: test_cosine.py)
+                          "cosine", "lp"}      # (those two: test_cosine.py, test_lp.py)
     for name, backend in table.items():
         assert backend.name == name and backend.metrics and backend.min_k <= backend.max_k
 

@@ -28,7 +28,7 @@ JOBS = {
     "brute-uint8": "brute-force / faiss re-rank of uint8 rows",
     "brute-float": "brute-force / faiss re-rank of float32 and float64 rows",
     "pairwise": "pairwise_distances (uint8, float32, float64; Manhattan)",
-    "filters-ip": "per-query filtered search, the inner product and cosine (uint8, float32)",
+    "filters-ip": "per-query filtered search, inner product, cosine, chebyshev, minkowski",
     "radius": "radius search (projected bounds and every row; uint8, float32, float64)",
 }
 
@@ -99,6 +99,8 @@ def run_job(name):
             NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
             NearestNeighborsIndex(X, metric="ip").kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="cosine").kneighbors(X[:4], 2)
+            NearestNeighborsIndex(X, metric="chebyshev").kneighbors(X[:4], 2)
+            NearestNeighborsIndex(X, metric="minkowski", p=3).radius_neighbors(X[:4], 1.0)
     elif name == "radius":
         from .neighbors import NearestNeighborsIndex
         for dtype in ("uint8", "float32", "float64"):

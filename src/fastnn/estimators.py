@@ -93,14 +93,15 @@ def _weighted_votes(ind, w, y_encoded, n_classes):
 
 # sklearn's metric names fastnn's engine serves (with its aliases)
 ACCELERATED_METRICS = ("euclidean", "l2", "sqeuclidean", "manhattan", "cityblock", "l1",
-                       "cosine")
+                       "cosine", "chebyshev", "infinity", "minkowski")
 
 _BACKENDS = ("auto", "brute", "pruned", "faiss")
 
 
 def _engine_metric(estimator):
-    """The engine's metric for a fitted sklearn neighbours estimator, or
-    ``(None, reason)`` where scikit-learn's own algorithm serves it."""
+    """``((metric, p), '')``: the engine's metric (and Minkowski's p) for a
+    fitted sklearn neighbours estimator, or ``(None, reason)`` where
+    scikit-learn's own algorithm serves it."""
     if estimator._fit_method != "brute":
         return None, (f"scikit-learn chose algorithm={estimator._fit_method!r} (a tree: few "
                       "features or an explicit algorithm); fastnn serves brute-force fits")
@@ -111,11 +112,25 @@ def _engine_metric(estimator):
     metric = estimator.effective_metric_
     if callable(metric) or metric not in ACCELERATED_METRICS:
         return None, f"metric {metric!r} (fastnn serves {', '.join(ACCELERATED_METRICS)})"
-    if estimator.effective_metric_params_:
+    params = dict(estimator.effective_metric_params_)
+    p = None
+    if metric == "minkowski":
+        # (sklearn left p here because it is not 1, 2 or inf)
+        p = params.pop("p", 2)
+        if params.pop("w", None) is not None:
+            return None, "weighted minkowski (metric_params w)"
+        if not 1 <= p < np.inf:
+            return None, f"minkowski with p={p} (fastnn serves p >= 1)"
+        p = float(p)
+    if params:
         return None, f"metric_params {estimator.effective_metric_params_!r}"
     if estimator._fit_X.dtype.kind not in "uif":
         return None, f"data of dtype {estimator._fit_X.dtype}"
-    return (metric if metric == "cosine" else check_metric(metric)), ""
+    if metric == "infinity":
+        metric = "chebyshev"
+    if metric not in ("cosine", "chebyshev", "minkowski"):
+        metric = check_metric(metric)
+    return (metric, p), ""
 
 
 class _FastEngineMixin:
@@ -133,15 +148,16 @@ class _FastEngineMixin:
     def _fit(self, X, y=None):
         super()._fit(X, y)
         self._fastnn_index = None
-        metric, reason = _engine_metric(self)
-        if metric is not None:
-            self._fastnn_index = NearestNeighborsIndex(self._fit_X, metric=metric,
+        served, reason = _engine_metric(self)
+        if served is not None:
+            metric, p = served
+            self._fastnn_index = NearestNeighborsIndex(self._fit_X, metric=metric, p=p,
                                                        backend=self.backend,
                                                        n_jobs=self.n_jobs)
         elif self.backend != "auto":
             raise ValueError(f"backend={self.backend!r} asks for fastnn's engine, but "
                              f"scikit-learn serves this fit ({reason}); use backend='auto'")
-        self.engine_ = "fastnn" if metric is not None else "sklearn"
+        self.engine_ = "fastnn" if served is not None else "sklearn"
         self.engine_reason_ = reason
         return self
 

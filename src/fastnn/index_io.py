@@ -54,7 +54,7 @@ _CHUNK = 1 << 24        # bytes hashed per update (a memory map is read in piece
 
 # the constructor parameters saved (the rest of the index is its data and
 # its built state)
-_PARAMS = ("metric", "backend", "n_components", "n_jobs", "random_state", "kernels")
+_PARAMS = ("metric", "backend", "n_components", "n_jobs", "random_state", "kernels", "p")
 
 
 def checksum(a):
@@ -218,7 +218,8 @@ def load(cls, path, mmap_mode="r", verify=True):
     index = cls.__new__(cls)
     params = dict(header["params"])
     index.pruned_options = PrunedOptions.coerce(params.pop("pruned_options", None))
-    index.__dict__.update({name: params[name] for name in _PARAMS})
+    # ('p' joined in version 3: older headers have none)
+    index.__dict__.update({name: params.get(name) for name in _PARAMS})
     index.X = X
     index.removed = arrays.get("removed")
     if index.removed is not None and (index.removed.dtype != np.bool_

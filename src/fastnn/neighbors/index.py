@@ -12,7 +12,7 @@ from .pruned.options import PrunedOptions
 from .registry import SearchRequest
 from .state import BuiltState, uses_tiles
 from .validation import check_backend, check_data, check_k, check_metric, \
-    check_n_components, kernel_families, row_sqnorms, u8_row_stats
+    check_minkowski_p, check_n_components, kernel_families, row_sqnorms, u8_row_stats
 
 
 # remove(): live rows sought beyond k in the first round (at most the
@@ -28,13 +28,16 @@ class NearestNeighborsIndex:
     ----------
     X : array_like (n_samples, n_features)
         Integer or float data; uint8 stays uint8 in memory.
-    metric : {'euclidean', 'sqeuclidean', 'manhattan', 'ip', 'cosine'}
+    metric : {'euclidean', 'sqeuclidean', 'manhattan', 'ip', 'cosine', 'chebyshev', 'minkowski'}
         Aliases 'l2', 'cityblock' and 'l1' are accepted. 'manhattan' computes
         every exact distance (backend 'auto' or 'brute'). 'ip': maximum inner
         product, neighbours by decreasing product (the "distances" returned
         are the products), exact ('auto' or 'brute'). 'cosine': ``1 - q.x /
         (|q| |x|)`` as sklearn's ``cosine_distances``, exact, searched on
         the unit rows with ``backend`` (``fastnn.neighbors.cosine``).
+        'chebyshev' and 'minkowski' (with ``p >= 1``) compute every exact
+        distance the way sklearn's ``DistanceMetric`` does
+        (``fastnn.neighbors.lp``; backend 'auto' or 'brute').
     backend : {'auto', 'brute', 'pruned', 'faiss'}
         See ``fastnn.neighbors`` (k > 256 always takes the large-k path;
         farthest neighbours are not pruned).
@@ -56,6 +59,8 @@ class NearestNeighborsIndex:
         than float32 BLAS; its int8 products are still used). Answers are
         the same on every path; only the speed differs. Naming a family
         this CPU cannot run is a ValueError.
+    p : float, optional
+        Minkowski's power (``metric='minkowski'`` only; ``p >= 1``).
     pruned_options : PrunedOptions or dict, optional
         Tuning of the pruned search (tile widths, key capacity, ...; see
         ``fastnn.neighbors.PrunedOptions``). Never changes an answer.
@@ -70,13 +75,16 @@ class NearestNeighborsIndex:
         What the index computed from its data (projection, layout, norms).
     """
 
-    # (a class default: indexes pickled before remove() existed load without it)
+    # (class defaults: indexes pickled before remove() and p existed load without them)
     removed = None
+    p = None
 
     def __init__(self, X, metric="euclidean", backend="auto", n_components=None,
-                 n_jobs=None, random_state=0, kernels="auto", pruned_options=None):
-        metric = metric if metric in ("ip", "cosine") else check_metric(metric)
+                 n_jobs=None, random_state=0, kernels="auto", pruned_options=None, p=None):
+        metric = metric if metric in ("ip", "cosine", "chebyshev", "minkowski") \
+            else check_metric(metric)
         check_backend(backend, metric)
+        self.p = check_minkowski_p(metric, p)
         self.metric = metric
         self.backend = backend
         self.kernels = kernels
@@ -108,7 +116,7 @@ class NearestNeighborsIndex:
         """The constructor's parameters (a sub-index is built with them)."""
         return dict(metric=self.metric, backend=self.backend, n_components=self.n_components,
                     n_jobs=self.n_jobs, random_state=self.random_state, kernels=self.kernels,
-                    pruned_options=self.pruned_options)
+                    pruned_options=self.pruned_options, p=self.p)
 
     # -- what the backends ask for (built on first use) --------------------
     @property
@@ -146,7 +154,7 @@ class NearestNeighborsIndex:
         checksums, no pickle (``fastnn.index_io``). The projection is built
         first, so a loaded index searches without rebuilding it."""
         from .. import index_io
-        if self.metric not in ("manhattan", "ip", "cosine") and self.n_samples >= 2:
+        if self.metric in ("euclidean", "sqeuclidean") and self.n_samples >= 2:
             n_threads = resolve_n_jobs(self.n_jobs)
             with limit_threads(n_threads):
                 pruned_backend.projection_and_layout(self, n_threads)
@@ -208,8 +216,8 @@ class NearestNeighborsIndex:
         never returned.
         """
         Q, q_int = self._check_queries(Q)
-        if allowed is not None and self.metric == "cosine":
-            raise ValueError("allowed= is not supported with metric='cosine' yet; "
+        if allowed is not None and self.metric in ("cosine", "chebyshev", "minkowski"):
+            raise ValueError(f"allowed= is not supported with metric={self.metric!r} yet; "
                              "search an index of the allowed rows instead")
         if allowed is not None:
             from .filtering import kneighbors_allowed, without_removed

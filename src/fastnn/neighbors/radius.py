@@ -77,9 +77,10 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
     array per query (see the module)."""
     radius = _check_radius(radius)
     metric = index.metric
-    if metric not in ("euclidean", "sqeuclidean", "manhattan", "cosine"):
-        raise ValueError(f"radius search serves the Euclidean, Manhattan and cosine "
-                         f"metrics, not metric={metric!r}")
+    if metric not in ("euclidean", "sqeuclidean", "manhattan", "cosine", "chebyshev",
+                      "minkowski"):
+        raise ValueError(f"radius search serves the Euclidean, Manhattan, cosine, Chebyshev "
+                         f"and Minkowski metrics, not metric={metric!r}")
     nq = Q.shape[0]
     acc32 = exact_int32_sums(Q, index.X, is_int)
     parts = []
@@ -89,10 +90,13 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
     if metric == "cosine":
         from .cosine import radius_pairs
         parts.append(radius_pairs(index, Q, is_int, radius, n_threads))
+    elif metric in ("chebyshev", "minkowski"):
+        from .lp import radius_pairs
+        parts.append(radius_pairs(index, Q, radius, n_threads))
     elif projected:
         candidates = _by_projection(index, Q, every, is_int, acc32, radius, n_threads, parts)
         projected = candidates is not None
-    if metric != "cosine" and not projected:
+    if metric in ("euclidean", "sqeuclidean", "manhattan") and not projected:
         _by_blocks(index, Q, every, is_int, acc32, radius, n_threads, parts)
     qi = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     xj = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -108,6 +112,7 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
             dist[t], ind[t] = a, b
     index.stats_ = {"backend": "radius", "pairs": int(d.size),
                     "stage1": ("cosine-unit-rows" if metric == "cosine" else
+                               "every-row" if metric in ("chebyshev", "minkowski") else
                                "projection" if projected else "every-row")}
     if projected and metric != "cosine":
         index.stats_["candidates"] = candidates      # pairs measured exactly

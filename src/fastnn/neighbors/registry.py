@@ -89,7 +89,7 @@ def _load():
     global _LOADED
     if _LOADED:
         return
-    from . import brute, cosine, faiss_flat, inner_product, manhattan  # noqa: F401, PLC0415
+    from . import brute, cosine, faiss_flat, inner_product, lp, manhattan  # noqa: F401, PLC0415
     from .pruned import backend  # noqa: F401, PLC0415
     _LOADED = True
 
@@ -126,6 +126,8 @@ def choose(index, backend, request):
         wanted = "inner-product"
     elif index.metric == "cosine":
         wanted = "cosine"          # (the backend applies to its unit rows)
+    elif index.metric in ("chebyshev", "minkowski"):
+        wanted = "lp"
     elif backend == "auto":
         wanted = auto_choice(index, request)
     else:

@@ -125,10 +125,25 @@ def check_backend(backend, metric):
     if metric == "manhattan" and backend in ("pruned", "faiss"):
         raise ValueError(f"backend={backend!r} serves the Euclidean metrics only; "
                          "metric='manhattan' takes backend='auto' or 'brute'")
-    if metric == "ip" and backend not in ("auto", "brute"):
-        raise ValueError(f"backend={backend!r}: metric='ip' (inner product) is served by "
+    if metric in ("ip", "chebyshev", "minkowski") and backend not in ("auto", "brute"):
+        raise ValueError(f"backend={backend!r}: metric={metric!r} is served by "
                          "backend='auto' or 'brute'")
     return backend
+
+
+def check_minkowski_p(metric, p):
+    """Minkowski's ``p`` (a real >= 1, finite); None for the other metrics
+    (where a ``p`` is refused, never ignored)."""
+    if metric != "minkowski":
+        if p is not None:
+            raise ValueError(f"p is Minkowski's parameter; metric={metric!r} takes none")
+        return None
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"metric='minkowski' needs p, a real number >= 1; got {p!r}")
+    if not 1 <= p < np.inf:
+        raise ValueError(f"metric='minkowski' needs 1 <= p < inf, got p={p!r} "
+                         "(p = inf is metric='chebyshev')")
+    return float(p)
 
 
 def check_k(n_neighbors, n_index):
