@@ -8,6 +8,7 @@ parameters only.
 """
 
 import numbers
+from collections import Counter
 
 import numpy as np
 from scipy import sparse
@@ -97,6 +98,10 @@ ACCELERATED_METRICS = ("euclidean", "l2", "sqeuclidean", "manhattan", "cityblock
 
 _BACKENDS = ("auto", "brute", "pruned", "faiss")
 
+# fits served per engine in this process ('fastnn', 'sklearn'): diagnostics,
+# e.g. how many fits of a test suite reached fastnn's engine
+ENGINE_FITS = Counter()
+
 
 def _engine_metric(estimator):
     """``((metric, p), '')``: the engine's metric (and Minkowski's p) for a
@@ -159,6 +164,7 @@ class _FastEngineMixin:
                              f"scikit-learn serves this fit ({reason}); use backend='auto'")
         self.engine_ = "fastnn" if served is not None else "sklearn"
         self.engine_reason_ = reason
+        ENGINE_FITS[self.engine_] += 1
         return self
 
     def _fastnn_serves(self, X):
@@ -211,6 +217,13 @@ class _FastKNeighborsMixin(_FastEngineMixin):
         return (dist, ind) if return_distance else ind
 
 
+def _engine_takes_radius(r):
+    """Whether fastnn's radius search takes ``r`` (a finite real >= 0);
+    sklearn answers (or refuses) the others."""
+    return (not isinstance(r, bool) and isinstance(r, numbers.Real) and bool(np.isfinite(r))
+            and r >= 0)
+
+
 class _FastRadiusMixin(_FastEngineMixin):
     """``radius_neighbors`` on fastnn's exact radius search (a scalar,
     finite radius; ``distance <= radius`` decided as sklearn decides it)."""
@@ -220,8 +233,7 @@ class _FastRadiusMixin(_FastEngineMixin):
         errors), exact on fastnn's engine where it serves the fit: rows in
         index order, or by (distance, index) with ``sort_results``."""
         r = self.radius if radius is None else radius
-        if (not self._fastnn_serves(X) or isinstance(r, bool)
-                or not isinstance(r, numbers.Real) or not np.isfinite(r) or r < 0):
+        if not (self._fastnn_serves(X) and _engine_takes_radius(r)):
             return super().radius_neighbors(X, radius, return_distance, sort_results)
         if sort_results and not return_distance:
             raise ValueError("return_distance must be True if sort_results is True.")
@@ -446,9 +458,7 @@ class RadiusNeighborsClassifier(_FastRadiusMixin, _sk.RadiusNeighborsClassifier)
     def predict_proba(self, X):
         """Class probabilities of the neighbours within ``radius``
         (``outlier_label`` where there are none), as sklearn computes them."""
-        r = self.radius
-        if (not self._fastnn_serves(X) or isinstance(r, bool)
-                or not isinstance(r, numbers.Real) or not np.isfinite(r) or r < 0):
+        if not (self._fastnn_serves(X) and _engine_takes_radius(self.radius)):
             return super().predict_proba(X)
         import warnings
 

@@ -298,14 +298,18 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
                                  n_threads)
         candidates += xj.size
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
-        qi = queries[qi + s]
-        d2 = np.empty(qi.size, np.float64)
-        run_in_parts(lambda p0, p1: _ks.pair_distances(
-            Q, index.X, qi, xj, p0, p1, is_int, acc32, _ks.SQEUCLIDEAN, d2), qi.size, n_threads)
-        keep = d2 <= r2
-        parts.append((qi[keep], xj[keep], np.sqrt(d2[keep]) if metric == "euclidean"
-                      else d2[keep]))
+        parts.append(_measured(index, Q, queries[qi + s], xj, is_int, acc32, r2, n_threads))
     return candidates
+
+
+def _measured(index, Q, qi, xj, is_int, acc32, r2, n_threads):
+    """``(queries, rows, distances)`` of the candidate pairs ``(qi, xj)``
+    whose exact squared distance passes sklearn's test (``<= r2``)."""
+    d2 = np.empty(qi.size, np.float64)
+    run_in_parts(lambda p0, p1: _ks.pair_distances(
+        Q, index.X, qi, xj, p0, p1, is_int, acc32, _ks.SQEUCLIDEAN, d2), qi.size, n_threads)
+    keep = d2 <= r2
+    return qi[keep], xj[keep], np.sqrt(d2[keep]) if index.metric == "euclidean" else d2[keep]
 
 
 def _candidates(args, nq, slots_per_query, n_threads):
@@ -364,11 +368,5 @@ def _by_blocks(index, Q, queries, is_int, acc32, radius, n_threads, parts):
             j1 = min(n, j0 + tile)
             approx = qn[s:e, None] + xn[None, j0:j1] - 2.0 * (Qf @ X[j0:j1].astype(np.float64).T)
             qi, xj = np.nonzero(approx <= limit)
-            qi = queries[qi + s]
-            xj = (xj + j0).astype(np.int64)
-            d2 = np.empty(qi.size, np.float64)
-            run_in_parts(lambda p0, p1: _ks.pair_distances(
-                Q, X, qi, xj, p0, p1, is_int, acc32, _ks.SQEUCLIDEAN, d2), qi.size, n_threads)
-            keep = d2 <= r2
-            parts.append((qi[keep], xj[keep], np.sqrt(d2[keep]) if metric == "euclidean"
-                          else d2[keep]))
+            parts.append(_measured(index, Q, queries[qi + s], (xj + j0).astype(np.int64),
+                                   is_int, acc32, r2, n_threads))
