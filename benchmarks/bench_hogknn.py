@@ -2,22 +2,28 @@
 skimage hog per image + sklearn KNeighborsClassifier, in one run.
 
     pytest benchmarks/bench_hogknn.py --benchmark-only -p no:cacheprovider
+
+Both sides: the minimum of ``ROUNDS`` timed runs after one untimed run
+(the reference takes ~30 s a run, so the file takes ~3 minutes); threads:
+all cores for numba and BLAS (the skimage loop is single-threaded by
+nature).
 """
 
 import numpy as np
 
+ROUNDS = 3
+
 
 def test_fastnn_hogknn(benchmark, cifar):
-    """Three timed runs after one untimed full run: the first large
-    allocations of a process pay ~0.3 s of page faults on this VM (measured:
-    130 MB first touched in 0.31 s, later in 0.02 s), which the reference,
-    running second in the same process, never pays."""
+    """The untimed first run also pays the first large allocations of the
+    process (~0.3 s of page faults on a VM: 130 MB first touched in 0.31 s,
+    later in 0.02 s)."""
     from fastnn import HOGKNN
     benchmark.group = "hogknn-cifar10"
 
     def run():
         return HOGKNN(1).fit(cifar.x_train, cifar.y_train).predict(cifar.x_test)
-    pred = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    pred = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
     benchmark.extra_info["accuracy"] = float((pred == cifar.y_test).mean())
 
 
@@ -30,5 +36,5 @@ def test_skimage_sklearn(benchmark, cifar):
         f_tr = np.stack([hog(i, channel_axis=-1) for i in cifar.x_train])
         f_te = np.stack([hog(i, channel_axis=-1) for i in cifar.x_test])
         return KNeighborsClassifier(1).fit(f_tr, cifar.y_train).predict(f_te)
-    pred = benchmark.pedantic(run, rounds=1)
+    pred = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
     benchmark.extra_info["accuracy"] = float((pred == cifar.y_test).mean())

@@ -56,8 +56,8 @@ def _cpu_line():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _print_cpu():
-    print("\n" + _cpu_line())
+def _print_cpu(faiss_blas):
+    print("\n" + _cpu_line() + f"; faiss's OpenBLAS core: {faiss_blas}")
 
 
 _FEATURES = {}
@@ -188,3 +188,4 @@ def test_manhattan_1nn(benchmark, cifar, kind, nq, impl):
         fn = lambda: (NearestNeighbors(n_neighbors=1, algorithm="brute",  # noqa: E731
                                        metric="manhattan").fit(X).kneighbors(Q))
     benchmark.pedantic(fn, rounds=1)
+
