@@ -15,7 +15,6 @@ the disk's). ``load-verify`` checks the blake2b checksum of every array
 """
 
 import os
-import tempfile
 
 import numpy as np
 import pytest

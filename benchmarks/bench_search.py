@@ -189,3 +189,33 @@ def test_manhattan_1nn(benchmark, cifar, kind, nq, impl):
                                        metric="manhattan").fit(X).kneighbors(Q))
     benchmark.pedantic(fn, rounds=1)
 
+
+@pytest.mark.parametrize("kind", ["hog", "raw"])
+@pytest.mark.parametrize("impl", ["fastnn", "fastnn-gemm", "faiss-flat-ip"])
+def test_inner_product_k10(benchmark, cifar, kind, impl):
+    """Maximum inner product search, k=10, index build included: fastnn's
+    'auto' (the Euclidean route through the pruned search), its GEMM route
+    (``backend='brute'``) and faiss ``IndexFlatIP``, the same rounds each;
+    fastnn's answers must agree with each other."""
+    X, Q = _features(cifar, kind)
+    benchmark.group = f"ip-{kind}-k10"
+    if impl == "faiss-flat-ip":
+        faiss = pytest.importorskip("faiss")
+
+        def run():
+            index = faiss.IndexFlatIP(X.shape[1])
+            index.add(np.ascontiguousarray(X, dtype=np.float32))
+            return index.search(np.ascontiguousarray(Q, dtype=np.float32), 10)
+        benchmark.pedantic(run, rounds=_ROUNDS, warmup_rounds=1)
+        return
+    backend = "brute" if impl == "fastnn-gemm" else "auto"
+
+    def run():
+        index = NearestNeighborsIndex(X, metric="ip", backend=backend)
+        out = index.kneighbors(Q, 10)
+        benchmark.extra_info.update(index.stats_)
+        return out
+    _, ind = benchmark.pedantic(run, rounds=_ROUNDS, warmup_rounds=1)
+    if ("ip", kind) not in _EXACT:
+        _EXACT["ip", kind] = ind
+    np.testing.assert_array_equal(ind, _EXACT["ip", kind])

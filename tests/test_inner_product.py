@@ -64,3 +64,73 @@ def test_ip_filtered_and_checks():
     with pytest.raises(ValueError, match="not supported"):
         from fastnn import pairwise_distances
         pairwise_distances(X, metric="ip")
+
+
+def _low_rank(r, n, d, rank, dtype, levels=3):
+    """Rows of a rank-``rank`` integer product (many exact ties in the
+    products; the spectrum the pruned search prunes), as ``dtype``."""
+    X = r.integers(0, levels, (n, rank)) @ r.integers(0, levels, (rank, d))
+    return X.astype(dtype)
+
+
+def _check_route(index, Q, k, route):
+    prod, ind = index.kneighbors(Q, k)
+    assert index.stats_["backend"] == route
+    rp, ri = _reference(Q, index.X, k)
+    np.testing.assert_array_equal(ind, ri)
+    np.testing.assert_array_equal(prod, rp)
+    return index.stats_
+
+
+@settings(deadline=None, max_examples=25)
+@given(seed=st.integers(0, 2 ** 31), n=st.integers(512, 1200), d=st.integers(16, 40),
+       rank=st.integers(1, 6), dtype=st.sampled_from(["uint8", "float32", "float64"]),
+       k=st.integers(1, 64), noise=st.sampled_from([0.0, 1e-3, 0.3]))
+def test_pruned_route_matches_numpy(seed, n, d, rank, dtype, k, noise):
+    """The Euclidean route (augmented rows, the pruned search) gives the
+    exact top products, ties to the lower row: integer data with many equal
+    products, duplicated rows, float data with small and large noise."""
+    r = np.random.default_rng(seed)
+    X = _low_rank(r, n, d, rank, dtype)
+    Q = _low_rank(r, 12, d, rank, dtype)
+    if dtype != "uint8" and noise:
+        X = (X + noise * r.standard_normal(X.shape)).astype(dtype)
+        Q = (Q + noise * r.standard_normal(Q.shape)).astype(dtype)
+    X[n // 3] = X[0]
+    X[n // 2] = X[1]
+    Q[0] = 0                                            # a zero query: the first k rows
+    stats = _check_route(NearestNeighborsIndex(X, metric="ip"), Q, k, "inner-product-pruned")
+    assert stats["inner_backends"][:1] in ((), ("pruned",))     # (() : only the zero query)
+
+
+def test_pruned_route_choice_and_state():
+    """'auto' takes the Euclidean route only where the pruned search serves
+    the augmented rows; 'brute', farthest and large k take the GEMM one; add,
+    remove and pickling keep the answers."""
+    import pickle
+    r = np.random.default_rng(7)
+    X = _low_rank(r, 2000, 48, 4, "float32") + 0.01 * r.standard_normal((2000, 48),
+                                                                          np.float32)
+    Q = X[:30] + 0.05 * r.standard_normal((30, 48), np.float32)
+    index = NearestNeighborsIndex(X, metric="ip")
+    _check_route(index, Q, 5, "inner-product-pruned")
+    _check_route(NearestNeighborsIndex(X, metric="ip", backend="brute"), Q, 5, "brute")
+    _check_route(index, Q, 65, "brute")
+    prod, ind = index.kneighbors(Q, 5, farthest=True)
+    assert index.stats_["backend"] == "brute"
+    np.testing.assert_array_equal(ind, _reference(Q, X, 5, farthest=True)[1])
+    # full-rank Gaussian rows: the pruned search would not prune them
+    G = r.standard_normal((2000, 48)).astype(np.float32)
+    _check_route(NearestNeighborsIndex(G, metric="ip"), Q, 5, "brute")
+    # rows added after a search: the augmented rows are rebuilt (a larger norm)
+    index.add(3.0 * X[:100])
+    big = np.vstack([X, 3.0 * X[:100]])
+    prod, ind = index.kneighbors(Q, 5)
+    np.testing.assert_array_equal(ind, _reference(Q, big, 5)[1])
+    index.remove(ind[:, 0])
+    live = np.setdiff1d(np.arange(big.shape[0]), ind[:, 0])
+    prod2, ind2 = index.kneighbors(Q, 5)
+    np.testing.assert_array_equal(ind2, _reference(Q, big, 5, rows=live)[1])
+    again = pickle.loads(pickle.dumps(index))
+    np.testing.assert_array_equal(again.kneighbors(Q, 5)[1], ind2)
+    assert again.stats_["backend"] == "inner-product-pruned"

@@ -76,7 +76,8 @@ def test_registry_refuses_what_no_backend_serves(metric, backend):
 def test_every_backend_declares_its_table():
     table = registry.registered()
     assert set(table) == {"brute", "large-k", "pruned", "faiss", "manhattan", "inner-product",
-                          "cosine", "lp"}      # (those two: test_cosine.py, test_lp.py)
+                          "inner-product-pruned", "cosine", "lp"}
+    # (cosine: test_cosine.py, lp: test_lp.py, inner-product-pruned: test_inner_product.py)
     for name, backend in table.items():
         assert backend.name == name and backend.metrics and backend.min_k <= backend.max_k
 

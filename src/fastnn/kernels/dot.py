@@ -87,6 +87,16 @@ def scan_products(Q, X, rows, sign, is_int, kd_out, ki_out):
 
 
 @njit(cache=True, nogil=True)
+def products_of_candidates(Q, X, q_rows, cand, is_int, p0, p1, out):
+    """``out[i, c]`` = the exact product of query ``q_rows[i]`` and row
+    ``cand[i, c]``, for lists ``p0 .. p1``."""
+    for i in range(p0, p1):
+        qi = q_rows[i]
+        for c in range(cand.shape[1]):
+            out[i, c] = dot_exact(Q[qi], X[cand[i, c]], is_int)
+
+
+@njit(cache=True, nogil=True)
 def cosine_distance(q, x, q_norm, x_norm, is_int):
     """``1 - q.x / (|q| |x|)`` clipped to ``[0, 2]``: the exact product
     (``dot_exact``) over the product of the norms (a zero row's norm counts

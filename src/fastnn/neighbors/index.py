@@ -175,7 +175,8 @@ class NearestNeighborsIndex:
     def __getstate__(self):
         state = self.__dict__.copy()
         built = BuiltState(**vars(self.built))
-        built.float32_copy = built.cosine_unit_index = None   # (rebuilt on first use)
+        # (rebuilt on first use)
+        built.float32_copy = built.cosine_unit_index = built.ip_augmented = None
         state["built"] = built
         return state
 

@@ -123,7 +123,8 @@ def choose(index, backend, request):
     if index.metric == "manhattan":
         wanted = "manhattan"          # (every exact distance: 'brute' is it)
     elif index.metric == "ip":
-        wanted = "inner-product"
+        # (the pruned route where the data let it prune, else the GEMM one)
+        wanted = "inner-product-pruned" if backend == "auto" else "inner-product"
     elif index.metric == "cosine":
         wanted = "cosine"          # (the backend applies to its unit rows)
     elif index.metric in ("chebyshev", "minkowski"):
@@ -132,7 +133,7 @@ def choose(index, backend, request):
         wanted = auto_choice(index, request)
     else:
         wanted = backend
-    for name in (wanted, "large-k", "brute"):
+    for name in (wanted, "inner-product", "large-k", "brute"):
         candidate = _REGISTRY[name]
         if candidate.is_usable_for(index, request):
             return candidate

@@ -29,6 +29,7 @@ class BuiltState:
     u8_row_stats: object = None     # (row sums, row sums of squares) of uint8 data
     radius_bounds: object = None    # radius.RadiusBounds: the radius search's projection
     cosine_unit_index: object = None    # cosine: (index of the unit rows, row norms)
+    ip_augmented: object = None     # inner_product.AugmentedRows: 'ip' as a Euclidean search
     tile_family: object = None      # bfloat16 tile kernels ('amx', 'avx512') or None
     int8_family: object = None      # int8 tile kernels or None
 
@@ -37,7 +38,7 @@ class BuiltState:
         the spectrum, the projection and, extended by the caller, the
         layout)."""
         self.row_sqnorms = self.float32_copy = self.u8_row_stats = None
-        self.radius_bounds = self.cosine_unit_index = None
+        self.radius_bounds = self.cosine_unit_index = self.ip_augmented = None
 
     def saved_fields(self):
         return {name: getattr(self, name) for name in SAVED}
