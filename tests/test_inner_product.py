@@ -115,7 +115,7 @@ def test_pruned_route_choice_and_state():
     index = NearestNeighborsIndex(X, metric="ip")
     _check_route(index, Q, 5, "inner-product-pruned")
     _check_route(NearestNeighborsIndex(X, metric="ip", backend="brute"), Q, 5, "brute")
-    _check_route(index, Q, 65, "brute")
+    _check_route(index, Q, 300, "brute")
     prod, ind = index.kneighbors(Q, 5, farthest=True)
     assert index.stats_["backend"] == "brute"
     np.testing.assert_array_equal(ind, _reference(Q, X, 5, farthest=True)[1])

@@ -33,7 +33,7 @@ def _reference(Q, X, k, metric, farthest):
 @pytest.mark.parametrize("metric,backend,k,farthest,n,d,expected", [
     ("euclidean", "auto", 5, False, 300, 8, "brute"),          # small index: brute force
     ("euclidean", "auto", 5, True, 2000, 64, "brute"),         # farthest: not pruned
-    ("euclidean", "auto", 100, False, 2000, 64, "brute"),      # k above AUTO_MAX_K
+    ("euclidean", "auto", 100, False, 2000, 64, "brute"),      # k above AUTO_MAX_K (unpruned)
     ("euclidean", "auto", 300, False, 2000, 64, "large-k"),    # k above LARGE_K
     ("euclidean", "pruned", 5, True, 2000, 64, "brute"),       # pruned cannot serve farthest
     ("euclidean", "faiss", 5, True, 2000, 64, "brute"),        # nor can faiss

@@ -25,8 +25,9 @@ Backends (``registry`` chooses; each is a module here)
     candidates cannot be proven complete are redone exactly.
 ``'auto'``
     ``'pruned'`` where a few principal directions hold most of the index's
-    variance (raw pixels, HOG features), else ``'faiss'``; ``'brute'`` for
-    farthest neighbours, indexes under 512 rows, under 16 features or k > 64.
+    variance (raw pixels, HOG features; k up to 256), else ``'faiss'`` (k up
+    to 64); ``'brute'`` for farthest neighbours, indexes under 512 rows,
+    under 16 features and larger k.
 
 k > 256 (up to a full ranking, k = n) takes ``large-k`` (in ``brute``):
 GEMM distances to every row, a selection of the k-th, exact distances for

@@ -11,7 +11,7 @@ sum in index order (``kernels.dot.dot_exact``). Two routes (backends):
   ``(d + 2) u |q| max|x|`` (``u`` = 2**-53), the best ``k + 8`` by that key
   are measured exactly, and a query whose best left-out key could still
   reach (or tie) its k-th exact product is scanned exactly in full.
-* ``'inner-product-pruned'`` (``backend='auto'`` where the pruned search
+* ``'inner-product-pruned'`` (``backend='auto'``, k up to 256, where the pruned search
   would serve the rows): the classic reduction of MIPS to a Euclidean
   search. Each row becomes ``x' = [x, a, b]`` (float32) with
   ``a^2 + b^2 = M - |x|^2``, ``M`` the largest ``|x|^2``, so every ``|x'|^2``
@@ -35,8 +35,8 @@ import numpy as np
 
 from .._threads import run_in_parts
 from ..kernels import dot as _kd
-from .registry import (AUTO_MAX_K, AUTO_MIN_FEATURES, AUTO_MIN_ROWS, Backend, SearchRequest,
-                       auto_choice, register)
+from .registry import (AUTO_MIN_FEATURES, AUTO_MIN_ROWS, PRUNED_AUTO_MAX_K, Backend,
+                       SearchRequest, auto_choice, register)
 from .topk import RERANK_EXTRA
 from .validation import UNIT_ROUNDOFF_F32, UNIT_ROUNDOFF_F64, row_sqnorms
 
@@ -200,7 +200,7 @@ class PrunedInnerProductBackend(Backend):
     name = "inner-product-pruned"
     metrics = ("ip",)
     farthest = False
-    max_k = AUTO_MAX_K
+    max_k = PRUNED_AUTO_MAX_K
 
     @classmethod
     def is_usable_for(cls, index, request):
