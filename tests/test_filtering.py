@@ -98,3 +98,45 @@ def test_bad_filters_are_refused():
         index.kneighbors(Q, 1, allowed=[[1], [2]])
     with pytest.raises(ValueError, match="only 0 rows are allowed for query 1"):
         index.kneighbors(Q, 1, allowed=[[1], [], [2]])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "ip"])
+def test_large_per_query_sets_take_the_ranked_lists(metric):
+    """Per-query sets: large ones are served from the index's own ranked
+    lists (growing where a list holds too few allowed rows, falling back to
+    every allowed distance where even the longest does not), small ones by
+    every allowed distance; all equal to brute force on each subset, ties
+    to the lower row, removed rows never returned."""
+    r = np.random.default_rng(11)
+    X = (r.integers(0, 4, (3000, 6)) @ r.integers(0, 4, (6, 40))).astype(np.float32)
+    X[1500:1600] = X[:100]                                  # exact ties
+    Q = X[r.integers(0, 3000, 24)] + r.integers(0, 2, (24, 40)).astype(np.float32)
+    index = NearestNeighborsIndex(X, metric=metric)
+    index.remove(np.arange(2000, 2010))
+    live = np.ones(3000, bool)
+    live[2000:2010] = False
+    masks = r.random((24, 3000)) < 0.6
+    masks[:6] = r.random((6, 3000)) < 0.02                 # small sets: every distance
+    if metric == "ip":
+        P = Q.astype(np.float64) @ X.T.astype(np.float64)
+        near = np.argsort(-P, axis=1, kind="stable")
+    else:
+        D = ((Q[:, None].astype(np.float64) - X[None]) ** 2).sum(-1)
+        near = np.argsort(D, axis=1, kind="stable")
+    masks[6, near[6, :40]] = False                          # a list that must grow
+    masks[7, near[7, :400]] = False                         # beyond the longest list
+    dist, ind = index.kneighbors(Q, 7, allowed=sparse.csr_matrix(masks))
+    ranked = index.stats_["ranked_queries"]
+    assert 0 < ranked < 24
+    rows = [np.flatnonzero(m & live) for m in masks]
+    if metric == "ip":
+        for i, rr in enumerate(rows):
+            p = np.array([np.add.accumulate(Q[i].astype(np.float64) * X[j].astype(np.float64))[-1]
+                          for j in rr])
+            order = np.lexsort((rr, -p))[:7]
+            np.testing.assert_array_equal(ind[i], rr[order])
+            np.testing.assert_array_equal(dist[i], p[order])
+    else:
+        rd, ri = _reference(Q, X, rows, 7, metric)
+        np.testing.assert_array_equal(ind, ri)
+        np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)

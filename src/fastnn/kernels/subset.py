@@ -41,6 +41,26 @@ def topk_of_subsets(Q, X, indptr, indices, q0, q1, sign, is_int, acc32, metric_c
 
 
 @njit(cache=True, nogil=True)
+def allowed_marks(indptr, indices, query_rows, cand, p0, p1, out):
+    """``out[t, c]``: whether row ``cand[t, c]`` is among the sorted allowed
+    rows ``indices[indptr[i]:indptr[i + 1]]`` of query ``i = query_rows[t]``
+    (a binary search each), for lists ``p0 .. p1``."""
+    for t in range(p0, p1):
+        i = query_rows[t]
+        start, stop = indptr[i], indptr[i + 1]
+        for c in range(cand.shape[1]):
+            j = cand[t, c]
+            lo, hi = start, stop
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if indices[mid] < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[t, c] = lo < stop and indices[lo] == j
+
+
+@njit(cache=True, nogil=True)
 def pair_distances(Q, X, query_of_pair, row_of_pair, p0, p1, is_int, acc32, metric_code, out):
     """``out[t]`` = the exact distance of query ``query_of_pair[t]`` to row
     ``row_of_pair[t]`` for pairs ``p0 .. p1`` (squared Euclidean or
