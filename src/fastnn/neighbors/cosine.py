@@ -33,7 +33,9 @@ from .validation import UNIT_ROUNDOFF_F32, UNIT_ROUNDOFF_F64, row_sqnorms
 # ~4 (d + 4) u64: both doubled
 COSINE_MARGIN_F32 = 2 * 4.1 * UNIT_ROUNDOFF_F32
 # candidates beyond k in the first round, and the growth of K per round
-FIRST_EXTRA = 16
+# (CIFAR HOG, k=5, FASTNN_AMX=0, alternating runs: 4 extra 1.23-1.42 s, 16
+# extra 1.64-1.90 s; one round either way; equal on AMX)
+FIRST_EXTRA = 4
 GROWTH = 4
 # rows normalised per block (bounds the float64 temporary)
 NORMALISE_BLOCK = 8192
