@@ -122,6 +122,10 @@ def test_pruned_route_choice_and_state():
     # full-rank Gaussian rows: the pruned search would not prune them
     G = r.standard_normal((2000, 48)).astype(np.float32)
     _check_route(NearestNeighborsIndex(G, metric="ip"), Q, 5, "brute")
+    # float64 magnitudes float32 cannot hold (or would hold as subnormals)
+    for scale in (1e20, 1e-40):
+        _check_route(NearestNeighborsIndex(X.astype(np.float64) * scale, metric="ip"),
+                     Q.astype(np.float64) * scale, 5, "brute")
     # rows added after a search: the augmented rows are rebuilt (a larger norm)
     index.add(3.0 * X[:100])
     big = np.vstack([X, 3.0 * X[:100]])

@@ -52,6 +52,12 @@ GROWTH = 4
 AUGMENT_BLOCK = 8192
 # the margin's derived terms are doubled
 MARGIN_SAFETY = 2.0
+# the Euclidean route takes data whose largest squared norm lies in this
+# range: float32 then holds every augmented coordinate and its square with
+# room (float64 data may reach 1e150), and float32's subnormal rounding
+# (2**-150 a coordinate) stays far below the margin's u32 max|x| term
+AUGMENT_MIN_SQNORM = 1e-60
+AUGMENT_MAX_SQNORM = 1e30
 
 
 @register
@@ -150,8 +156,12 @@ def augmented_rows(X):
 
 def augmented(index, n_threads):
     """The pruned route's ``AugmentedRows`` (built on first use; ``inner``
-    None where the inner index's 'auto' would not prune these rows)."""
+    None where the inner index's 'auto' would not prune these rows or their
+    norms leave the route's range)."""
     built = index.built
+    largest = float(index.xn.max()) if index.n_samples else 0.0
+    if built.ip_augmented is None and not AUGMENT_MIN_SQNORM <= largest <= AUGMENT_MAX_SQNORM:
+        built.ip_augmented = AugmentedRows(None, largest, False)
     if built.ip_augmented is None:
         from .index import NearestNeighborsIndex
         rows, norm_max = augmented_rows(index.X)
