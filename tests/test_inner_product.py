@@ -126,6 +126,12 @@ def test_pruned_route_choice_and_state():
     for scale in (1e20, 1e-40):
         _check_route(NearestNeighborsIndex(X.astype(np.float64) * scale, metric="ip"),
                      Q.astype(np.float64) * scale, 5, "brute")
+    # queries of extreme norms take the GEMM route inside the Euclidean one
+    X64 = X.astype(np.float64)
+    Q64 = Q.astype(np.float64)
+    Q64[3] *= 1e-150
+    Q64[4] *= 1e145
+    _check_route(NearestNeighborsIndex(X64, metric="ip"), Q64, 5, "inner-product-pruned")
     # rows added after a search: the augmented rows are rebuilt (a larger norm)
     index.add(3.0 * X[:100])
     big = np.vstack([X, 3.0 * X[:100]])

@@ -58,6 +58,9 @@ MARGIN_SAFETY = 2.0
 # (2**-150 a coordinate) stays far below the margin's u32 max|x| term
 AUGMENT_MIN_SQNORM = 1e-60
 AUGMENT_MAX_SQNORM = 1e30
+# queries whose squared norm float64 holds with full precision
+QUERY_MIN_SQNORM = 1e-280
+QUERY_MAX_SQNORM = 1e280
 
 
 @register
@@ -232,12 +235,24 @@ def search_pruned(index, Q, is_int, k, n_threads, dist, ind):
     aug = augmented(index, n_threads)
     X = index.X
     n, d = X.shape
-    q_norm = np.sqrt(row_sqnorms(Q, is_int, n_threads))
+    q_sqnorm = row_sqnorms(Q, is_int, n_threads)
+    q_norm = np.sqrt(q_sqnorm)
     zero = q_norm == 0.0
     # a zero query's products are all 0: the first k rows
     dist[zero] = 0.0
     ind[zero] = np.arange(k)
-    pending = np.flatnonzero(~zero).astype(np.int64)
+    # a norm whose square leaves float64's normal range is not accurate
+    # enough to scale by: those queries take the GEMM route
+    odd = ~zero & ((q_sqnorm < QUERY_MIN_SQNORM) | (q_sqnorm > QUERY_MAX_SQNORM))
+    if odd.any():
+        rows = np.flatnonzero(odd)
+        odd_d = np.empty((rows.size, k), np.float64)
+        odd_i = np.empty((rows.size, k), np.int64)
+        search(index, np.ascontiguousarray(Q[rows]), is_int, k, False, n_threads, None, odd_d,
+               odd_i)
+        dist[rows] = odd_d
+        ind[rows] = odd_i
+    pending = np.flatnonzero(~zero & ~odd).astype(np.int64)
     Qa = np.zeros((Q.shape[0], d + 2), np.float32)
     qq = np.empty(Q.shape[0], np.float64)        # |q'|^2 of the float32 scaled queries
     length = query_scale(aug.norm_max)
