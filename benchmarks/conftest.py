@@ -9,7 +9,8 @@ before faiss is first imported this file asks a subprocess which core
 faiss's OpenBLAS picks and, where it picked a pre-AVX2 one on a CPU with
 AVX-512 (AVX2), sets ``OPENBLAS_CORETYPE=SkylakeX`` (``Haswell``) for this
 process, unless the variable is already set. ``faiss_blas_core()`` says
-what faiss uses; the search benchmark prints it.
+what faiss uses; the search benchmark prints it. (fastnn's own faiss
+backend warns about the same fallback: ``FaissBlasWarning``.)
 """
 
 import os
@@ -19,20 +20,13 @@ import sys
 import numpy as np
 import pytest
 
-# OpenBLAS cores without AVX2: a fallback on any CPU these benchmarks target
-_PRE_AVX2_CORES = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
-                   "Katmai", "Coppermine", "Northwood", "Banias", "Opteron", "Barcelona",
-                   "Bobcat", "Sandybridge", "Unknown"}
-
 _CORE_PROBE = r"""
-import ctypes, glob, os
+import os
 import faiss
-libs = glob.glob(os.path.join(os.path.dirname(faiss.__file__), "..", "faiss_cpu.libs",
-                              "libopenblas*"))
+from fastnn.kernels import cpu
+libs = cpu.faiss_openblas_libraries(os.path.dirname(faiss.__file__))
 if libs:
-    lib = ctypes.CDLL(libs[0])
-    lib.openblas_get_corename.restype = ctypes.c_char_p
-    print(lib.openblas_get_corename().decode())
+    print(cpu.openblas_core(libs[0]))
 """
 
 
@@ -51,13 +45,9 @@ def faiss_blas_core():
 def _fair_faiss_blas():
     if "OPENBLAS_CORETYPE" in os.environ or "faiss" in sys.modules:
         return
-    core = faiss_blas_core()
-    if core is None or core not in _PRE_AVX2_CORES:
-        return
     from fastnn.kernels import cpu
-    flags = cpu.linux_flags()
-    better = "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
-    if better:
+    better = cpu.fitting_openblas_core()
+    if better and faiss_blas_core() in cpu.PRE_AVX2_OPENBLAS_CORES:
         os.environ["OPENBLAS_CORETYPE"] = better
 
 

@@ -1,6 +1,7 @@
 """The CPU-features module: switches read from the environment, flags from
 the OS and LLVM, no state changed."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -63,3 +64,33 @@ def test_auto_takes_the_avx512_bf16_first_stage_on_amd_only():
                          check=True).stdout.split()
     expected = "avx512-bf16" if cpu.vendor() == "AuthenticAMD" else "blas-float32"
     assert out == [expected, "avx512-bf16", "True"]
+
+
+@pytest.mark.parametrize("forced", ["Prescott", "fitting"])
+def test_faiss_backend_warns_when_its_openblas_runs_pre_avx2_kernels(forced):
+    """faiss-cpu's bundled OpenBLAS falls back to SSE3 kernels on CPUs it does
+    not know; the first faiss search of a process says so, with the remedy,
+    and stays silent where the core fits the CPU (both forced through
+    OPENBLAS_CORETYPE in a fresh process)."""
+    faiss = pytest.importorskip("faiss")
+    fitting = cpu.fitting_openblas_core()
+    if fitting is None or not cpu.faiss_openblas_libraries(os.path.dirname(faiss.__file__)):
+        pytest.skip("no AVX2 here, or faiss-cpu without a bundled OpenBLAS")
+    code = ("import warnings, numpy as np; from fastnn import NearestNeighborsIndex\n"
+            "from fastnn.neighbors.faiss_flat import FaissBlasWarning\n"
+            "X = np.random.default_rng(0).standard_normal((600, 20)).astype(np.float32)\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    for _ in range(2):\n"
+            "        NearestNeighborsIndex(X, backend='faiss').kneighbors(X[:30], 3)\n"
+            "print([str(x.message) for x in w if x.category is FaissBlasWarning])")
+    core = "Prescott" if forced == "Prescott" else fitting
+    env = dict(os.environ, OPENBLAS_CORETYPE=core)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    messages = ast.literal_eval(out)
+    if forced == "Prescott":
+        assert len(messages) == 1          # (once per process)
+        assert "'Prescott'" in messages[0] and f"OPENBLAS_CORETYPE={fitting}" in messages[0]
+    else:
+        assert messages == []

@@ -15,6 +15,8 @@ unset leaves it to the CPU):
 * ``FASTNN_VNNI``: the VNNI exact uint8 distance only.
 """
 
+import ctypes
+import glob
 import os
 from functools import lru_cache
 
@@ -82,3 +84,42 @@ def vnni_exact_distance():
     """Whether numba kernels may use AVX-512 VNNI for exact uint8 distances."""
     return (switch_on("FASTNN_VNNI") and switch_on("FASTNN_AVX512")
             and bool(llvm_features().get("avx512vnni", False)))
+
+
+# OpenBLAS cores without AVX2 (OpenBLAS falls back to one of these on a CPU
+# it does not know: faiss-cpu 1.15's bundled OpenBLAS 0.3.15 runs
+# 'Prescott', SSE3, on an Intel Emerald Rapids)
+PRE_AVX2_OPENBLAS_CORES = frozenset({
+    "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Coppermine",
+    "Northwood", "Banias", "Opteron", "Barcelona", "Bobcat", "Sandybridge", "Unknown"})
+
+
+def openblas_core(library_path):
+    """The core an OpenBLAS library runs on (``openblas_get_corename``;
+    None where the library cannot say). Loading it picks the core: call
+    this once the library is loaded anyway."""
+    try:
+        lib = ctypes.CDLL(library_path)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return None
+
+
+def faiss_openblas_libraries(faiss_dir):
+    """The OpenBLAS libraries a faiss-cpu wheel bundles beside ``faiss_dir``
+    (its package folder)."""
+    return sorted(glob.glob(os.path.join(faiss_dir, os.pardir, "faiss_cpu.libs",
+                                         "libopenblas*")))
+
+
+def fitting_openblas_core():
+    """The OpenBLAS core this CPU runs at full speed: ``'SkylakeX'`` with
+    the AVX-512 F/BW/DQ/VL its kernels use, ``'Haswell'`` with AVX2 and
+    FMA, else None (where ``OPENBLAS_CORETYPE`` should not be forced)."""
+    flags = linux_flags()
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
