@@ -163,6 +163,23 @@ def test_warmup_fills_the_cache_for_later_processes(tmp_path):
     assert bad.returncode == 2 and "unknown warmup job" in bad.stderr
 
 
+def test_filters_ip_job_compiles_its_kernels(tmp_path):
+    """The 'filters-ip' warmup job still reaches every route it names (the
+    per-query filters' two routes, inner product's two), so its marker
+    kernel is cached after it and ``cold_jobs`` calls it warm."""
+    code = textwrap.dedent("""
+        from fastnn.compile import run_job, cold_jobs
+        run_job("filters-ip")
+        from fastnn.kernels import dot, subset
+        print("COLD", cold_jobs(["filters-ip"]),
+              [len(f.signatures) > 0 for f in (subset.topk_of_subsets, subset.allowed_marks,
+                                               dot.merge_products, dot.products_of_candidates)])
+    """)
+    out = _run(code, tmp_path)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("COLD"))
+    assert line == "COLD [] [True, True, True, True]"
+
+
 def _can_mount_read_only(tmp_path):
     probe = tmp_path / "probe"
     probe.mkdir()

@@ -95,9 +95,14 @@ def run_job(name):
         from .neighbors import NearestNeighborsIndex
         for dtype in ("uint8", "float32"):
             X = _rows(dtype, 600, 32, 3)
-            per_query = [np.arange(0, 600, 3)] * 4
-            NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
-            NearestNeighborsIndex(X, metric="ip").kneighbors(X[:4], 2)
+            # per-query sets: a large one (the ranked lists), a small one
+            # (every allowed distance)
+            for step in (3, 60):
+                per_query = [np.arange(0, 600, step)] * 4
+                NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
+            # inner product: the Euclidean route and the GEMM one
+            for backend in ("auto", "brute"):
+                NearestNeighborsIndex(X, metric="ip", backend=backend).kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="cosine").kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="chebyshev").kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="minkowski", p=3).radius_neighbors(X[:4], 1.0)
