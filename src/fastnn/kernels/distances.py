@@ -322,13 +322,25 @@ def _merge_tile_py(G, qn, xn, j0, sign, kd, ki, counts):
     clamped at 0; ``sign`` is +1 (nearest) or -1 (farthest).
     """
     nq, nt = G.shape
+    kk = kd.shape[1]
     for i in prange(nq):
         c = counts[i]
+        kdi = kd[i]
+        kii = ki[i]
+        g = G[i]
+        qni = qn[i]
+        # (a plain compare with the current worst key skips nearly every
+        # distance; the insert keeps ties by row)
+        worst = kdi[kk - 1] if c == kk else np.inf
         for t in range(nt):
-            d = qn[i] + xn[t] - 2.0 * G[i, t]
+            d = qni + xn[t] - 2.0 * g[t]
             if d < 0.0:
                 d = 0.0
-            c = topk_insert(kd[i], ki[i], c, sign * d, j0 + t)
+            key = sign * d
+            if key <= worst:
+                c = topk_insert(kdi, kii, c, key, j0 + t)
+                if c == kk:
+                    worst = kdi[kk - 1]
         counts[i] = c
 
 
