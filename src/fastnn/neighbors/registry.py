@@ -14,7 +14,8 @@ Every backend is a class with the same small interface::
                                             metric's own values) and rows
 
 ``choose`` takes the user's ``backend`` ('auto' or a name) and returns the
-first usable backend of: the wanted one, then 'large-k', then 'brute'.
+first usable backend of: the wanted one, then 'inner-product' (metric 'ip'
+only: the GEMM route), 'large-k', 'brute'.
 """
 
 from typing import NamedTuple
