@@ -162,10 +162,12 @@ def augmented(index, n_threads):
     None where the inner index's 'auto' would not prune these rows or their
     norms leave the route's range)."""
     built = index.built
+    if built.ip_augmented is not None:
+        return built.ip_augmented
     largest = float(index.xn.max()) if index.n_samples else 0.0
-    if built.ip_augmented is None and not AUGMENT_MIN_SQNORM <= largest <= AUGMENT_MAX_SQNORM:
+    if not AUGMENT_MIN_SQNORM <= largest <= AUGMENT_MAX_SQNORM:
         built.ip_augmented = AugmentedRows(None, largest, False)
-    if built.ip_augmented is None:
+    else:
         from .index import NearestNeighborsIndex
         rows, norm_max = augmented_rows(index.X)
         params = index.build_params()
