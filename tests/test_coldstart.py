@@ -87,8 +87,10 @@ def test_lazy_public_names_resolve():
 def test_report_compiles_one_specialization_per_kernel_and_reuses_the_cache(tmp_path):
     """A cold digits report compiles every HOG kernel once (uint8 images,
     float64 and float32 outputs alike) and each search kernel once per
-    index dtype (uint8 pixels, float32 HOG features); a second process
-    loads them all from the cache (no misses)."""
+    index dtype (uint8 pixels, float32 HOG features); its batches are small
+    ('auto' takes brute force: none of the pruned search's kernels
+    compiles); a second process loads them all from the cache (no
+    misses)."""
     cold = _kernels(_run(_REPORT_CALLS, tmp_path))
     assert cold, "no kernel ran"
     for name, info in cold.items():
@@ -100,11 +102,13 @@ def test_report_compiles_one_specialization_per_kernel_and_reuses_the_cache(tmp_
             a, b = info["signatures"]
             assert ("uint8" in a) != ("uint8" in b), f"{name}:\n{a}\n{b}"
     assert len(cold["fastnn.kernels.hog.hog_batch_lut"]["signatures"]) == 1
+    assert not [k for k in cold if ".pruned." in k], sorted(cold)
     warm = _kernels(_run(_REPORT_CALLS, tmp_path))
     # (a kernel loaded from the cache does not compile the helpers it calls:
     # the warm process lists the kernels the report calls, a subset)
     assert set(warm) <= set(cold)
-    for entry in ("hog.hog_batch_lut", "pruned.pruned_block", "pruned.scan_collect"):
+    for entry in ("hog.hog_batch_lut", "distances.rerank_parallel",
+                  "distances.merge_tile_parallel"):
         assert f"fastnn.kernels.{entry}" in warm, sorted(warm)
     missed = {k: v["misses"] for k, v in warm.items() if v["misses"]}
     assert not missed, f"compiled again in a warm process: {missed}"
@@ -153,9 +157,9 @@ def test_warmup_fills_the_cache_for_later_processes(tmp_path):
     """)
     out = _run(code, tmp_path)
     cold_line = next(ln for ln in out.stdout.splitlines() if ln.startswith("COLD"))
-    # (pruned_block's index file exists once any dtype compiled: the check
-    # is per kernel, not per signature)
-    assert "hog-uint8" not in cold_line and "search-uint8" not in cold_line
+    # (the check is per dtype: the uint8 search's kernels do not make the
+    # float32 one warm)
+    assert cold_line == "COLD ['search-float32']", cold_line
     assert _kernels(out) == dict(hog=0, scan=0, block=0)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     bad = subprocess.run([sys.executable, "-m", "fastnn.compile", "no-such-job"], env=env,

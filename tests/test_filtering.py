@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import sparse
 
 from fastnn import NearestNeighborsIndex
+from fastnn.neighbors.registry import AUTO_MIN_PAIRS
 
 
 def _reference(Q, X, rows_per_query, k, metric, farthest=False):
@@ -69,13 +70,16 @@ def test_filtered_equals_brute_force_on_the_subset(seed, n, d, nq, dtype, levels
 def test_large_single_set_uses_the_pruned_search_of_the_subset():
     r = np.random.default_rng(3)
     X = (r.random((6000, 8)) @ r.random((8, 64)) * 50).astype(np.float32)
-    Q = X[:40] + r.normal(size=(40, 64)).astype(np.float32)
     mask = r.random(6000) < 0.5
+    # (a batch of at least AUTO_MIN_PAIRS query-row pairs: smaller ones go
+    # to brute force)
+    n_queries = AUTO_MIN_PAIRS // int(mask.sum()) + 1
+    Q = X[:n_queries] + r.normal(size=(n_queries, 64)).astype(np.float32)
     index = NearestNeighborsIndex(X)
     dist, ind = index.kneighbors(Q, 5, allowed=mask)
     assert index.stats_["backend"] == "pruned" and index.stats_["allowed_rows"] == mask.sum()
     rows = np.flatnonzero(mask)
-    rd, ri = _reference(Q, X, [rows] * 40, 5, "euclidean")
+    rd, ri = _reference(Q, X, [rows] * n_queries, 5, "euclidean")
     np.testing.assert_array_equal(ind, ri)
     assert mask[ind].all()
 
@@ -112,6 +116,10 @@ def test_large_per_query_sets_take_the_ranked_lists(metric):
     X[1500:1600] = X[:100]                                  # exact ties
     Q = X[r.integers(0, 3000, 24)] + r.integers(0, 2, (24, 40)).astype(np.float32)
     index = NearestNeighborsIndex(X, metric=metric)
+    # one batch of AUTO_MIN_PAIRS query-row pairs builds the pruned state;
+    # after it, 'auto' keeps the pruned route for small batches too
+    index.kneighbors(np.tile(Q, (AUTO_MIN_PAIRS // (24 * 3000) + 1, 1)), 1)
+    assert index.stats_["backend"] in ("pruned", "inner-product-pruned")
     index.remove(np.arange(2000, 2010))
     live = np.ones(3000, bool)
     live[2000:2010] = False

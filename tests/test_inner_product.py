@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fastnn import NearestNeighborsIndex
+from fastnn.neighbors.registry import AUTO_MIN_PAIRS
 
 
 def _reference(Q, X, k, farthest=False, rows=None):
@@ -74,6 +75,10 @@ def _low_rank(r, n, d, rank, dtype, levels=3):
 
 
 def _check_route(index, Q, k, route):
+    # a first batch of at least AUTO_MIN_PAIRS query-row pairs lets 'auto'
+    # build its pruned state (smaller batches before it take the GEMM route)
+    reps = AUTO_MIN_PAIRS // max(1, Q.shape[0] * index.n_samples) + 1
+    index.kneighbors(np.tile(Q, (reps, 1)), min(k, index.n_samples))
     prod, ind = index.kneighbors(Q, k)
     assert index.stats_["backend"] == route
     rp, ri = _reference(Q, index.X, k)
@@ -142,5 +147,7 @@ def test_pruned_route_choice_and_state():
     prod2, ind2 = index.kneighbors(Q, 5)
     np.testing.assert_array_equal(ind2, _reference(Q, big, 5, rows=live)[1])
     again = pickle.loads(pickle.dumps(index))
+    # (the augmented rows are not pickled: rebuilt by the first large batch)
+    again.kneighbors(np.tile(Q, (AUTO_MIN_PAIRS // (Q.shape[0] * again.n_samples) + 1, 1)), 5)
     np.testing.assert_array_equal(again.kneighbors(Q, 5)[1], ind2)
     assert again.stats_["backend"] == "inner-product-pruned"

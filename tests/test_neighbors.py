@@ -6,6 +6,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from fastnn import NearestNeighborsIndex, PrunedOptions, kneighbors, pairwise_distances
 from fastnn.kernels import amx
+from fastnn.neighbors.registry import AUTO_MIN_PAIRS
 
 BACKENDS = ["brute", "pruned", "faiss"]
 # the pruned search's first stage, chosen through the public ``kernels``
@@ -246,7 +247,8 @@ def test_auto_backend_follows_the_spectrum(rng):
     flat = rng.standard_normal((n, d))
     for X, expected in ((hog_like, "pruned"), (flat, "faiss")):
         idx = NearestNeighborsIndex(X)
-        Q = X[:40] + 0.01
+        # (a batch of AUTO_MIN_PAIRS query-row pairs: smaller ones take brute force)
+        Q = np.tile(X[:40], (AUTO_MIN_PAIRS // (40 * n) + 1, 1)) + 0.01
         d_auto, i_auto = idx.kneighbors(Q, 3)
         assert idx.stats_["backend"] == expected
         d_ref, i_ref = idx.kneighbors(Q, 3, backend="brute")

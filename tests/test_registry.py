@@ -65,6 +65,33 @@ def test_auto_follows_the_spectrum():
     assert registry.auto_choice(NearestNeighborsIndex(noise), _request(noise, 5)) == "faiss"
 
 
+@pytest.mark.parametrize("metric,pruned_name,gemm_name", [
+    ("euclidean", "pruned", "brute"), ("ip", "inner-product-pruned", "brute")])
+def test_auto_takes_brute_force_for_small_batches_until_the_pruned_state_exists(
+        metric, pruned_name, gemm_name):
+    """A batch of fewer than ``AUTO_MIN_PAIRS`` query-row pairs goes to
+    brute force (the GEMM route for 'ip') while the pruned state is not
+    built: building it costs more than such a batch saves. A larger batch
+    builds it, and small batches keep the pruned route after that; every
+    answer is the same."""
+    r = np.random.default_rng(5)
+    X = (r.normal(size=(3000, 8)) @ r.normal(size=(8, 64))).astype(np.float32)
+    small = X[:40] + r.normal(size=(40, 64)).astype(np.float32)
+    large = np.tile(small, (registry.AUTO_MIN_PAIRS // (40 * 3000) + 1, 1))
+    assert large.shape[0] * 3000 >= registry.AUTO_MIN_PAIRS > small.shape[0] * 3000
+    index = NearestNeighborsIndex(X, metric=metric)
+    before = index.kneighbors(small, 5)
+    assert index.stats_["backend"] == gemm_name
+    index.kneighbors(large, 5)
+    assert index.stats_["backend"] == pruned_name
+    after = index.kneighbors(small, 5)
+    assert index.stats_["backend"] == pruned_name
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-12, atol=0)
+    D, order = _reference(small, X, 5, metric, False)
+    np.testing.assert_array_equal(after[1], order)
+
+
 @pytest.mark.parametrize("metric,backend", [("manhattan", "pruned"), ("manhattan", "faiss"),
                                             ("ip", "pruned"), ("euclidean", "hnsw")])
 def test_registry_refuses_what_no_backend_serves(metric, backend):

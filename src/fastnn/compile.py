@@ -15,6 +15,7 @@ collide.
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -26,15 +27,17 @@ JOBS = {
     "search-float32": "pruned exact k-NN of float32 rows (HOGKNN's features, embeddings)",
     "search-float64": "pruned exact k-NN of float64 rows (hog's default output)",
     "brute-uint8": "brute-force / faiss re-rank of uint8 rows",
-    "brute-float": "brute-force / faiss re-rank of float32 and float64 rows",
+    "brute-float32": "brute-force / faiss re-rank of float32 rows (small batches of HOG features)",
+    "brute-float64": "brute-force / faiss re-rank of float64 rows",
     "pairwise": "pairwise_distances (uint8, float32, float64; Manhattan)",
     "filters-ip": "per-query filtered search, inner product, cosine, chebyshev, minkowski",
     "radius": "radius search (projected bounds and every row; uint8, float32, float64)",
 }
 
 # the jobs ``fastnn report`` needs (checked, and compiled on a cold cache,
-# before the report starts)
-REPORT_JOBS = ("search-uint8", "search-float32", "hog-uint8")   # longest first
+# before the report starts): the digits are small batches, which 'auto'
+# serves by brute force (``registry.AUTO_MIN_PAIRS``)
+REPORT_JOBS = ("hog-uint8", "brute-uint8", "brute-float32")   # longest first
 
 # rows of the synthetic index: clustered pruned search needs at least four
 # 2,048-point tiles (the clustering kernels compile too)
@@ -54,9 +57,21 @@ def _rows(dtype, n, d, seed):
 
 def run_job(name):
     """Run one job in this process; returns its wall time in seconds."""
-    import numpy as np
+    import warnings
 
     t = time.perf_counter()
+    with warnings.catch_warnings():
+        # (the faiss backend's warning about its BLAS concerns a user's
+        # searches; a warm-up only compiles)
+        warnings.filterwarnings("ignore", message="faiss's bundled OpenBLAS")
+        _compile_job(name)
+    return time.perf_counter() - t
+
+
+def _compile_job(name):
+    """The calls of the job ``name`` (``JOBS``)."""
+    import numpy as np
+
     if name == "hog-uint8":
         from .feature import hog
         x = np.zeros((2, 32, 32, 3), np.uint8)
@@ -78,12 +93,10 @@ def run_job(name):
         NearestNeighborsIndex(X[:1500], backend="pruned").kneighbors(X[:40], 1)
     elif name.startswith("brute-"):
         from .neighbors import NearestNeighborsIndex
-        dtypes = ("uint8",) if name == "brute-uint8" else ("float32", "float64")
-        for dtype in dtypes:
-            X = _rows(dtype, 600, 32, 1)
-            for backend in ("brute", "faiss"):
-                NearestNeighborsIndex(X, backend=backend).kneighbors(X[:5], 3)
-            NearestNeighborsIndex(X).kneighbors(X[:5], 3, farthest=True)
+        X = _rows(name.split("-")[1], 600, 32, 1)
+        for backend in ("brute", "faiss"):
+            NearestNeighborsIndex(X, backend=backend).kneighbors(X[:5], 3)
+        NearestNeighborsIndex(X).kneighbors(X[:5], 3, farthest=True)
     elif name == "pairwise":
         from .neighbors import pairwise_distances
         for dtype in ("uint8", "float32", "float64"):
@@ -93,16 +106,23 @@ def run_job(name):
             pairwise_distances(X, X[:7], metric="manhattan")
     elif name == "filters-ip":
         from .neighbors import NearestNeighborsIndex
+        from .neighbors.registry import AUTO_MIN_PAIRS
         for dtype in ("uint8", "float32"):
             X = _rows(dtype, 600, 32, 3)
             # per-query sets: a large one (the ranked lists), a small one
             # (every allowed distance)
+            # (after a first search with backend='pruned' has built its layout,
+            # 'auto' keeps the pruned search for small batches too)
+            index = NearestNeighborsIndex(X)
+            index.kneighbors(X[:4], 2, backend="pruned")
             for step in (3, 60):
                 per_query = [np.arange(0, 600, step)] * 4
-                NearestNeighborsIndex(X).kneighbors(X[:4], 2, allowed=per_query)
-            # inner product: the Euclidean route and the GEMM one
-            for backend in ("auto", "brute"):
-                NearestNeighborsIndex(X, metric="ip", backend=backend).kneighbors(X[:4], 2)
+                index.kneighbors(X[:4], 2, allowed=per_query)
+            # inner product: the Euclidean route (taken for batches of at
+            # least AUTO_MIN_PAIRS query-row pairs) and the GEMM one
+            many = np.tile(X, (AUTO_MIN_PAIRS // X.shape[0] // X.shape[0] + 1, 1))
+            for backend, Q in (("auto", many), ("brute", X[:4])):
+                NearestNeighborsIndex(X, metric="ip", backend=backend).kneighbors(Q, 2)
             NearestNeighborsIndex(X, metric="cosine").kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="chebyshev").kneighbors(X[:4], 2)
             NearestNeighborsIndex(X, metric="minkowski", p=3).radius_neighbors(X[:4], 1.0)
@@ -115,17 +135,22 @@ def run_job(name):
             NearestNeighborsIndex(X, metric="manhattan").radius_neighbors(X[:5], 1.0)
     else:
         raise ValueError(f"unknown warmup job {name!r}; expected one of {sorted(JOBS)}")
-    return time.perf_counter() - t
 
 
-def _is_cached(dispatcher):
-    """Whether numba's cache holds an index file for ``dispatcher`` (some
-    signature of it was compiled and saved before)."""
+def _is_cached(dispatcher, dtype=None):
+    """Whether numba's cache holds a fresh entry of ``dispatcher`` (one
+    whose first array argument has ``dtype``, when given): its index file
+    lists the saved signatures, and is empty when the sources changed."""
     cache = getattr(dispatcher, "_cache", None)
     try:
-        return os.path.exists(cache._cache_file._index_path)
-    except AttributeError:          # (no cache: a compile in every process)
+        overloads = cache._cache_file._load_index()
+    except (AttributeError, OSError, EOFError, ValueError):   # (no cache or unreadable)
         return False
+    for key in overloads:
+        first_array = re.search(r"[Aa]rray\((\w+)", str(key[0]))
+        if dtype is None or (first_array is not None and first_array.group(1) == dtype):
+            return True
+    return False
 
 
 def cold_jobs(jobs):
@@ -135,12 +160,17 @@ def cold_jobs(jobs):
     from .kernels import hog as _kh
     from .kernels import subset as _ks
 
-    marker = {"hog-uint8": _kh.hog_batch_lut, "hog-float": _kh.hog_batch_polar,
-              "search-uint8": _kp.pruned_block, "search-float32": _kp.pruned_block,
-              "search-float64": _kp.pruned_block, "brute-uint8": _kd.rerank_parallel,
-              "brute-float": _kd.rerank_parallel, "pairwise": _kd.finish_pairwise_parallel,
-              "filters-ip": _ks.topk_of_subsets}
-    return [j for j in jobs if not _is_cached(marker[j])]
+    # job -> (a kernel it compiles, the dtype of that kernel's first array)
+    marker = {"hog-uint8": (_kh.hog_batch_lut, None), "hog-float": (_kh.hog_batch_polar, None),
+              "pairwise": (_kd.finish_pairwise_parallel, None),
+              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.radius_bound_fill, None)}
+    for dtype in ("uint8", "float32", "float64"):
+        marker[f"search-{dtype}"] = (_kp.pruned_block, dtype)
+        marker[f"brute-{dtype}"] = (_kd.rerank_parallel, dtype)
+    unknown = [j for j in jobs if j not in marker]
+    if unknown:
+        raise ValueError(f"unknown warmup job {unknown[0]!r}; expected one of {sorted(JOBS)}")
+    return [j for j in jobs if not _is_cached(*marker[j])]
 
 
 def warmup(jobs=None, n_processes=None, progress=False, log=None):

@@ -27,7 +27,10 @@ Backends (``registry`` chooses; each is a module here)
     ``'pruned'`` where a few principal directions hold most of the index's
     variance (raw pixels, HOG features; k up to 256), else ``'faiss'`` (k up
     to 64); ``'brute'`` for farthest neighbours, indexes under 512 rows,
-    under 16 features and larger k.
+    under 16 features, larger k, and batches of fewer than 4 million
+    query-row pairs while the pruned layout is not built yet (building it
+    costs about as much as brute force on that many pairs; once it exists,
+    small batches take it too).
 
 k > 256 (up to a full ranking, k = n) takes ``large-k`` (in ``brute``):
 GEMM distances to every row, a selection of the k-th, exact distances for

@@ -35,8 +35,8 @@ import numpy as np
 
 from .._threads import run_in_parts
 from ..kernels import dot as _kd
-from .registry import (AUTO_MIN_FEATURES, AUTO_MIN_ROWS, PRUNED_AUTO_MAX_K, Backend,
-                       SearchRequest, auto_choice, register)
+from .registry import (AUTO_MIN_FEATURES, AUTO_MIN_PAIRS, AUTO_MIN_ROWS, PRUNED_AUTO_MAX_K,
+                       Backend, SearchRequest, auto_choice, register)
 from .topk import RERANK_EXTRA
 from .validation import UNIT_ROUNDOFF_F32, UNIT_ROUNDOFF_F64, row_sqnorms
 
@@ -221,7 +221,11 @@ class PrunedInnerProductBackend(Backend):
 
     @classmethod
     def is_usable_for(cls, index, request):
-        return (super().is_usable_for(index, request)
+        # (a small batch before the augmented rows exist: the GEMM route,
+        # as the Euclidean 'auto' takes brute force there)
+        small_batch = (index.built.ip_augmented is None
+                       and request.queries.shape[0] * index.n_samples < AUTO_MIN_PAIRS)
+        return (super().is_usable_for(index, request) and not small_batch
                 and index.n_samples >= AUTO_MIN_ROWS and index.n_features >= AUTO_MIN_FEATURES
                 and augmented(index, request.n_threads).inner is not None)
 

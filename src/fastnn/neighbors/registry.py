@@ -30,6 +30,11 @@ LARGE_K = 256
 AUTO_MIN_ROWS = 512
 AUTO_MIN_FEATURES = 16
 AUTO_MAX_K = 64
+# ... and for a batch of fewer (query, row) pairs than this while the pruned
+# layout is not built yet: building it costs more than the batch saves
+# (docs/benchmarks.md, "Small batches"), and brute force compiles in a
+# fifth of the time (docs/coldstart.md)
+AUTO_MIN_PAIRS = 4_000_000
 # ... except that the pruned search keeps the data it prunes up to LARGE_K
 # (CIFAR-10, 2,000 queries, k = 128 / 256, pruned against brute: raw pixels
 # 0.46 / 0.94 s against 6.2 / 5.8 s, HOG 0.34 / 0.59 s against 2.1 / 2.4 s
@@ -100,15 +105,25 @@ def _load():
     _LOADED = True
 
 
+def small_batch(index, request):
+    """Whether ``request`` is a batch too small to pay for building the
+    pruned layout (none built yet; a request without queries asks about
+    the data alone: never small)."""
+    return (request.queries is not None and index.built.layout is None
+            and request.queries.shape[0] * index.n_samples < AUTO_MIN_PAIRS)
+
+
 def auto_choice(index, request):
     """The name 'auto' stands for: the pruned search where the data's
     principal directions make its bounds tight (most variance in 32
     directions, or nearly all in 96: HOG features), else faiss (or brute
     force without faiss); brute force for farthest neighbours, small
-    indexes, few features and large k (above 64, or 256 for the pruned
-    search)."""
+    indexes, few features, large k (above 64, or 256 for the pruned
+    search) and small batches before the pruned layout exists (fewer than
+    ``AUTO_MIN_PAIRS`` query-row pairs)."""
     if (request.farthest or index.n_samples < AUTO_MIN_ROWS
-            or index.n_features < AUTO_MIN_FEATURES or request.k > PRUNED_AUTO_MAX_K):
+            or index.n_features < AUTO_MIN_FEATURES or request.k > PRUNED_AUTO_MAX_K
+            or small_batch(index, request)):
         return "brute"
     residual_32, residual_96 = index.spectrum_residual()
     if residual_32 <= PRUNE_MAX_RESIDUAL_32 or (
