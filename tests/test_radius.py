@@ -199,3 +199,34 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
         np.testing.assert_array_equal(a, b)
     for a, b in zip(got[0], want[0], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernels", _KERNELS)
+@pytest.mark.parametrize("threads,room", [(1, 2), (2, 1024)])
+def test_projected_radius_bounds_across_column_tiles(kernels, threads, room):
+    """An index of more rows than one bound block's column tile
+    (``RADIUS_TILE_BLOCK``, ``RADIUS_BLAS_BLOCK``) and a last, partial
+    tile: each query's candidates are collected across the tiles in index
+    order, over several query blocks, with and without the second pass;
+    the rows equal measuring every row."""
+    from fastnn.neighbors.radius import RADIUS_BLAS_BLOCK, RADIUS_TILE_BLOCK
+    tile = max(RADIUS_TILE_BLOCK[1], RADIUS_BLAS_BLOCK[1])
+    r = np.random.default_rng(12)
+    n = 2 * tile + 96
+    X = (r.integers(0, 3, (n, 6)) @ r.integers(0, 3, (6, 64))).astype(np.float32)
+    X[n - 1] = X[0]                                     # a tie in the last tile
+    Q = np.vstack([X[:2], X[tile + 5:tile + 7],
+                   X[:300] + r.integers(0, 2, (300, 64))]).astype(np.float32)
+    pruned = NearestNeighborsIndex(X, backend="pruned", n_jobs=threads, kernels=kernels,
+                                   pruned_options=PrunedOptions(radius_candidates=room))
+    brute = NearestNeighborsIndex(X, backend="brute")
+    radius = float(np.quantile(brute.kneighbors(Q[:8], 50)[0][:, -1], 0.5))
+    got = pruned.radius_neighbors(Q, radius)
+    assert pruned.stats_["stage1"] == "projection"
+    want = brute.radius_neighbors(Q, radius)
+    assert sum(len(a) for a in want[1]) > 3 * len(Q)
+    assert len(got[1][0]) and got[1][0][-1] == n - 1
+    for a, b in zip(got[1], want[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(got[0], want[0], strict=True):
+        np.testing.assert_array_equal(a, b)

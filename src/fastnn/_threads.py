@@ -89,6 +89,15 @@ def limit_threads(n_threads):
         numba.set_num_threads(prev)
 
 
+@contextmanager
+def blas_threads(n_threads):
+    """Run the block with ``n_threads`` BLAS threads (numba's unchanged):
+    1 where Python threads (``run_in_parts``) each run their own small
+    GEMMs."""
+    with _blas_limits(n_threads):
+        yield n_threads
+
+
 def run_kernel(parallel_fn, serial_fn, n_threads, *args):
     """Call the parallel build when it is safe and useful, else the serial one."""
     if n_threads <= 1:

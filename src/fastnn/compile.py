@@ -163,7 +163,7 @@ def cold_jobs(jobs):
     # job -> (a kernel it compiles, the dtype of that kernel's first array)
     marker = {"hog-uint8": (_kh.hog_batch_lut, None), "hog-float": (_kh.hog_batch_polar, None),
               "pairwise": (_kd.finish_pairwise_parallel, None),
-              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.radius_bound_fill, None)}
+              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.radius_bound_tile, None)}
     for dtype in ("uint8", "float32", "float64"):
         marker[f"search-{dtype}"] = (_kp.pruned_block, dtype)
         marker[f"brute-{dtype}"] = (_kd.rerank_parallel, dtype)

@@ -100,52 +100,57 @@ def _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm, slac
 
 
 @njit(cache=True, nogil=True)
-def radius_bound_fill(products, q_sqnorm, q_residual, q_norm, x_sqnorm, x_residual, x_norm,
-                      slack_per_norm2, limit, rows, p0, p1, starts, capacity, counts, row_out):
-    """The radius search's candidates, for the chunk's query rows
-    ``rows[p0:p1]``: ``products[i, j]`` is the product of the projected
-    (centred) query ``i`` and index row ``j`` (bfloat16 tiles or float32),
-    and the bound of their squared distance is
+def radius_bound_tile(products, first_row, queries, q_sqnorm, q_residual, q_norm, x_sqnorm,
+                      x_residual, x_norm, slack_per_norm2, limit, starts, capacity, counts,
+                      row_out):
+    """The radius search's candidates in one tile of index rows:
+    ``products[b, t]`` is the product of the projected (centred) query
+    ``queries[b]`` and index row ``first_row + t`` (bfloat16 tiles or
+    float32; ``x_*`` hold the tile's rows), and the bound of their squared
+    distance is
 
         |a|^2 + |b|^2 - 2 a.b + (rho_q - rho_x)^2 - slack_per_norm2 (|q'| + |x'|)^2
 
     (projected norms, residual norms, centred norms; ``neighbors/radius.py``
-    proves it). The rows with a bound ``<= limit``, in index order, go to
-    ``row_out[starts[i]:]``, at most ``capacity[i]`` of them, and
-    ``counts[i]`` = how many there are (more than the capacity: the caller
-    runs the query again with room).
+    proves it). The rows with a bound ``<= limit``, in index order, are
+    appended to query ``i``'s slots ``row_out[starts[i]:]`` after the
+    ``counts[i]`` found in earlier tiles, at most ``capacity[i]`` in all;
+    ``counts[i]`` counts every one (more than the capacity: the caller runs
+    the query again with room). A query's tiles come in index order.
     Candidates are sparse: each block of ``BOUND_BLOCK`` index rows is
     counted first and written only when it holds one."""
-    n = products.shape[1]
+    n = x_sqnorm.shape[0]
     full = n // BOUND_BLOCK * BOUND_BLOCK
-    for p in range(p0, p1):
-        i = rows[p]
+    for b in range(queries.shape[0]):
+        i = queries[b]
         aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
-        row_products = products[i]
-        out = starts[i]
-        end = out + capacity[i]
-        count = 0
+        row_products = products[b]
+        count = counts[i]
+        end = starts[i] + capacity[i]
+        out = starts[i] + min(count, capacity[i])
         for j0 in range(0, full, BOUND_BLOCK):
             if _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
                            slack_per_norm2, limit):
-                out, count = _write_candidates(row_products, j0, j0 + BOUND_BLOCK, aq, rq, nq,
-                                               x_sqnorm, x_residual, x_norm, slack_per_norm2,
-                                               limit, out, end, count, row_out)
-        out, count = _write_candidates(row_products, full, n, aq, rq, nq, x_sqnorm, x_residual,
-                                       x_norm, slack_per_norm2, limit, out, end, count, row_out)
+                out, count = _write_candidates(row_products, j0, j0 + BOUND_BLOCK, first_row,
+                                               aq, rq, nq, x_sqnorm, x_residual, x_norm,
+                                               slack_per_norm2, limit, out, end, count, row_out)
+        out, count = _write_candidates(row_products, full, n, first_row, aq, rq, nq, x_sqnorm,
+                                       x_residual, x_norm, slack_per_norm2, limit, out, end,
+                                       count, row_out)
         counts[i] = count
 
 
 @njit(cache=True, nogil=True)
-def _write_candidates(row_products, j0, j1, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                      slack_per_norm2, limit, out, end, count, row_out):
-    """The candidates among rows ``j0 .. j1`` appended at ``out`` (below
-    ``end``); returns the new position and count."""
+def _write_candidates(row_products, j0, j1, first_row, aq, rq, nq, x_sqnorm, x_residual,
+                      x_norm, slack_per_norm2, limit, out, end, count, row_out):
+    """The candidates among the tile's rows ``j0 .. j1`` appended at ``out``
+    (below ``end``) as index rows (``first_row + j``); returns the new
+    position and count."""
     for j in range(j0, j1):
         if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
                          slack_per_norm2) <= limit:
             if out < end:
-                row_out[out] = j
+                row_out[out] = first_row + j
                 out += 1
             count += 1
     return out, count
