@@ -80,75 +80,70 @@ BOUND_BLOCK = 64
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm, slack_per_norm2):
+def _radius_key(row_products, j, rq, x_sqnorm, x_residual):
+    """``|b|^2 - 2 a.b + (rho_q - rho_x)^2``: the bound less its query terms."""
     dr = rq - x_residual[j]
-    s = nq + x_norm[j]
-    return aq + x_sqnorm[j] - 2.0 * row_products[j] + dr * dr - slack_per_norm2 * s * s
+    return x_sqnorm[j] - 2.0 * row_products[j] + dr * dr
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm, slack_per_norm2,
-                limit):
+def _block_hits(row_products, j0, rq, x_sqnorm, x_residual, query_limit):
     """Candidates among rows ``j0 .. j0 + BOUND_BLOCK`` (a fixed-length,
     vectorised loop)."""
     hits = 0
     for j in range(j0, j0 + BOUND_BLOCK):
-        bound = _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                              slack_per_norm2)
-        hits += 1 if bound <= limit else 0
+        hits += 1 if _radius_key(row_products, j, rq, x_sqnorm, x_residual) <= query_limit else 0
     return hits
 
 
 @njit(cache=True, nogil=True)
-def radius_bound_tile(products, first_row, queries, q_sqnorm, q_residual, q_norm, x_sqnorm,
-                      x_residual, x_norm, slack_per_norm2, limit, starts, capacity, counts,
-                      row_out):
+def radius_bound_tile(products, first_row, queries, q_limit, q_residual, x_sqnorm, x_residual,
+                      starts, capacity, counts, row_out):
     """The radius search's candidates in one tile of index rows:
     ``products[b, t]`` is the product of the projected (centred) query
     ``queries[b]`` and index row ``first_row + t`` (bfloat16 tiles or
-    float32; ``x_*`` hold the tile's rows), and the bound of their squared
-    distance is
+    float32; ``x_*`` hold the tile's rows). A row is a candidate when the
+    lower bound of its squared distance
 
-        |a|^2 + |b|^2 - 2 a.b + (rho_q - rho_x)^2 - slack_per_norm2 (|q'| + |x'|)^2
+        |a|^2 + |b|^2 - 2 a.b + (rho_q - rho_x)^2 - slack
 
-    (projected norms, residual norms, centred norms; ``neighbors/radius.py``
-    proves it). The rows with a bound ``<= limit``, in index order, are
-    appended to query ``i``'s slots ``row_out[starts[i]:]`` after the
-    ``counts[i]`` found in earlier tiles, at most ``capacity[i]`` in all;
-    ``counts[i]`` counts every one (more than the capacity: the caller runs
-    the query again with room). A query's tiles come in index order.
-    Candidates are sparse: each block of ``BOUND_BLOCK`` index rows is
-    counted first and written only when it holds one."""
+    (projected norms, residual norms; ``neighbors/radius.py`` proves it) is
+    within the limit, i.e. ``|b|^2 - 2 a.b + (rho_q - rho_x)^2 <=
+    q_limit[i]`` (the limit less ``|a|^2``, plus the query's slack). The
+    candidates, in index order, are appended to query ``i``'s slots
+    ``row_out[starts[i]:]`` after the ``counts[i]`` found in earlier tiles,
+    at most ``capacity[i]`` in all; ``counts[i]`` counts every one (more
+    than the capacity: the caller runs the query again with room). A
+    query's tiles come in index order. Candidates are sparse: each block of
+    ``BOUND_BLOCK`` index rows is counted first and written only when it
+    holds one."""
     n = x_sqnorm.shape[0]
     full = n // BOUND_BLOCK * BOUND_BLOCK
     for b in range(queries.shape[0]):
         i = queries[b]
-        aq, rq, nq = q_sqnorm[i], q_residual[i], q_norm[i]
+        rq, lim = q_residual[i], q_limit[i]
         row_products = products[b]
         count = counts[i]
         end = starts[i] + capacity[i]
         out = starts[i] + min(count, capacity[i])
         for j0 in range(0, full, BOUND_BLOCK):
-            if _block_hits(row_products, j0, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                           slack_per_norm2, limit):
-                out, count = _write_candidates(row_products, j0, j0 + BOUND_BLOCK, first_row,
-                                               aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                                               slack_per_norm2, limit, out, end, count, row_out)
-        out, count = _write_candidates(row_products, full, n, first_row, aq, rq, nq, x_sqnorm,
-                                       x_residual, x_norm, slack_per_norm2, limit, out, end,
-                                       count, row_out)
+            if _block_hits(row_products, j0, rq, x_sqnorm, x_residual, lim):
+                out, count = _write_candidates(row_products, j0, j0 + BOUND_BLOCK, first_row, rq,
+                                               x_sqnorm, x_residual, lim, out, end, count,
+                                               row_out)
+        out, count = _write_candidates(row_products, full, n, first_row, rq, x_sqnorm,
+                                       x_residual, lim, out, end, count, row_out)
         counts[i] = count
 
 
 @njit(cache=True, nogil=True)
-def _write_candidates(row_products, j0, j1, first_row, aq, rq, nq, x_sqnorm, x_residual,
-                      x_norm, slack_per_norm2, limit, out, end, count, row_out):
+def _write_candidates(row_products, j0, j1, first_row, rq, x_sqnorm, x_residual, query_limit,
+                      out, end, count, row_out):
     """The candidates among the tile's rows ``j0 .. j1`` appended at ``out``
     (below ``end``) as index rows (``first_row + j``); returns the new
     position and count."""
     for j in range(j0, j1):
-        if _radius_bound(row_products, j, aq, rq, nq, x_sqnorm, x_residual, x_norm,
-                         slack_per_norm2) <= limit:
+        if _radius_key(row_products, j, rq, x_sqnorm, x_residual) <= query_limit:
             if out < end:
                 row_out[out] = first_row + j
                 out += 1

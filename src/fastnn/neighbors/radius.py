@@ -230,7 +230,12 @@ def _radius_bounds(index):
     * The centred rows carry relative errors within centre_rel of the
       uncentred norms, which ``_project`` adds to |q'| and |x'|.
 
-    ``slack_per_norm2`` sums these, times ``PROJECTION_SLACK_SPARE``."""
+    ``slack_per_norm2`` sums these, times ``PROJECTION_SLACK_SPARE``. The
+    search takes ``(|q'| + max |x'|)^2`` for every row of a query (a larger
+    slack: a smaller, still valid lower bound), so the per-pair test is
+    ``|b|^2 - 2 a.b + (rho_q - rho_x)^2 <= limit - |a|^2 + slack_q``; the
+    float64 evaluation of either side rounds by a few ``u64 (|q'| +
+    |x'|)^2``, far inside the float32 terms of the slack."""
     built = index.built
     if built.radius_bounds is False:
         return None
@@ -296,7 +301,10 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     slots_per_query = index.pruned_options.radius_candidates
     for s in range(0, queries.size, RADIUS_QUERY_CHUNK):
         e = min(queries.size, s + RADIUS_QUERY_CHUNK)
-        chunk = _QueryChunk(q_rows[s:e], q_sqn[s:e], q_res[s:e], q_nrm[s:e], limit)
+        # the bound's slack with the largest centred norm of the index: a
+        # smaller lower bound than each row's own, so still one
+        slack = bounds.slack_per_norm2 * (q_nrm[s:e] + bounds.row_norms.max(initial=0.0)) ** 2
+        chunk = _QueryChunk(q_rows[s:e], q_res[s:e], limit - q_sqn[s:e] + slack)
         xj, counts = _candidates(bounds, chunk, slots_per_query, n_threads)
         candidates += xj.size
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
@@ -305,12 +313,11 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
 
 
 class _QueryChunk(NamedTuple):
-    """Projected queries of one chunk (``_project``) and the bound's limit."""
+    """Projected queries of one chunk (``_project``) and each one's limit
+    of ``|b|^2 - 2 a.b + (rho_q - rho_x)^2`` (``radius_bound_tile``)."""
     rows: np.ndarray
-    sqnorms: np.ndarray
     residuals: np.ndarray
-    norms: np.ndarray
-    limit: float
+    limits: np.ndarray
 
 
 def _measured(index, Q, qi, xj, is_int, acc32, r2, n_threads):
@@ -366,8 +373,7 @@ def _bound_pass(bounds, chunk, operand, which, starts, room, counts, slots, n_th
     tiled = bounds.packed_rows is not None
     qb, width = RADIUS_TILE_BLOCK if tiled else RADIUS_BLAS_BLOCK
     tiles = [(j0, min(n_pad, j0 + width)) for j0 in range(0, n_pad, width)]
-    x_stats = [(bounds.row_sqnorms[j0:j1], bounds.row_residuals[j0:j1], bounds.row_norms[j0:j1])
-               for j0, j1 in tiles]
+    x_stats = [(bounds.row_sqnorms[j0:j1], bounds.row_residuals[j0:j1]) for j0, j1 in tiles]
 
     def part(b0, b1):
         buf = _amx.aligned(qb * width, np.float32)
@@ -377,14 +383,13 @@ def _bound_pass(bounds, chunk, operand, which, starts, room, counts, slots, n_th
             m = block.size
             left[:m] = operand[block]
             left[m:] = 0
-            for (j0, j1), (x_sqn, x_res, x_nrm) in zip(tiles, x_stats):
+            for (j0, j1), (x_sqn, x_res) in zip(tiles, x_stats):
                 G = buf[:qb * (j1 - j0)].reshape(qb, j1 - j0)
                 if tiled:
                     _amx.gemm(left, bounds.packed_rows, G, j1 - j0, j0, family=bounds.tile_family)
                 else:
                     np.dot(left[:m], bounds.rows[j0:j1].T, out=G[:m])
-                _ks.radius_bound_tile(G, j0, block, chunk.sqnorms, chunk.residuals, chunk.norms,
-                                      x_sqn, x_res, x_nrm, bounds.slack_per_norm2, chunk.limit,
+                _ks.radius_bound_tile(G, j0, block, chunk.limits, chunk.residuals, x_sqn, x_res,
                                       starts, room, counts, slots)
 
     with blas_threads(1):
