@@ -167,6 +167,17 @@ def test_warmup_fills_the_cache_for_later_processes(tmp_path):
     assert bad.returncode == 2 and "unknown warmup job" in bad.stderr
 
 
+def test_warmup_job_names_and_aliases():
+    """A job's earlier name runs the jobs it was split into; an unknown name
+    is refused by name, by the warm-up and by the cache check alike."""
+    from fastnn.compile import cold_jobs, checked_jobs
+    assert checked_jobs(["brute-float", "hog-uint8"]) == ["brute-float32", "brute-float64",
+                                                          "hog-uint8"]
+    for check in (checked_jobs, cold_jobs):
+        with pytest.raises(ValueError, match="unknown warmup job 'nope'"):
+            check(["hog-uint8", "nope"])
+
+
 def test_filters_ip_job_compiles_its_kernels(tmp_path):
     """The 'filters-ip' warmup job still reaches every route it names (the
     per-query filters' two routes, inner product's two), so its marker

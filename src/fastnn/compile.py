@@ -34,6 +34,9 @@ JOBS = {
     "radius": "radius search (projected bounds and every row; uint8, float32, float64)",
 }
 
+# earlier names of jobs that were split: a warm-up script keeps working
+JOB_ALIASES = {"brute-float": ("brute-float32", "brute-float64")}
+
 # the jobs ``fastnn report`` needs (checked, and compiled on a cold cache,
 # before the report starts): the digits are small batches, which 'auto'
 # serves by brute force (``registry.AUTO_MIN_PAIRS``)
@@ -173,6 +176,16 @@ def cold_jobs(jobs):
     return [j for j in jobs if not _is_cached(*marker[j])]
 
 
+def checked_jobs(jobs):
+    """``jobs`` with earlier names replaced (``JOB_ALIASES``); ValueError
+    naming the first unknown one."""
+    out = [part for j in jobs for part in JOB_ALIASES.get(j, (j,))]
+    for j in out:
+        if j not in JOBS:
+            raise ValueError(f"unknown warmup job {j!r}; expected one of {sorted(JOBS)}")
+    return out
+
+
 def warmup(jobs=None, n_processes=None, progress=False, log=None):
     """Compile the kernels of ``jobs`` (default: all) in ``n_processes``
     worker processes (default: one per core, at most one per job).
@@ -183,10 +196,7 @@ def warmup(jobs=None, n_processes=None, progress=False, log=None):
     import concurrent.futures as cf
     import multiprocessing
 
-    jobs = list(JOBS if jobs is None else jobs)
-    for j in jobs:
-        if j not in JOBS:
-            raise ValueError(f"unknown warmup job {j!r}; expected one of {sorted(JOBS)}")
+    jobs = checked_jobs(JOBS if jobs is None else jobs)
     if not jobs:
         return {}
     n_processes = n_processes or os.cpu_count() or 1

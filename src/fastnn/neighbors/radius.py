@@ -44,7 +44,7 @@ BLOCK_BYTES = 32 << 20
 # queries (their row multiple) x 8,192 rows (1 MiB); float32 BLAS, one
 # thread each: 256 x 2,048 (2 MiB; a GEMM of 32 rows runs far below its
 # peak). CIFAR HOG RadiusNeighborsClassifier, 10,000 queries: 0.91-0.98 s
-# -> 0.68-0.78 s on AMX, 1.76 -> 1.14 s with FASTNN_AMX=0 (docs/benchmarks.md)
+# -> 0.68-0.78 s on AMX, 1.76 -> 1.14 s with FASTNN_AMX=0 (docs/sklearn-dropin.md)
 RADIUS_TILE_BLOCK = (32, 8192)
 RADIUS_BLAS_BLOCK = (256, 2048)
 # queries per chunk (bounds the candidate slots)
