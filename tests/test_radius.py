@@ -201,6 +201,35 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
         np.testing.assert_array_equal(a, b)
 
 
+def test_pickled_radius_bounds_move_to_a_process_without_tile_kernels(tmp_path):
+    """An index pickled after a radius search on tile kernels (its fused
+    operand built) answers the same in a process without them: the bounds
+    of another kernel family are rebuilt, not used."""
+    import pickle
+    import subprocess
+    import sys
+    if _amx.kernel_family("bf16") is None:
+        pytest.skip("no tile kernels on this CPU: nothing to carry to another path")
+    r = np.random.default_rng(21)
+    X = (r.integers(0, 3, (5000, 6)) @ r.integers(0, 3, (6, 140))).astype(np.float32)
+    Q = X[:30] + r.integers(0, 2, (30, 140)).astype(np.float32)
+    index = NearestNeighborsIndex(X)
+    radius = float(np.median(index.kneighbors(Q, 20)[0][:, -1]))
+    d, i = index.radius_neighbors(Q, radius)
+    assert index.stats_["products"].endswith("-bf16-filtered")
+    (tmp_path / "index.pkl").write_bytes(pickle.dumps((index, Q, radius)))
+    code = ("import pickle, sys, numpy as np; index, Q, radius = pickle.load(open(sys.argv[1], "
+            "'rb')); d, i = index.radius_neighbors(Q, radius); "
+            "print(index.stats_['products']); np.save(sys.argv[2], np.concatenate(list(i)))")
+    env = dict(__import__("os").environ, FASTNN_AMX="0", FASTNN_AVX512="0")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "index.pkl"),
+                          str(tmp_path / "rows.npy")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "blas-float32"
+    np.testing.assert_array_equal(np.load(tmp_path / "rows.npy"), np.concatenate(list(i)))
+
+
 @pytest.mark.parametrize("kernels", _KERNELS)
 @pytest.mark.parametrize("threads,room", [(1, 2), (2, 1024)])
 def test_projected_radius_bounds_across_column_tiles(kernels, threads, room):

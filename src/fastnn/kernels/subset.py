@@ -149,3 +149,27 @@ def _write_candidates(row_products, j0, j1, first_row, rq, x_sqnorm, x_residual,
                 out += 1
             count += 1
     return out, count
+
+
+@njit(cache=True, nogil=True)
+def radius_filtered_tile(kept_columns, kept_counts, first_row, n_rows, queries, starts, capacity,
+                         counts, row_out):
+    """The candidates the fused radius filter kept in one tile
+    (``amx.FilterPlan``: block row ``b`` kept ``kept_counts[b]`` columns
+    ``kept_columns[b, :kept_counts[b]]``, counted from index row
+    ``first_row``, in column order), appended to query ``queries[b]``'s
+    slots as ``radius_bound_tile`` does; columns at or beyond ``n_rows``
+    (the tile padding) are dropped."""
+    for b in range(queries.shape[0]):
+        i = queries[b]
+        count = counts[i]
+        end = starts[i] + capacity[i]
+        out = starts[i] + min(count, capacity[i])
+        for t in range(kept_counts[b]):
+            j = first_row + kept_columns[b, t]
+            if j < n_rows:
+                if out < end:
+                    row_out[out] = j
+                    out += 1
+                count += 1
+        counts[i] = count

@@ -196,6 +196,8 @@ class NearestNeighborsIndex:
         built = self.built
         if uses_tiles(families) != uses_tiles((built.tile_family, built.int8_family)):
             built.projection = built.layout = None
+        if built.radius_bounds and built.radius_bounds.tile_family != families[0]:
+            built.radius_bounds = None      # (its operand is another family's)
         built.tile_family, built.int8_family = families
 
     # ---------------------------------------------------------------------

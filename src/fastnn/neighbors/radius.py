@@ -12,11 +12,15 @@ the others are measured exactly. Manhattan measures every distance, a
 chunk of queries at a time. Memory: one tile of approximate distances and
 the candidates, never a queries x index matrix. On a large Euclidean
 index of many features (or with ``backend='pruned'``) a cheaper lower bound
-comes first: the distance projected on the index's 128 principal directions
-plus the difference of the residual norms (``_radius_bounds`` proves its
-margin; the products are bfloat16 tile products where the CPU's tile
-family serves the pruned search, else float32 BLAS); only the pairs it
-leaves within the radius are measured.
+comes first: the distance projected on the index's leading principal
+directions plus the difference of the residual norms (``_radius_bounds``
+proves its margin); only the pairs it leaves within the radius are
+measured. Where the CPU's tile family serves the pruned search (AMX;
+AVX-512 BF16 on AMD) the bound is fused into the tile product: 121
+directions and the residual as one vector, the pruned search's stage-1
+operand, filtered by each query's limit inside the kernel
+(``_fused_operand`` proves it); else float32 BLAS products of 128
+directions, bounded block by block while in L2 (``radius_bound_tile``).
 
 Results are sklearn's: an object array of index arrays per query, in index
 order, or ordered by (distance, index) with ``sort_results``.
@@ -31,6 +35,7 @@ from ..kernels import subset as _ks
 from . import manhattan
 from .brute import tile_rows
 from ..kernels import amx as _amx
+from .pruned.search import BF16_ACCUMULATION_SPARE, BF16_FLUSH_ERROR, BF16_NORM_PIECES_ERROR
 from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, round_up, \
     row_sqnorms
 
@@ -38,13 +43,12 @@ UNIT_ROUNDOFF_F64 = 2.0 ** -53
 
 # float64 bytes of the GEMM block of one query chunk against one index tile
 BLOCK_BYTES = 32 << 20
-# the projected bounds' blocks, (queries, index rows): their float32
-# products stay in L2 between the product and the bound, instead of a
-# chunk's whole product matrix going to memory and back. Tile kernels: 32
-# queries (their row multiple) x 8,192 rows (1 MiB); float32 BLAS, one
-# thread each: 256 x 2,048 (2 MiB; a GEMM of 32 rows runs far below its
-# peak). CIFAR HOG RadiusNeighborsClassifier, 10,000 queries: 0.91-0.98 s
-# -> 0.68-0.78 s on AMX, 1.76 -> 1.14 s with FASTNN_AMX=0 (docs/sklearn-dropin.md)
+# the projected bounds' blocks, (queries, index rows). Tile kernels: 32
+# queries (their row multiple) x 8,192 rows, filtered inside the product;
+# float32 BLAS, one thread each: 256 x 2,048 (2 MiB of products, bounded
+# while in L2; a GEMM of 32 rows runs far below its peak). CIFAR HOG
+# RadiusNeighborsClassifier, 10,000 queries, FASTNN_AMX=0: 1.76 -> 1.14 s
+# (docs/sklearn-dropin.md)
 RADIUS_TILE_BLOCK = (32, 8192)
 RADIUS_BLAS_BLOCK = (256, 2048)
 # queries per chunk (bounds the candidate slots)
@@ -63,11 +67,12 @@ PROJECTION_CHUNK_ROWS = 4096
 # and the factor of room on the bound's proven margin
 PROJECTION_CENTRE_REL = 1e-12
 PROJECTION_SLACK_SPARE = 2.0
-# bfloat16 products (tile kernels): each operand within 2**-9 of its float32
-# value, so a product within (2**-8 + 2**-18) |a||b| of the float32 one
-# before the float32 accumulation; flushed subnormal terms add at most 1e-30
-BF16_PRODUCT_ERROR = 2.0 ** -8 + 2.0 ** -18
-BF16_FLUSH_ERROR = 1e-30
+# the fused bound (tile kernels): m directions plus the residual coordinate
+# and the six norm and one columns fill the tile kernels' K = 128
+FUSED_COMPONENTS = 121
+# ... queries whose scaled norm exceeds this could overflow the float32 key:
+# such batches measure every row
+FUSED_MAX_QUERY_NORM = 2.0 ** 60
 # projected values beyond this magnitude would overflow float32 products:
 # such data is measured against every row instead
 PROJECTION_MAX_VALUE = 1e18
@@ -136,7 +141,7 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
     if projected and metric != "cosine":
         index.stats_["candidates"] = candidates      # pairs measured exactly
         family = index.built.radius_bounds.tile_family
-        index.stats_["products"] = f"{family}-bf16" if family else "blas-float32"
+        index.stats_["products"] = (f"{family}-bf16-filtered" if family else "blas-float32")
     return dist, ind
 
 
@@ -158,14 +163,31 @@ class RadiusBounds(NamedTuple):
     """The radius search's projection of the index (``index.built``)."""
     centre: np.ndarray          # (d,) float64: the spectrum's mean
     directions: np.ndarray      # (m, d) float64, orthonormalised
-    rows: np.ndarray            # (n_pad, m) float32: P (x - c), zero rows after n
-    row_sqnorms: np.ndarray     # (n,) float64: |rows|^2
-    row_residuals: np.ndarray   # (n,) float64: |x - c - P^T P (x - c)|
+    rows: np.ndarray            # (n_pad, m) float32: P (x - c), zero rows after n (BLAS path)
+    row_sqnorms: np.ndarray     # (n_pad,) float64: |rows|^2, inf after n (BLAS path)
+    row_residuals: np.ndarray   # (n_pad,) float64: |x - c - P^T P (x - c)| (BLAS path)
     row_norms: np.ndarray       # (n,) float64: |x - c| plus its rounding allowance
     slack_per_norm2: float      # the bound's margin per (|q - c| + |x - c|)^2
     centre_rel: float           # relative rounding allowance of the centred norms
-    tile_family: object         # 'amx' / 'avx512': bfloat16 products, or None: float32
-    packed_rows: object         # the rows as the tile kernels' bfloat16 operand, or None
+    tile_family: object         # 'amx' / 'avx512': the fused bound, or None: float32 BLAS
+    fused: object               # FusedOperand (tile kernels), or None
+    orthonormality: float       # E = max |P P^T - I|
+    residual_rel: float         # eta: the residual norms' error per centred norm
+
+
+class FusedOperand(NamedTuple):
+    """The index side of the fused bound (tile kernels, ``_fused_operand``):
+    each row's ``w = (P x', |R x'|)`` times ``scale``, rounded to bfloat16,
+    with its norm pieces and ones (``kernels.projection.stage1_rows_index``,
+    the pruned search's stage-1 operand). Its product with a query's
+    operand is ``|h_q|^2 + |h_x|^2 - 2 h_q.h_x`` of the rounded vectors,
+    filtered against each query's limit inside the tile kernel
+    (``amx.FilterPlan``): only the candidates leave L1."""
+    tiles: np.ndarray           # (n_pad / 16, K / 2, 16, 2) uint16
+    scale: float                # a power of two: every scaled index vector within norm 1
+    error_max: float            # max F: a rounded vector's distance to its exact one (scaled)
+    norm_max: float             # max |h|
+    width: int                  # K
 
 
 def _uses_projection(index, nq):
@@ -183,12 +205,14 @@ def _uses_projection(index, nq):
 def _project(A, fit, chunk=PROJECTION_CHUNK_ROWS):
     """Rows of ``A`` projected, ``fit = (centre, P, centre_rel)``: float32
     P(a - c), |.|^2 of those float32 values, residual norms
-    sqrt(|a - c|^2 - |P(a - c)|^2), centred norms plus their allowance."""
+    sqrt(|a - c|^2 - |P(a - c)|^2), centred norms plus their allowance, and
+    that allowance (how far the computed centred row may lie from the
+    exact one)."""
     centre, P, centre_rel = fit
     n, m = A.shape[0], P.shape[0]
     centre_norm = float(np.linalg.norm(centre))
     rows = np.empty((n, m), np.float32)
-    sqn, res, nrm = np.empty(n), np.empty(n), np.empty(n)
+    sqn, res, nrm, allow = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         C = A[s:e].astype(np.float64)
@@ -202,11 +226,12 @@ def _project(A, fit, chunk=PROJECTION_CHUNK_ROWS):
         centred = np.sqrt(centred_sq)
         # |a - c| <= |C| + |c|: the rounding of the centred row, within
         # centre_rel of the uncentred norm, is inside this allowance
-        nrm[s:e] = centred + centre_rel * (centred + 2.0 * centre_norm)
-    return rows, sqn, res, nrm
+        allow[s:e] = centre_rel * (centred + 2.0 * centre_norm)
+        nrm[s:e] = centred + allow[s:e]
+    return rows, sqn, res, nrm, allow
 
 
-def _radius_bounds(index):
+def _radius_bounds(index, n_threads=1):
     """The projection of the radius search (cached in ``index.built``;
     dropped when rows are added).
 
@@ -242,34 +267,36 @@ def _radius_bounds(index):
     if built.radius_bounds is None:
         from .pruned import backend as pruned_backend
         spectrum = pruned_backend.spectrum(index)
-        m = min(PROJECTION_COMPONENTS, spectrum.directions.shape[0])
+        m = min(FUSED_COMPONENTS if built.tile_family is not None else PROJECTION_COMPONENTS,
+                spectrum.directions.shape[0])
         P = np.ascontiguousarray(np.linalg.qr(spectrum.directions[:m].T.astype(np.float64))[0].T)
         orthonormality = float(np.abs(P @ P.T - np.eye(m)).max())
         d = index.n_features
         centre_rel = max(PROJECTION_CENTRE_REL, 4.0 * d * UNIT_ROUNDOFF_F64)
         residual_rel = np.sqrt(8.0 * (d + m) * UNIT_ROUNDOFF_F64 + 3.0 * m * orthonormality)
         centre = np.asarray(spectrum.mean, np.float64)
-        rows, sqn, res, nrm = _project(index.X, (centre, P, centre_rel))
+        rows, sqn, res, nrm, allow = _project(index.X, (centre, P, centre_rel))
         if not np.all(np.abs(rows) <= PROJECTION_MAX_VALUE):
             built.radius_bounds = False                # (float32 would overflow: every row)
             return None
-        family = built.tile_family if m % _amx.KB == 0 else None
+        family = built.tile_family
+        fused = None
+        if family is not None:
+            fused = _fused_operand(rows, sqn, res, nrm, allow, (centre_rel, orthonormality,
+                                                                residual_rel), d, n_threads)
+            rows = sqn = res = None                    # (the BLAS path's)
+        else:
+            # padded columns (the BLAS blocks' width) can never be candidates
+            pad = round_up(rows.shape[0], 32) - rows.shape[0]
+            sqn, res, nrm = (np.concatenate([a, np.full(pad, v)]) for a, v in
+                             ((sqn, np.inf), (res, 0.0), (nrm, 0.0)))
+            rows = np.vstack([rows, np.zeros((pad, m), np.float32)])
         # the products' error per |a||b|, halved per (|q'| + |x'|)^2 (below)
         products = (0.6 * m + 2.1) * UNIT_ROUNDOFF_F32
-        packed = None
-        if family is not None:
-            products += 0.51 * BF16_PRODUCT_ERROR + 0.51 * 1.01 * (m + 3) * UNIT_ROUNDOFF_F32
-            packed = _amx.pack_b(_amx.to_bf16(rows, m))
         slack = ((products + 3.0 * m * orthonormality + 2.02 * residual_rel)
                  * PROJECTION_SLACK_SPARE)
-        n_pad = packed.shape[0] * 16 if packed is not None else round_up(rows.shape[0], 32)
-        # padded columns (the tile width) can never be candidates
-        pad = n_pad - rows.shape[0]
-        sqn, res, nrm = (np.concatenate([a, np.full(pad, v)]) for a, v in
-                         ((sqn, np.inf), (res, 0.0), (nrm, 0.0)))
-        rows = np.vstack([rows, np.zeros((pad, m), np.float32)])
         built.radius_bounds = RadiusBounds(centre, P, rows, sqn, res, nrm, slack, centre_rel,
-                                           family, packed)
+                                           family, fused, orthonormality, residual_rel)
     return built.radius_bounds
 
 
@@ -283,29 +310,38 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     serve: values beyond float32's range)."""
     metric = index.metric
     r2 = _squared_limit(metric, radius)
-    bounds = _radius_bounds(index)
+    bounds = _radius_bounds(index, n_threads)
     if bounds is None:
         return None
-    q_rows, q_sqn, q_res, q_nrm = _project(Q[queries], (bounds.centre, bounds.directions,
+    q_rows, q_sqn, q_res, q_nrm, q_allow = _project(Q[queries], (bounds.centre, bounds.directions,
                                                         bounds.centre_rel))
     if not np.all(np.abs(q_rows) <= PROJECTION_MAX_VALUE):
         return None                                    # (float32 would overflow: every row)
     limit = r2 * (1.0 + max(RADIUS_SLACK, 2.0 * index.n_features * UNIT_ROUNDOFF_F64))
-    if bounds.packed_rows is not None:
-        # bfloat16 flushes subnormal operands: each product term off by at
-        # most 2**-126 times the other operand, for both operands
-        norm_max = np.sqrt(q_sqn.max()) + np.sqrt(bounds.row_sqnorms[np.isfinite(
-            bounds.row_sqnorms)].max(initial=0.0))
-        limit += 4.0 * 2.0 ** -126 * np.sqrt(q_rows.shape[1]) * norm_max + BF16_FLUSH_ERROR
+    fused = bounds.fused
+    if fused is not None and not fused.scale * q_nrm.max(initial=0.0) <= FUSED_MAX_QUERY_NORM:
+        return None                                    # (a float32 key could overflow)
     candidates = 0
     slots_per_query = index.pruned_options.radius_candidates
     for s in range(0, queries.size, RADIUS_QUERY_CHUNK):
         e = min(queries.size, s + RADIUS_QUERY_CHUNK)
-        # the bound's slack with the largest centred norm of the index: a
-        # smaller lower bound than each row's own, so still one
-        slack = bounds.slack_per_norm2 * (q_nrm[s:e] + bounds.row_norms.max(initial=0.0)) ** 2
-        chunk = _QueryChunk(q_rows[s:e], q_res[s:e], limit - q_sqn[s:e] + slack)
-        xj, counts = _candidates(bounds, chunk, slots_per_query, n_threads)
+        if fused is not None:
+            operand, key_limits = _fused_queries(bounds, q_rows[s:e], q_sqn[s:e], q_res[s:e],
+                                                 q_nrm[s:e], q_allow[s:e], limit,
+                                                 index.n_features)
+
+            def run_pass(which, starts, room, counts, slots):
+                _filter_pass(fused, operand, key_limits, which, index.n_samples, starts, room,
+                             counts, slots, bounds.tile_family, n_threads)
+        else:
+            # the bound's slack with the largest centred norm of the index: a
+            # smaller lower bound than each row's own, so still one
+            slack = bounds.slack_per_norm2 * (q_nrm[s:e] + bounds.row_norms.max(initial=0.0)) ** 2
+            chunk = _QueryChunk(q_rows[s:e], q_res[s:e], limit - q_sqn[s:e] + slack)
+
+            def run_pass(which, starts, room, counts, slots):
+                _bound_pass(bounds, chunk, which, starts, room, counts, slots, n_threads)
+        xj, counts = _candidates(run_pass, e - s, slots_per_query)
         candidates += xj.size
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
         parts.append(_measured(index, Q, queries[qi + s], xj, is_int, acc32, r2, n_threads))
@@ -330,65 +366,179 @@ def _measured(index, Q, qi, xj, is_int, acc32, r2, n_threads):
     return qi[keep], xj[keep], np.sqrt(d2[keep]) if index.metric == "euclidean" else d2[keep]
 
 
-def _candidates(bounds, chunk, slots_per_query, n_threads):
-    """``(rows, counts)``: the candidates of the chunk's queries, in query
-    order and each query's in index order. One bound pass with
-    ``slots_per_query`` slots a query (``PrunedOptions.radius_candidates``),
-    then a second with exact room for the queries that had more."""
-    nq = chunk.rows.shape[0]
+def _candidates(run_pass, nq, slots_per_query):
+    """``(rows, counts)``: the candidates of a chunk's ``nq`` queries, in
+    query order and each query's in index order. ``run_pass(which, starts,
+    room, counts, slots)`` collects those of the queries ``which`` (their
+    counts zero) into their slots; one pass with ``slots_per_query`` slots a
+    query (``PrunedOptions.radius_candidates``), then a second with exact
+    room for the queries that had more."""
     every = np.arange(nq, dtype=np.int64)
     starts = every * slots_per_query
     room = np.full(nq, slots_per_query, np.int64)
     counts = np.zeros(nq, np.int64)
     slots = np.empty(nq * slots_per_query, np.int64)
-    operand = _query_operand(bounds, chunk.rows)
-    _bound_pass(bounds, chunk, operand, every, starts, room, counts, slots, n_threads)
+    run_pass(every, starts, room, counts, slots)
     over = np.flatnonzero(counts > slots_per_query)
     if over.size:
         starts[over] = slots.size + np.concatenate(([0], np.cumsum(counts[over])[:-1]))
         room[over] = counts[over]
         counts[over] = 0
         slots = np.concatenate([slots, np.empty(int(room[over].sum()), np.int64)])
-        _bound_pass(bounds, chunk, operand, over, starts, room, counts, slots, n_threads)
+        run_pass(over, starts, room, counts, slots)
     # each query's slots starts[i] .. starts[i] + counts[i], in query order
     first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
     return slots[first + np.arange(first.size)], counts
 
 
-def _query_operand(bounds, q_rows):
-    """The queries as the product's left operand: bfloat16 bits for the tile
-    kernels, else the float32 rows."""
-    if bounds.packed_rows is None:
-        return np.ascontiguousarray(q_rows, np.float32)
-    return _amx.to_bf16(q_rows, q_rows.shape[1])
+def _fused_operand(rows, sqnorms, residuals, norms, allowances, errors, n_features, n_threads):
+    """The index side of the fused bound (``FusedOperand``) from the
+    projected rows (``_project``: float32 ``a``, float64 residual norms
+    ``rho`` and centred norms with their allowance).
+
+    Why the fused filter drops no neighbour. With ``w(v) = (P v', |R v'|)``
+    of the exactly centred ``v'`` and ``_radius_bounds``' first and fourth
+    points, ``|q - x|^2 >= |w(q) - w(x)|^2 - 3 m E (|q'| + |x'|)^2``; so a
+    pair within the radius has ``|w(q) - w(x)| <= R_q = sqrt(limit + 3 m E
+    (|q'| + max |x'|)^2)``. The stored vector ``W`` (float32, times the
+    power of two ``s``) lies within ``E1`` of ``s w``:
+
+    * the centring: within the allowance ``nrm - |C|`` of the centred row,
+      moved at most 1.01 times that by ``w`` (``P`` orthonormal up to E);
+    * the float64 projection: ``2 sqrt(m) (d + 2) u64 nrm``; the residual
+      norm: ``eta nrm`` (``_radius_bounds``' fifth point);
+    * the float32 rounding: ``1.01 u32 |W|``, plus ``1e-40`` for values
+      below float32's normal range.
+
+    ``stage1_rows_index`` adds the bfloat16 rounding (``F = E1 + |W - h|``,
+    ``a16 = |h|``), and the tile product gives the key ``|h_q - h_x|^2``
+    within ``key_slack`` (``_fused_queries``). Hence a neighbour's key is
+    at most ``(s R_q + F_q + max F_x)^2 + key_slack``, the query's limit
+    (rounded up to float32)."""
+    from ..kernels import projection as _kproj
+
+    centre_rel, orthonormality, residual_rel = errors
+    n, m = rows.shape
+    norm_max = float(norms.max(initial=0.0))
+    scale = float(np.ldexp(1.0, -np.frexp(norm_max * 1.01)[1])) if norm_max > 0 else 1.0
+    W = np.empty((n, m + 1), np.float32)
+    W[:, :m] = rows
+    W[:, :m] *= np.float32(scale)                    # (a power of two: exact)
+    W[:, m] = residuals * scale
+    E1 = _vector_errors(sqnorms, residuals, allowances, norms, scale, n_features, m,
+                        residual_rel)
+    width = round_up(m + 7, _amx.KB)
+    tiles = _amx.aligned((round_up(n, 32) // 16, width // 2, 16, 2), np.uint16, zero=True)
+    F = np.empty(n, np.float64)
+    a16 = np.empty(n, np.float64)
+    perm = np.arange(n, dtype=np.int64)
+    bits = W.view(np.uint32)
+
+    def part(p0, p1):
+        _kproj.stage1_rows_index(W, bits, E1, perm, p0, p1, np.empty(width, np.uint16), tiles,
+                                 F, a16)
+    run_in_parts(part, n, n_threads)
+    return FusedOperand(tiles, scale, float(F.max(initial=0.0)), float(a16.max(initial=0.0)),
+                        width)
 
 
-def _bound_pass(bounds, chunk, operand, which, starts, room, counts, slots, n_threads):
-    """The candidates of the queries ``which`` (chunk rows; their ``counts``
-    zero): blocks of queries times index rows (``RADIUS_TILE_BLOCK``,
-    ``RADIUS_BLAS_BLOCK``), each block's products (bfloat16 tile products,
-    or float32 BLAS on one thread each) bounded by ``radius_bound_tile``
-    while they are in cache; the query blocks spread over the threads."""
-    n_pad = bounds.rows.shape[0]
-    tiled = bounds.packed_rows is not None
-    qb, width = RADIUS_TILE_BLOCK if tiled else RADIUS_BLAS_BLOCK
+def _vector_errors(sqnorms, residuals, allowances, norms, scale, n_features, m, residual_rel):
+    """``E1`` of ``_fused_operand``: how far each stored scaled vector may
+    lie from ``scale * w`` of its exactly centred row (``sqnorms``: the
+    float32 projections' squared norms; ``|W| <= scale (|a| + rho)``)."""
+    u64, u32 = UNIT_ROUNDOFF_F64, UNIT_ROUNDOFF_F32
+    w_norm = scale * (np.sqrt(sqnorms) + residuals) * (1.0 + 1e-6)
+    return (scale * (1.01 * allowances + (2.0 * np.sqrt(m) * (n_features + 2) * u64
+                                         + residual_rel) * norms)
+            + 1.01 * u32 * w_norm + 1e-40)
+
+
+def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_features):
+    """A chunk's side of the fused bound: the bfloat16 operand (``-2 h``,
+    norm pieces, ones; rows padded to 32) and each query's float32 key
+    limit (``_fused_operand`` proves it; -inf for the padding rows)."""
+    from ..kernels import projection as _kproj
+
+    fused = bounds.fused
+    nq, m = q_rows.shape
+    W = np.empty((nq, m + 1), np.float32)
+    W[:, :m] = q_rows
+    W[:, :m] *= np.float32(fused.scale)
+    W[:, m] = q_res * fused.scale
+    E1 = _vector_errors(q_sqn, q_res, q_allow, q_nrm, fused.scale, n_features, m,
+                        bounds.residual_rel)
+    operand = _amx.aligned((round_up(nq, 32), fused.width), np.uint16, zero=True)
+    F = np.empty(nq, np.float64)
+    a16 = np.empty(nq, np.float64)
+    _kproj.stage1_rows_query(W, W.view(np.uint32), E1, operand, F, a16)
+    # the key's rounding (as the pruned search's QueryChunk): float32
+    # accumulation of K exact bfloat16 products, the norm pieces, flushes
+    key_slack = ((fused.width + 3) * UNIT_ROUNDOFF_F32 * BF16_ACCUMULATION_SPARE
+                 * (a16 + fused.norm_max) ** 2
+                 + BF16_NORM_PIECES_ERROR * (a16 ** 2 + fused.norm_max ** 2) + BF16_FLUSH_ERROR)
+    reach = np.sqrt(limit + 3.0 * m * bounds.orthonormality * PROJECTION_SLACK_SPARE
+                    * (q_nrm + bounds.row_norms.max(initial=0.0)) ** 2)
+    key_limit = (fused.scale * reach * (1.0 + 1e-12) + F + fused.error_max) ** 2 \
+        * (1.0 + 1e-12) + key_slack
+    limits = np.full(operand.shape[0], -np.inf, np.float32)
+    limits[:nq] = key_limit
+    up = limits[:nq].astype(np.float64) < key_limit
+    limits[:nq][up] = np.nextafter(limits[:nq][up], np.float32(np.inf))
+    return operand, limits
+
+
+def _filter_pass(fused, operand, key_limits, which, n, starts, room, counts, slots, family,
+                 n_threads):
+    """The candidates of the queries ``which`` (chunk rows; their counts
+    zero): per block of 32 queries and tile of ``RADIUS_TILE_BLOCK[1]``
+    index rows, the tile product filtered by each query's key limit in L1
+    (``amx.FilterPlan``), the kept columns appended by
+    ``radius_filtered_tile``; the query blocks spread over the threads."""
+    qb, width = RADIUS_TILE_BLOCK
+    n_pad = fused.tiles.shape[0] * 16
+    nq = which.size
+    A = np.zeros((round_up(nq, qb), fused.width), np.uint16)
+    A[:nq] = operand[which]
+    T_all = np.full(A.shape[0], -np.inf, np.float32)
+    T_all[:nq] = key_limits[which]
     tiles = [(j0, min(n_pad, j0 + width)) for j0 in range(0, n_pad, width)]
-    x_stats = [(bounds.row_sqnorms[j0:j1], bounds.row_residuals[j0:j1]) for j0, j1 in tiles]
 
     def part(b0, b1):
-        buf = _amx.aligned(qb * width, np.float32)
-        left = np.zeros((qb, operand.shape[1]), operand.dtype)
+        T = np.empty(qb, np.float32)
+        OK = np.empty((qb, width), np.float32)
+        OJ = np.empty((qb, width), np.int32)
+        CNT = np.empty(qb, np.int32)
+        plan = _amx.FilterPlan(A, fused.tiles, T, OK, OJ, CNT, family=family)
+        for b in range(b0, b1):
+            T[:] = T_all[b * qb:(b + 1) * qb]
+            block = which[b * qb:(b + 1) * qb]
+            for j0, j1 in tiles:
+                plan(b * qb, qb, j0, j1 - j0)
+                _ks.radius_filtered_tile(OJ, CNT, j0, n, block, starts, room, counts, slots)
+
+    run_in_parts(part, A.shape[0] // qb, n_threads)
+
+
+def _bound_pass(bounds, chunk, which, starts, room, counts, slots, n_threads):
+    """The candidates of the queries ``which`` (chunk rows; their ``counts``
+    zero) without tile kernels: blocks of ``RADIUS_BLAS_BLOCK`` queries
+    times index rows, each block's float32 products (BLAS, one thread each)
+    bounded by ``radius_bound_tile`` while they are in cache; the query
+    blocks spread over the threads."""
+    n_pad = bounds.rows.shape[0]
+    qb, width = RADIUS_BLAS_BLOCK
+    tiles = [(j0, min(n_pad, j0 + width)) for j0 in range(0, n_pad, width)]
+    x_stats = [(bounds.row_sqnorms[j0:j1], bounds.row_residuals[j0:j1]) for j0, j1 in tiles]
+    q_rows = np.ascontiguousarray(chunk.rows, np.float32)
+
+    def part(b0, b1):
+        buf = np.empty(qb * width, np.float32)
         for b in range(b0, b1):
             block = which[b * qb:(b + 1) * qb]
-            m = block.size
-            left[:m] = operand[block]
-            left[m:] = 0
+            left = q_rows[block]
             for (j0, j1), (x_sqn, x_res) in zip(tiles, x_stats):
-                G = buf[:qb * (j1 - j0)].reshape(qb, j1 - j0)
-                if tiled:
-                    _amx.gemm(left, bounds.packed_rows, G, j1 - j0, j0, family=bounds.tile_family)
-                else:
-                    np.dot(left[:m], bounds.rows[j0:j1].T, out=G[:m])
+                G = buf[:block.size * (j1 - j0)].reshape(block.size, j1 - j0)
+                np.dot(left, bounds.rows[j0:j1].T, out=G)
                 _ks.radius_bound_tile(G, j0, block, chunk.limits, chunk.residuals, x_sqn, x_res,
                                       starts, room, counts, slots)
 
