@@ -26,6 +26,7 @@ Results are sklearn's: an object array of index arrays per query, in index
 order, or ordered by (distance, index) with ``sort_results``.
 """
 
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -302,8 +303,9 @@ def _radius_bounds(index, n_threads=1):
 
 def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     """Stage 1: the projected lower bound of every (query, row) pair (a
-    product over m directions instead of every feature, bounded while it is
-    in cache: ``_bound_pass``); stage 2: the exact squared distance of the
+    product over m directions instead of every feature: filtered inside the
+    tile product, ``_filter_pass``, or bounded block by block while in
+    cache, ``_bound_pass``); stage 2: the exact squared distance of the
     pairs whose bound is within the radius. Appends ``(queries, rows,
     distances)`` in query order, each query's rows in index order, and
     returns the number of candidates (None where the projection cannot
@@ -313,8 +315,8 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     bounds = _radius_bounds(index, n_threads)
     if bounds is None:
         return None
-    q_rows, q_sqn, q_res, q_nrm, q_allow = _project(Q[queries], (bounds.centre, bounds.directions,
-                                                        bounds.centre_rel))
+    q_rows, q_sqn, q_res, q_nrm, q_allow = _project(
+        Q[queries], (bounds.centre, bounds.directions, bounds.centre_rel))
     if not np.all(np.abs(q_rows) <= PROJECTION_MAX_VALUE):
         return None                                    # (float32 would overflow: every row)
     limit = r2 * (1.0 + max(RADIUS_SLACK, 2.0 * index.n_features * UNIT_ROUNDOFF_F64))
@@ -329,18 +331,14 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
             operand, key_limits = _fused_queries(bounds, q_rows[s:e], q_sqn[s:e], q_res[s:e],
                                                  q_nrm[s:e], q_allow[s:e], limit,
                                                  index.n_features)
-
-            def run_pass(which, starts, room, counts, slots):
-                _filter_pass(fused, operand, key_limits, which, index.n_samples, starts, room,
-                             counts, slots, bounds.tile_family, n_threads)
+            run_pass = partial(_filter_pass, fused, operand, key_limits, bounds.tile_family,
+                               index.n_samples, n_threads)
         else:
             # the bound's slack with the largest centred norm of the index: a
             # smaller lower bound than each row's own, so still one
             slack = bounds.slack_per_norm2 * (q_nrm[s:e] + bounds.row_norms.max(initial=0.0)) ** 2
             chunk = _QueryChunk(q_rows[s:e], q_res[s:e], limit - q_sqn[s:e] + slack)
-
-            def run_pass(which, starts, room, counts, slots):
-                _bound_pass(bounds, chunk, which, starts, room, counts, slots, n_threads)
+            run_pass = partial(_bound_pass, bounds, chunk, n_threads)
         xj, counts = _candidates(run_pass, e - s, slots_per_query)
         candidates += xj.size
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
@@ -487,8 +485,8 @@ def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_featur
     return operand, limits
 
 
-def _filter_pass(fused, operand, key_limits, which, n, starts, room, counts, slots, family,
-                 n_threads):
+def _filter_pass(fused, operand, key_limits, family, n, n_threads, which, starts, room, counts,
+                 slots):
     """The candidates of the queries ``which`` (chunk rows; their counts
     zero): per block of 32 queries and tile of ``RADIUS_TILE_BLOCK[1]``
     index rows, the tile product filtered by each query's key limit in L1
@@ -519,7 +517,7 @@ def _filter_pass(fused, operand, key_limits, which, n, starts, room, counts, slo
     run_in_parts(part, A.shape[0] // qb, n_threads)
 
 
-def _bound_pass(bounds, chunk, which, starts, room, counts, slots, n_threads):
+def _bound_pass(bounds, chunk, n_threads, which, starts, room, counts, slots):
     """The candidates of the queries ``which`` (chunk rows; their ``counts``
     zero) without tile kernels: blocks of ``RADIUS_BLAS_BLOCK`` queries
     times index rows, each block's float32 products (BLAS, one thread each)
