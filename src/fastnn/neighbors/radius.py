@@ -36,7 +36,7 @@ from ..kernels import subset as _ks
 from . import manhattan
 from .brute import tile_rows
 from ..kernels import amx as _amx
-from .pruned.search import BF16_ACCUMULATION_SPARE, BF16_FLUSH_ERROR, BF16_NORM_PIECES_ERROR
+from .pruned.search import bf16_key_slack
 from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, round_up, \
     row_sqnorms
 
@@ -283,8 +283,7 @@ def _radius_bounds(index, n_threads=1):
         family = built.tile_family
         fused = None
         if family is not None:
-            fused = _fused_operand(rows, sqn, res, nrm, allow, (centre_rel, orthonormality,
-                                                                residual_rel), d, n_threads)
+            fused = _fused_operand(rows, sqn, res, nrm, allow, residual_rel, d, n_threads)
             rows = sqn = res = None                    # (the BLAS path's)
         else:
             # padded columns (the BLAS blocks' width) can never be candidates
@@ -389,7 +388,8 @@ def _candidates(run_pass, nq, slots_per_query):
     return slots[first + np.arange(first.size)], counts
 
 
-def _fused_operand(rows, sqnorms, residuals, norms, allowances, errors, n_features, n_threads):
+def _fused_operand(rows, sqnorms, residuals, norms, allowances, residual_rel, n_features,
+                   n_threads):
     """The index side of the fused bound (``FusedOperand``) from the
     projected rows (``_project``: float32 ``a``, float64 residual norms
     ``rho`` and centred norms with their allowance).
@@ -415,16 +415,11 @@ def _fused_operand(rows, sqnorms, residuals, norms, allowances, errors, n_featur
     (rounded up to float32)."""
     from ..kernels import projection as _kproj
 
-    centre_rel, orthonormality, residual_rel = errors
     n, m = rows.shape
     norm_max = float(norms.max(initial=0.0))
     scale = float(np.ldexp(1.0, -np.frexp(norm_max * 1.01)[1])) if norm_max > 0 else 1.0
-    W = np.empty((n, m + 1), np.float32)
-    W[:, :m] = rows
-    W[:, :m] *= np.float32(scale)                    # (a power of two: exact)
-    W[:, m] = residuals * scale
-    E1 = _vector_errors(sqnorms, residuals, allowances, norms, scale, n_features, m,
-                        residual_rel)
+    W, E1 = _scaled_vectors(rows, sqnorms, residuals, norms, allowances, scale, n_features,
+                            residual_rel)
     width = round_up(m + 7, _amx.KB)
     tiles = _amx.aligned((round_up(n, 32) // 16, width // 2, 16, 2), np.uint16, zero=True)
     F = np.empty(n, np.float64)
@@ -440,15 +435,23 @@ def _fused_operand(rows, sqnorms, residuals, norms, allowances, errors, n_featur
                         width)
 
 
-def _vector_errors(sqnorms, residuals, allowances, norms, scale, n_features, m, residual_rel):
-    """``E1`` of ``_fused_operand``: how far each stored scaled vector may
-    lie from ``scale * w`` of its exactly centred row (``sqnorms``: the
-    float32 projections' squared norms; ``|W| <= scale (|a| + rho)``)."""
+def _scaled_vectors(rows, sqnorms, residuals, norms, allowances, scale, n_features,
+                    residual_rel):
+    """``(W, E1)`` of ``_fused_operand`` for projected rows (``_project``'s
+    outputs): the float32 vectors ``scale (a, rho)`` and how far each may
+    lie from ``scale * w`` of its exactly centred row (``|W| <= scale (|a|
+    + rho)``)."""
     u64, u32 = UNIT_ROUNDOFF_F64, UNIT_ROUNDOFF_F32
+    n, m = rows.shape
+    W = np.empty((n, m + 1), np.float32)
+    W[:, :m] = rows
+    W[:, :m] *= np.float32(scale)                    # (a power of two: exact)
+    W[:, m] = residuals * scale
     w_norm = scale * (np.sqrt(sqnorms) + residuals) * (1.0 + 1e-6)
-    return (scale * (1.01 * allowances + (2.0 * np.sqrt(m) * (n_features + 2) * u64
-                                         + residual_rel) * norms)
-            + 1.01 * u32 * w_norm + 1e-40)
+    E1 = (scale * (1.01 * allowances + (2.0 * np.sqrt(m) * (n_features + 2) * u64
+                                       + residual_rel) * norms)
+          + 1.01 * u32 * w_norm + 1e-40)
+    return W, E1
 
 
 def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_features):
@@ -459,21 +462,13 @@ def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_featur
 
     fused = bounds.fused
     nq, m = q_rows.shape
-    W = np.empty((nq, m + 1), np.float32)
-    W[:, :m] = q_rows
-    W[:, :m] *= np.float32(fused.scale)
-    W[:, m] = q_res * fused.scale
-    E1 = _vector_errors(q_sqn, q_res, q_allow, q_nrm, fused.scale, n_features, m,
-                        bounds.residual_rel)
+    W, E1 = _scaled_vectors(q_rows, q_sqn, q_res, q_nrm, q_allow, fused.scale, n_features,
+                            bounds.residual_rel)
     operand = _amx.aligned((round_up(nq, 32), fused.width), np.uint16, zero=True)
     F = np.empty(nq, np.float64)
     a16 = np.empty(nq, np.float64)
     _kproj.stage1_rows_query(W, W.view(np.uint32), E1, operand, F, a16)
-    # the key's rounding (as the pruned search's QueryChunk): float32
-    # accumulation of K exact bfloat16 products, the norm pieces, flushes
-    key_slack = ((fused.width + 3) * UNIT_ROUNDOFF_F32 * BF16_ACCUMULATION_SPARE
-                 * (a16 + fused.norm_max) ** 2
-                 + BF16_NORM_PIECES_ERROR * (a16 ** 2 + fused.norm_max ** 2) + BF16_FLUSH_ERROR)
+    key_slack = bf16_key_slack(a16, fused.width, fused.norm_max)
     reach = np.sqrt(limit + 3.0 * m * bounds.orthonormality * PROJECTION_SLACK_SPARE
                     * (q_nrm + bounds.row_norms.max(initial=0.0)) ** 2)
     key_limit = (fused.scale * reach * (1.0 + 1e-12) + F + fused.error_max) ** 2 \

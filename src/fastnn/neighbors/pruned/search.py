@@ -39,6 +39,19 @@ BF16_FLUSH_ERROR = 1e-30
 BF16_ACCUMULATION_SPARE = 1.01
 
 
+def bf16_key_slack(query_norms, width, index_norm_max):
+    """How far a stage-1 tile key (``stage1_rows_index`` times
+    ``stage1_rows_query``: ``|h_q|^2 + |h_x|^2 - 2 h_q.h_x`` of bfloat16
+    vectors, ``width`` = K) may lie from ``|h_q - h_x|^2``: float32
+    accumulation of K exact products, the norms' three bfloat16 pieces,
+    flushed terms; per query of norm ``|h_q|``, against rows of norm at
+    most ``index_norm_max``."""
+    return ((width + 3) * UNIT_ROUNDOFF_F32 * BF16_ACCUMULATION_SPARE
+            * (query_norms + index_norm_max) ** 2
+            + BF16_NORM_PIECES_ERROR * (query_norms ** 2 + index_norm_max ** 2)
+            + BF16_FLUSH_ERROR)
+
+
 class QueryChunk:
     """One chunk of queries, projected, with the margins of its keys."""
 
@@ -61,10 +74,7 @@ class QueryChunk:
             # lie within F of the exact ones
             aq16 = rows.stage1_norms
             self.key_add = rows.stage1_error + layout.stage1_error_max
-            self.key_slack = ((layout.stage1_width + 3) * UNIT_ROUNDOFF_F32
-                              * BF16_ACCUMULATION_SPARE * (aq16 + layout.stage1_norm_max) ** 2
-                              + BF16_NORM_PIECES_ERROR * (aq16 ** 2 + layout.stage1_norm_max ** 2)
-                              + BF16_FLUSH_ERROR)
+            self.key_slack = bf16_key_slack(aq16, layout.stage1_width, layout.stage1_norm_max)
             self.bf16_error = rows.stage1_error
             self.gemm_rows = None
         else:
