@@ -365,3 +365,106 @@ def test_gather_rows_and_exact_first_tile(family):
     assert np.all(kc == k) and np.all(sd == -np.inf) and np.all(sc == k)
     bits = np.unpackbits(seen.view(np.uint8), axis=1, bitorder="little")[:, :nb]
     assert bits[rows].all() and bits.sum() == len(rows) * nb
+
+
+needs_vnni = pytest.mark.skipif(not amx.available_int8("avx512"),
+                                reason="no AVX-512 VNNI here: the int8 first stage cannot run")
+
+
+def _int8_operands(rng, nq, n, d, K):
+    """Stage-1 vectors of varied magnitude (zero rows, tiny and huge ones)
+    and the int8 operand the numba kernels make of them."""
+    from fastnn.kernels import projection as dproj
+    W = (rng.standard_normal((n + nq, d)) * 2.0 ** rng.integers(-40, 3, (n + nq, 1)))
+    W = W.astype(np.float32)
+    W[0] = 0.0
+    W[1, :3] = [1e-30, -3e-31, 0.0][:d]
+    E1 = rng.uniform(0, 1e-7, n + nq)
+    B8 = amx.aligned((-(-n // 32) * 2, K // 4, 16, 4), np.int8, zero=True)
+    n_pad = B8.shape[0] * 16
+    XN, XS = np.zeros(n_pad, np.float32), np.zeros(n_pad, np.float32)
+    XC = np.zeros(n_pad, np.int32)
+    F, a8, h_last = np.empty(n), np.empty(n), np.empty(n)
+    perm = rng.permutation(n)
+    for p0, p1 in ((0, n // 3), (n // 3, n)):
+        dproj.stage1_int8_index(W[:n], E1[:n], perm, p0, p1, np.empty(K, np.int64), B8, XN, XS,
+                                XC, F, a8, h_last)
+    A8 = amx.aligned((-(-nq // 32) * 32, K), np.uint8, zero=True)
+    QN, QG = np.zeros(A8.shape[0], np.float32), np.zeros(A8.shape[0], np.float32)
+    Fq, aq, hq_last = np.empty(nq), np.empty(nq), np.empty(nq)
+    dproj.stage1_int8_query(W[n:], E1[n:], A8, QN, QG, Fq, aq, hq_last)
+    return W, E1, perm, (B8, XN, XS, XC, F, a8, h_last), (A8, QN, QG, Fq, aq, hq_last)
+
+
+@needs_vnni
+@settings(max_examples=25, deadline=None)
+@given(nq32=st.integers(1, 2), n=st.integers(2, 300), d=st.integers(1, 127),
+       q=st.floats(-0.1, 1.1), seed=st.integers(0, 2 ** 16))
+def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed):
+    """The int8 operand (numba) and the int8 filter kernel: each row is
+    ``h = s v`` with integers ``|v| <= 127`` within ``F - E1`` of its float32
+    vector, ``XN``/``QN``/``XC``/``QG`` are its norms, shifted sums and
+    scales; the kernel keeps exactly the columns whose key is ``<= T`` (in
+    column order), and every key lies within ``int8_key_slack`` of the
+    float64 ``|h_q - h_x|^2``; ``int8_keys`` (the dense first tile) gives
+    the kernel's keys."""
+    from fastnn.kernels import projection as dproj
+    from fastnn.neighbors.pruned.search import int8_key_slack
+    rng = np.random.default_rng(seed)
+    nq, K = 32 * nq32, (d + 1 + 63) // 64 * 64
+    W, E1, perm, (B8, XN, XS, XC, F, a8, h_last), (A8, QN, QG, Fq, aq, hq_last) = \
+        _int8_operands(rng, nq, n, d, K)
+    V = B8.transpose(0, 2, 1, 3).reshape(-1, K)[:n].astype(np.int64)   # position order
+    assert np.abs(V).max() <= 127 and (V[:, d:] == 0).all()
+    H = V[:, :d] * XS[:n, None].astype(np.float64)
+    rows = perm                                      # position p holds row perm[p]
+    assert np.all(np.sqrt(((W[rows] - H) ** 2).sum(1)) + E1[rows] <= F[rows])
+    np.testing.assert_allclose(F[rows], E1[rows] + np.sqrt(((W[rows] - H) ** 2).sum(1)),
+                               rtol=1e-9, atol=1e-300)
+    np.testing.assert_array_equal(XN[:n], ((H ** 2).sum(1)).astype(np.float32))
+    np.testing.assert_array_equal(XC[:n], 128 * V.sum(1))
+    np.testing.assert_array_equal(h_last[rows], H[:, -1])
+    Vq = A8[:nq].astype(np.int64) - 128
+    Hq = Vq[:, :d] * (-0.5 * QG[:nq, None].astype(np.float64))
+    assert np.all(np.sqrt(((W[n:] - Hq) ** 2).sum(1)) + E1[n:] <= Fq)
+    exact = ((Hq[:, None, :] - H[None]) ** 2).sum(-1)
+    slack = int8_key_slack(aq, a8.max())[:, None]
+    S = np.empty((nq, B8.shape[0] * 16), np.int32)
+    amx.gemm_u8s8(A8, B8, S, S.shape[1], family="avx512")
+    G = np.empty((nq, n), np.float32)
+    dproj.int8_keys(S, nq, n, QN, QG, XN, XS, XC, G)
+    assert np.all(np.abs(G - exact) <= slack)
+    T = np.array([np.quantile(G[r], min(max(q, 0), 1)) for r in range(nq)], np.float32)
+    T[0] = -np.inf
+    width = B8.shape[0] * 16
+    OK = np.full((nq, width), np.nan, np.float32)
+    OJ = np.full((nq, width), -1, np.int32)
+    CNT = np.full(nq, 99, np.int32)
+    amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)(0, nq, 0, width)
+    for r in range(nq):
+        js = OJ[r, :CNT[r]]
+        real = js[js < n]
+        np.testing.assert_array_equal(real, np.nonzero(G[r] <= T[r])[0])
+        np.testing.assert_array_equal(OK[r, :len(real)], G[r, real])
+
+
+@needs_vnni
+def test_int8_filter_plan_checks_its_arrays():
+    rng = np.random.default_rng(4)
+    _, _, _, (B8, XN, XS, XC, *_), (A8, QN, QG, *_) = _int8_operands(rng, 64, 100, 30, 64)
+    T = np.zeros(64, np.float32)
+    OK = np.empty((64, 128), np.float32)
+    OJ = np.empty((64, 128), np.int32)
+    CNT = np.empty(64, np.int32)
+    plan = amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+    for bad in ((0, 96, 0, 32), (0, 16, 0, 32), (0, 32, 16, 32), (0, 32, 96, 64)):
+        with pytest.raises(ValueError, match="do not fit"):
+            plan(*bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.Int8FilterPlan(A8, B8, QN[:32], QG, XN, XS, XC, T, OK, OJ, CNT)
+    with pytest.raises(ValueError, match="do not fit"):
+        amx.Int8FilterPlan(A8, B8, QN, QG, XN[:64], XS, XC, T, OK, OJ, CNT)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS.astype(np.float64), XC, T, OK, OJ, CNT)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        amx.Int8FilterPlan(A8.view(np.int8), B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)

@@ -46,8 +46,7 @@ def test_avx512_switch_leaves_the_portable_path_in_a_fresh_process():
 
 def test_auto_takes_the_avx512_bf16_first_stage_on_amd_only():
     """Without AMX (FASTNN_AMX=0), kernels='auto' runs the AVX-512 BF16 first
-    stage where it pays (AMD) and the float32 BLAS one elsewhere, keeping the
-    int8 products; kernels='avx512' forces it anywhere it runs. Answers are
+    stage where it pays (AMD) and the int8 one elsewhere (AVX-512 VNNI); kernels='avx512' forces it anywhere it runs. Answers are
     the same."""
     from fastnn.kernels import amx
     if not amx.available("avx512"):
@@ -62,7 +61,8 @@ def test_auto_takes_the_avx512_bf16_first_stage_on_amd_only():
     env = dict(os.environ, FASTNN_AMX="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    expected = "avx512-bf16" if cpu.vendor() == "AuthenticAMD" else "blas-float32"
+    expected = ("avx512-bf16" if cpu.vendor() == "AuthenticAMD" else
+                "avx512-int8" if amx.available_int8("avx512") else "blas-float32")
     assert out == [expected, "avx512-bf16", "True"]
 
 

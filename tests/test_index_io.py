@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fastnn import NearestNeighborsIndex
+from fastnn.kernels import amx
 
 DTYPES = ["uint8", "int16", "float32", "float64"]
 
@@ -165,16 +166,22 @@ def test_loaded_where_another_kernel_path_runs(saved, tmp_path):
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
 @pytest.mark.parametrize("searched_first", [True, False])
-@pytest.mark.parametrize("kernels", ["auto", "portable"])
+@pytest.mark.parametrize("kernels", ["auto", "portable", "int8"])
 def test_add_then_search_equals_build_on_all(tmp_path, dtype, searched_first, kernels):
     """Rows added to a built index (its projection, centre, scale and
-    centroids kept) give the answers of an index built on all rows."""
+    centroids kept) give the answers of an index built on all rows (on the
+    automatic kernels, the portable ones and the int8 first stage); saved and
+    loaded, it keeps its first stage."""
+    if kernels == "int8" and not amx.available_int8("avx512"):
+        pytest.skip("no AVX-512 VNNI here: the int8 first stage cannot run")
     X, Q = _data(dtype, n=12000)
     r = np.random.default_rng(1)
     X[11000:] = np.clip(X[11000:] + r.normal(size=(1000, X.shape[1])) * 40, 0, 255)  # unlike the first rows
     whole = NearestNeighborsIndex(X, backend="pruned")
     ref = whole.kneighbors(Q, 6)
-    part = NearestNeighborsIndex(X[:9000], backend="pruned", kernels=kernels)
+    params = (dict(pruned_options={"first_stage": "int8"}) if kernels == "int8"
+              else dict(kernels=kernels))
+    part = NearestNeighborsIndex(X[:9000], backend="pruned", **params)
     if searched_first:
         part.kneighbors(Q, 2)                            # the projection is built
         assert part.stats_["clustered"]
@@ -184,10 +191,13 @@ def test_add_then_search_equals_build_on_all(tmp_path, dtype, searched_first, ke
     np.testing.assert_array_equal(i, ref[1])
     np.testing.assert_array_equal(d, ref[0])
     assert part.stats_["backend"] == "pruned"
+    first_stage = part.stats_["first_stage"]
+    assert first_stage == "avx512-int8" or kernels != "int8"
     np.testing.assert_array_equal(part.kneighbors(Q, 6, backend="brute")[1], ref[1])
     part.save(tmp_path / "ix")                           # and it saves and loads as any index
-    np.testing.assert_array_equal(NearestNeighborsIndex.load(tmp_path / "ix").kneighbors(Q, 6)[1],
-                                  ref[1])
+    loaded = NearestNeighborsIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(loaded.kneighbors(Q, 6, backend="pruned")[1], ref[1])
+    assert loaded.stats_["first_stage"] == first_stage
 
 
 def test_add_checks_its_rows():

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -9,19 +11,32 @@ from fastnn.kernels import amx
 from fastnn.neighbors.registry import AUTO_MIN_PAIRS
 
 BACKENDS = ["brute", "pruned", "faiss"]
-# the pruned search's first stage, chosen through the public ``kernels``
-# parameter: every tile family this CPU runs (AMX, AVX-512), and the portable
-# float32 BLAS path everywhere
-FIRST_STAGES = [f for f in amx.FAMILIES if amx.available(f)] + ["portable"]
+# the pruned search's first stage, chosen through public parameters: every
+# bfloat16 tile family this CPU runs (``kernels='amx'`` / ``'avx512'``), the
+# AVX-512 VNNI int8 products where it has them
+# (``PrunedOptions(first_stage='int8')``), and the portable float32 BLAS path
+# everywhere
+FIRST_STAGES = ([f for f in amx.FAMILIES if amx.available(f)]
+                + (["int8"] if amx.available_int8("avx512") else []) + ["portable"])
+
+
+def _index(X, path, **kw):
+    """An index on the kernel ``path`` (see ``FIRST_STAGES``)."""
+    if path == "int8":
+        options = PrunedOptions.coerce(kw.pop("pruned_options", None))
+        kw["pruned_options"] = dataclasses.replace(options, first_stage="int8")
+        return NearestNeighborsIndex(X, **kw)
+    return NearestNeighborsIndex(X, kernels=path, **kw)
 
 
 def _pruned(X, first_stage, **kw):
-    return NearestNeighborsIndex(X, backend="pruned", kernels=first_stage, **kw)
+    return _index(X, first_stage, backend="pruned", **kw)
 
 
 def _check_first_stage(index, first_stage):
-    assert index.stats_["first_stage"] == ("blas-float32" if first_stage == "portable"
-                                           else f"{first_stage}-bf16")
+    assert index.stats_["first_stage"] == {"portable": "blas-float32",
+                                           "int8": "avx512-int8"}.get(
+        first_stage, f"{first_stage}-bf16")
 
 
 def _reference(Q, X, k, farthest=False):
@@ -57,7 +72,7 @@ def test_kneighbors_matches_reference(case, backend, farthest):
     if n > 2:
         X[n // 2] = X[0]                               # duplicated rows
     b, _, kernels = backend.partition("-")
-    idx = NearestNeighborsIndex(X, backend=b, kernels=kernels or "auto")
+    idx = _index(X, kernels or "auto", backend=b)
     dist, ind = idx.kneighbors(Q, k, farthest=farthest)
     rd, ri = _reference(Q, X, k, farthest)
     np.testing.assert_array_equal(ind, ri)
@@ -74,7 +89,7 @@ def test_backends_threads_chunks_agree(rng):
         for nj in (1, 2):
             for cs in (None, 33):
                 backend, _, kernels = b.partition("-")
-                index = NearestNeighborsIndex(X, backend=backend, kernels=kernels or "auto")
+                index = _index(X, kernels or "auto", backend=backend)
                 got = index.kneighbors(Q, 7, n_jobs=nj, chunk_size=cs)
                 np.testing.assert_array_equal(got[1], base[1])
                 np.testing.assert_array_equal(got[0], base[0])
@@ -280,8 +295,9 @@ def test_cifar_hog_backends_agree(cifar):
 @given(n=st.integers(1, 700), k_frac=st.floats(0.0, 1.0), tile=st.sampled_from([64, 128, 192]),
        cap=st.sampled_from([1, 3, 40, 8192]), levels=st.sampled_from([3, 16, 256]),
        dtype=st.sampled_from(["uint8", "float32", "float64"]), seed=st.integers(0, 2 ** 16),
-       m=st.sampled_from([2, 5, None]), blas=st.booleans(), tile2=st.sampled_from([32, 96]))
-def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, seed, m, blas,
+       m=st.sampled_from([2, 5, None]), path=st.sampled_from(FIRST_STAGES),
+       tile2=st.sampled_from([32, 96]))
+def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, seed, m, path,
                                           tile2):
     """The pruned search's stage 1 over many small tiles (partial last
     sub-blocks, k above a tile, seeds spanning tiles) and with tiny key lists
@@ -294,7 +310,7 @@ def test_pruned_stage1_tiles_and_overflow(n, k_frac, tile, cap, levels, dtype, s
     X[n // 3:n // 3 + n // 4] = X[:n // 4]                 # duplicated rows: exact ties
     Q = np.vstack([X[:3], r.integers(0, levels, (30, 20)).astype(dtype)])
     options = PrunedOptions(stage1_tile=tile, key_capacity=cap, stage1_tile_filtered=tile2)
-    index = _pruned(X, "portable" if blas else "auto", n_components=m, pruned_options=options)
+    index = _pruned(X, path, n_components=m, pruned_options=options)
     dist, ind = index.kneighbors(Q, k)
     rd, ri = _reference(Q, X, k)
     np.testing.assert_array_equal(ind, ri)
@@ -372,7 +388,7 @@ def test_uint8_projection_by_int8_digits_is_within_its_bounds(n, d, rng):
     X = np.clip(rng.integers(0, 40, (n, 6)) @ basis // 6 + rng.integers(0, 30, (n, d)),
                 0, 255).astype(np.uint8)
     proj = build_projection(X, True, None, fit_spectrum(X, None, 0), PrunedOptions(),
-                            tile_kernels=True, int8_kernels=True)
+                            first_stage="bf16", int8_kernels=True)
     assert proj.int8 is not None
     rows, _ = project_rows(X, True, proj, 2, int8_family=family)
     v = (X.astype(np.float64) - proj.centre) * proj.scale
@@ -433,8 +449,9 @@ def test_pruned_clustered_index(first_stage, dtype, k):
         np.testing.assert_allclose(dist, rd, rtol=1e-12, atol=0)
         _check_first_stage(index, first_stage)
         assert index.stats_["clustered"]
-        exact_tile = (dtype == "uint8" and k <= 32 and first_stage == "amx"
-                      and amx.available_int8("amx") and index.stats_["u8_dot"])
+        exact_tile = (dtype == "uint8" and k <= 32 and index.stats_["u8_dot"]
+                      and ((first_stage == "amx" and amx.available_int8("amx"))
+                           or first_stage == "int8"))
         assert index.stats_["exact_first_tile_per_query"] == (128 if exact_tile else 0)
 
 

@@ -46,7 +46,7 @@ from .tile_ir import (KB, _DECLS, _DECLS_AVX512, _avx512_filter_ir, _avx512_kern
                       _filter_kernel_ir, _kernel_ir)
 
 __all__ = ["FAMILIES", "kernel_family", "available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
-           "gemm_filter", "FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
+           "gemm_filter", "FilterPlan", "Int8FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
            "aligned"]
 
 LINE = 64        # cache line: tile rows should start on one
@@ -56,6 +56,8 @@ _state = {}      # ("usable", family, op): bool, "tile_state", "engine", "funcs"
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _PROTO = ctypes.CFUNCTYPE(None, _P, _I, _P, _P, _I, _I, _I)
 _PROTO_FILTER = ctypes.CFUNCTYPE(None, _P, _I, _P, _I, _I, _P, _P, _P, _I, _P)
+_PROTO_FILTER_U8 = ctypes.CFUNCTYPE(None, _P, _I, _P, _I, _I, _P, _P, _P, _I, _P,
+                                    _P, _P, _P, _P, _P)
 
 
 FAMILIES = ("amx", "avx512")      # in order of preference
@@ -148,10 +150,11 @@ def _compile(fam, op, kb):
                        else _kernel_ir(kb, "u8s8"))
     else:
         ir = _DECLS_AVX512 + (_avx512_kernel_ir(kb) + _avx512_filter_ir(kb) if op == "bf16"
-                              else _avx512_kernel_ir(kb, "u8s8"))
+                              else _avx512_kernel_ir(kb, "u8s8")
+                              + _avx512_filter_ir(kb, op="u8s8"))
     # (each family's functions get their own names: one engine holds both)
     ir = ir.replace(f"@gemm_{op}_{kb}(", f"@{fam}_gemm_{op}_{kb}(").replace(
-        f"@filter_bf16_{kb}(", f"@{fam}_filter_bf16_{kb}(")
+        f"@filter_{op}_{kb}(", f"@{fam}_filter_{op}_{kb}(")
     mod = ll.parse_assembly(ir + f"""
 attributes #0 = {{ "target-features"="{_FEATURES[fam]}" }}
 """)
@@ -171,7 +174,10 @@ attributes #0 = {{ "target-features"="{_FEATURES[fam]}" }}
     if op == "bf16":
         return (_PROTO(eng.get_function_address(f"{fam}_gemm_bf16_{kb}")),
                 _PROTO_FILTER(eng.get_function_address(f"{fam}_filter_bf16_{kb}")))
-    return _PROTO(eng.get_function_address(f"{fam}_gemm_u8s8_{kb}"))
+    # (the int8 filter, the int8 first stage, is AVX-512 only)
+    return (_PROTO(eng.get_function_address(f"{fam}_gemm_u8s8_{kb}")),
+            _PROTO_FILTER_U8(eng.get_function_address(f"{fam}_filter_u8s8_{kb}"))
+            if fam == "avx512" else None)
 
 
 def _function(kb, op, fam):
@@ -311,6 +317,17 @@ def gemm_filter(A, Bp, nj, j0, T, OK, OJ, CNT, family=None):
     FilterPlan(A, Bp, T, OK, OJ, CNT, family)(0, mq, j0, nj)
 
 
+def _check_filter_call(name, plan, q0, mq, j0, nj):
+    """A filter plan's row and column ranges checked against its arrays
+    (a range beyond them would be a wild memory access)."""
+    if not (q0 >= 0 and mq >= 0 and mq % 32 == 0 and q0 + mq <= plan._rows
+            and mq <= plan._arrays[2].shape[0] and nj >= 0 and nj % 32 == 0
+            and j0 >= 0 and j0 % 32 == 0 and j0 + nj <= plan._cols and nj <= plan._width):
+        raise ValueError(f"{name}: rows {q0} + {mq} of {plan._rows}, columns "
+                         f"{j0} + {nj} of {plan._cols} (output width {plan._width}) "
+                         f"do not fit")
+
+
 class FilterPlan:
     """``gemm_filter`` for many calls on the same arrays: their types,
     layouts and shapes are checked once, each call only its row and column
@@ -346,12 +363,7 @@ class FilterPlan:
         self._ptr = tuple(a.ctypes.data for a in arrs)
 
     def __call__(self, q0, mq, j0, nj):
-        if not (q0 >= 0 and mq >= 0 and mq % 32 == 0 and q0 + mq <= self._rows
-                and mq <= self._arrays[2].shape[0] and nj >= 0 and nj % 32 == 0
-                and j0 >= 0 and j0 % 32 == 0 and j0 + nj <= self._cols and nj <= self._width):
-            raise ValueError(f"gemm_filter: rows {q0} + {mq} of {self._rows}, columns "
-                             f"{j0} + {nj} of {self._cols} (output width {self._width}) "
-                             f"do not fit")
+        _check_filter_call("gemm_filter", self, q0, mq, j0, nj)
         pa, pb, pt, pok, poj, pcnt = self._ptr
         ctypes.memset(pcnt, 0, 4 * mq)
         if mq == 0 or nj == 0:
@@ -376,7 +388,7 @@ def _self_test_int8(fam):
     Ap = np.zeros((32, 256), np.uint8)
     Ap[:, :200] = A
     C = np.zeros((32, 64), np.int32)
-    _gemm_u8s8(_function(256 // 64, "u8s8", fam), Ap, pack_b_s8(B, 256), C, 64)
+    _gemm_u8s8(_function(256 // 64, "u8s8", fam)[0], Ap, pack_b_s8(B, 256), C, 64)
     return bool(np.array_equal(C[:, :40], A.astype(np.int64) @ B.T.astype(np.int64)))
 
 
@@ -420,10 +432,60 @@ def gemm_u8s8(A, Bp, C, nj, family=None):
                          f"nj {nj} do not fit")
     if mq == 0 or nj == 0:
         return C
-    return _gemm_u8s8(_function(k // 64, "u8s8", _resolve(family, "u8s8")), A, Bp, C, nj)
+    return _gemm_u8s8(_function(k // 64, "u8s8", _resolve(family, "u8s8"))[0], A, Bp, C, nj)
 
 
 def _gemm_u8s8(f, A, Bp, C, nj):
     f(A.ctypes.data, A.strides[0], Bp.ctypes.data, C.ctypes.data, C.shape[1] * 4, A.shape[0],
       nj)
     return C
+
+
+class Int8FilterPlan:
+    """The int8 first stage's filtered product (``filter_u8s8`` of the
+    AVX-512 VNNI family, see ``tile_ir._avx512_filter_ir``), its arrays
+    checked once as in ``FilterPlan``.
+
+    ``A``: uint8 query rows ``q + 128`` ``(rows, K)``, K a multiple of 64;
+    ``Bp``: ``pack_b_s8`` of the index rows ``x`` (int8 in -127 .. 127);
+    per query row float32 ``QN`` (``|h_q|^2``) and ``QG`` (``-2 s_q``); per
+    packed column float32 ``XN`` (``|h_x|^2``), ``XS`` (``s_x``) and int32
+    ``XC`` (``128 sum(x)``); ``T``, ``OK``, ``OJ``, ``CNT`` as in
+    ``gemm_filter``. ``plan(q0, mq, j0, nj)`` keeps, per query row ``q0 + r``
+    and column ``j0 .. j0 + nj``, the keys ``<= T[r]`` (see the kernel for
+    the key's formula)."""
+
+    def __init__(self, A, Bp, QN, QG, XN, XS, XC, T, OK, OJ, CNT):
+        arrs = (A, Bp, T, OK, OJ, CNT, QN, QG, XN, XS, XC)
+        if not (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrs)
+                and A.dtype == np.uint8 and Bp.dtype == np.int8
+                and all(a.dtype == np.float32 for a in (T, OK, QN, QG, XN, XS))
+                and all(a.dtype == np.int32 for a in (OJ, CNT, XC))
+                and OK.flags.writeable and OJ.flags.writeable and CNT.flags.writeable):
+            raise TypeError("Int8FilterPlan: A uint8, Bp int8; T, OK, QN, QG, XN, XS float32; "
+                            "OJ, CNT, XC int32; all C-contiguous")
+        k = A.shape[1] if A.ndim == 2 else -1
+        cols = Bp.shape[0] * 16 if Bp.ndim == 4 else -1
+        if (A.ndim != 2 or k % 64 or k == 0 or Bp.ndim != 4 or Bp.shape[1:] != (k // 4, 16, 4)
+                or T.ndim != 1 or CNT.shape != T.shape or OK.ndim != 2
+                or OK.shape[0] != T.shape[0] or OJ.shape != OK.shape
+                or QN.shape != (A.shape[0],) or QG.shape != QN.shape
+                or any(a.shape != (cols,) for a in (XN, XS, XC))):
+            raise ValueError(f"Int8FilterPlan: shapes A {A.shape}, Bp {Bp.shape}, T {T.shape}, "
+                             f"OK {OK.shape}, QN {QN.shape}, XN {XN.shape} do not fit")
+        self._arrays = arrs
+        self._f = _function(k // 64, "u8s8", _resolve("avx512", "u8s8"))[1]
+        self._k = k
+        self._rows, self._cols = A.shape[0], cols
+        self._width = OK.shape[1]
+        self._ptr = tuple(a.ctypes.data for a in arrs)
+
+    def __call__(self, q0, mq, j0, nj):
+        _check_filter_call("Int8FilterPlan", self, q0, mq, j0, nj)
+        pa, pb, pt, pok, poj, pcnt, pqn, pqg, pxn, pxs, pxc = self._ptr
+        ctypes.memset(pcnt, 0, 4 * mq)
+        if mq == 0 or nj == 0:
+            return
+        k = self._k
+        self._f(pa + q0 * k, k, pb + j0 * k, mq, nj, pt, pok, poj, self._width * 4, pcnt,
+                pqn + 4 * q0, pqg + 4 * q0, pxn + 4 * j0, pxs + 4 * j0, pxc + 4 * j0)

@@ -64,7 +64,8 @@ def avx512_bf16_first_stage_pays():
     bfloat16 doubles their rate (CIFAR HOG k=1: 0.65 s against 0.98 s),
     while Intel's server cores issue two FMAs for each ``vdpbf16ps``: no
     gain, and the wider bfloat16 keys cost more (an Emerald Rapids with
-    ``FASTNN_AMX=0``: 1.17 s against 0.86-1.0 s). Measured in
+    ``FASTNN_AMX=0``: 1.17 s against 0.86-1.0 s). There the int8 first stage
+    (``vpdpbusd``, 64 multiplies an instruction) runs instead. Measured in
     ``docs/benchmarks.md``; ``kernels='avx512'`` still forces it."""
     return vendor() == "AuthenticAMD"
 

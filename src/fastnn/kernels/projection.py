@@ -224,3 +224,102 @@ def combine_digits(C, Cc, w, scale, Z):
             for t in range(D):
                 s += w[t] * np.float64(np.int64(C[i, t * m + j]) - Cc[t * m + j])
             Z[i, j] = s * scale
+
+
+# --------------------------------------------------------------------------
+# The int8 first stage (AVX-512 VNNI, ``amx.Int8FilterPlan``): each
+# first-stage vector ``w`` (float32: m1 coordinates and the residual norm)
+# stands as ``h = s * v`` with integers ``v`` in -127 .. 127 and one float32
+# scale per row, ``s = max|w_t| / 127`` (symmetric: the query side is shifted
+# by +128 into uint8 for ``vpdpbusd``, which multiplies uint8 by int8)
+INT8_LEVELS = 127
+# rows whose largest scaled coordinate is below this take it as their
+# largest: ``s >= 2**-57``, so ``-2 s_q s_x`` and the keys' terms stay normal
+# float32 numbers (the row's whole vector is then within its bound ``F``)
+INT8_SCALE_FLOOR = 2.0 ** -50
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _int8_row(w, e1, out, shift):
+    """One row of the int8 operand: ``v`` (plus ``shift``) into ``out``
+    (the K - len(w) padding values: ``shift``); returns ``(F, |h|^2, s,
+    h_last, sum v)`` with ``F = e1 + |w - h|`` (padded for the float64
+    sum's rounding, 1e-12 relative: far above (K + 2) u64), ``|h|^2 =
+    s^2 sum v^2`` (one float64 rounding of an exact product) and ``h_last =
+    s v_last``, the rounded residual coordinate (exact)."""
+    mp = w.shape[0]
+    amax = INT8_SCALE_FLOOR
+    for t in range(mp):
+        amax = max(amax, abs(np.float64(w[t])))
+    s = np.float64(np.float32(amax / INT8_LEVELS))
+    sum_sq = 0
+    total = 0
+    dd = 0.0
+    v = 0
+    for t in range(mp):
+        x = np.float64(w[t])
+        v = min(INT8_LEVELS, max(-INT8_LEVELS, np.int64(np.rint(x / s))))
+        d = x - s * v           # (s * v is exact: 24 times 8 bits)
+        dd += d * d
+        sum_sq += v * v
+        total += v
+        out[t] = v + shift
+    for t in range(mp, out.shape[0]):
+        out[t] = shift
+    return e1 + math.sqrt(dd) * (1.0 + 1e-12), s * s * sum_sq, s, s * v, total
+
+
+@njit(cache=True, nogil=True)
+def stage1_int8_index(W, E1, perm, p0, p1, row, Bp, XN, XS, XC, F, a8, h_last):
+    """Positions ``p0 .. p1`` of the int8 stage-1 operand, position ``p``
+    holding index row ``perm[p]``: its integers ``v`` written straight into
+    the packed layout ``Bp`` (``amx.pack_b_s8``: ``(n_pad / 16, K / 4, 16,
+    4)``) and, per position, ``XN = float32(|h|^2)``, ``XS = s`` and ``XC =
+    128 sum v`` (what the kernel subtracts for the query's +128 shift).
+    Per row ``j``: ``F``, ``a8 = |h|`` and the residual coordinate
+    ``h_last``. ``row``: int64 scratch (K,)."""
+    for p in range(p0, min(p1, p0 + _PF)):
+        _prefetch_row(W, perm[p])
+    for p in range(p0, p1):
+        if p + _PF < p1:
+            _prefetch_row(W, perm[p + _PF])     # (rows in cluster order: random)
+        j = perm[p]
+        F[j], nrm, s, h_last[j], total = _int8_row(W[j], E1[j], row, 0)
+        a8[j] = math.sqrt(nrm)
+        XN[p] = nrm
+        XS[p] = s
+        XC[p] = 128 * total
+        g = p // 16
+        c = p - 16 * g
+        for t in range(row.shape[0] // 4):
+            for u in range(4):
+                Bp[g, t, c, u] = row[4 * t + u]
+
+
+@njit(cache=True, nogil=True)
+def stage1_int8_query(W, E1, A, QN, QG, F, a8, h_last):
+    """Query rows of the int8 stage-1 operand: ``v + 128`` (uint8) in
+    ``A``, ``QN = float32(|h|^2)``, ``QG = -2 s`` (exact); ``F``, ``a8``,
+    ``h_last`` as for the index."""
+    row = np.empty(A.shape[1], np.int64)
+    for i in range(W.shape[0]):
+        F[i], nrm, s, h_last[i], _ = _int8_row(W[i], E1[i], row, 128)
+        a8[i] = math.sqrt(nrm)
+        QN[i] = nrm
+        QG[i] = -2.0 * s
+        for t in range(A.shape[1]):
+            A[i, t] = row[t]
+
+
+@njit(cache=True, nogil=True)
+def int8_keys(S, nb, L, QN, QG, XN, XS, XC, G):
+    """The int8 first stage's keys of a dense tile from its exact int32
+    sums ``S`` (``amx.gemm_u8s8`` of the shifted query rows and the tile's
+    packed index rows): ``G[b, j] = (XN[j] + QN[b]) + float(S[b, j] -
+    XC[j]) * (XS[j] * QG[b])`` in float32, the formula and roundings of the
+    filter kernel (``tile_ir._avx512_filter_ir``)."""
+    for b in range(nb):
+        qn = QN[b]
+        qg = QG[b]
+        for j in range(L):
+            G[b, j] = (XN[j] + qn) + np.float32(S[b, j] - XC[j]) * (XS[j] * qg)

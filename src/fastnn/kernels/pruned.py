@@ -477,9 +477,10 @@ class Stage2Inputs(NamedTuple):
     first_components: int       # m1
     query_keys: object          # Wq: the queries' float32 first-stage vectors
     query_key_residual: object  # rq1: the residual coordinate of the queries' keys
-    query_bf16_error: object    # Fq: the queries' bfloat16 key vectors' distance bound
+    query_rounding_error: object  # Fq: the queries' rounded key vectors' distance bound
     row_aux: object             # aux: per row (r at mh, r at m, key residual, F)
-    bf16_keys: bool             # keys came from bfloat16 products
+    rounded_keys: bool          # keys came from bfloat16 or int8 products
+    recompute_keys: bool        # ... and stage 2 recomputes them from W1 (int8)
     query_tail: object          # Zq2: the queries' coordinates m1 ..
     index_tail: object          # Z2: the index rows' coordinates m1 ..
     query_residuals: object     # rq: the queries' residual norms at mh and m
@@ -516,8 +517,8 @@ def pruned_block(ex, q0, nb, bounds, st, stage2, results, scratch):
     candidates), ``key ~ |w1(q) - w1(x)|^2`` within ``bounds.key_slack``
     for vectors within ``bounds.key_add`` of the exact ``w1`` (the first
     ``m1`` projected coordinates plus the residual norm beyond them: the
-    float32 ``index_keys``/``query_keys``, or these rounded to bfloat16 when
-    ``bf16_keys``; ``query_key_residual``/``row_aux[:, 2]`` hold the key
+    float32 ``index_keys``/``query_keys``, or these rounded (to bfloat16, or
+    to int8 times a scale per row) when ``rounded_keys``; ``query_key_residual``/``row_aux[:, 2]`` hold the key
     vectors' residual coordinate), its seeds (the first k already measured)
     and the exact top-k so far. A query whose list overflowed gets all its
     keys recomputed from ``index_keys`` in float64 (vectors within
@@ -619,12 +620,19 @@ def _stage2_bounds(i, thr, nc, over, bounds, stage2, cb_k, cb_i, cb_d):
     m1, aux, Z2 = stage2.first_components, stage2.row_aux, stage2.index_tail
     h, m2 = stage2.tail_first_step, stage2.index_tail.shape[1]
     scale, rq, pad2 = bounds.scale, stage2.query_residuals, stage2.tail_pad
-    # the keys' vectors: bfloat16 ones from the tile products (within Fq of
+    # the keys' vectors: rounded ones from the tile products (within Fq of
     # the query's exact vector, aux[j, 3] of the point's), float32 ones
     # otherwise (their error is in pad2); residual coordinate rq1 / aux[j, 2]
-    # (W1's for recomputed keys)
-    if stage2.bf16_keys and not over:
-        fq = stage2.query_bf16_error[i]
+    # (W1's for recomputed keys). int8 keys' rounding (F, ~1 % of |w1|)
+    # would loosen stage 2 as much as stage 1: their survivors get the key
+    # again from the float32 vectors (m1 + 1 products each, against d for the
+    # exact distance it saves)
+    recompute = stage2.recompute_keys and not over
+    W1 = stage2.index_keys
+    wq = stage2.query_keys[i]
+    m1p = m1 + 1
+    if stage2.rounded_keys and not over and not recompute:
+        fq = stage2.query_rounding_error[i]
         f_x = 1.0
         sl = bounds.key_slack[i] + stage2.f32_key_slack[i]
         rqk = stage2.query_key_residual[i]
@@ -639,16 +647,21 @@ def _stage2_bounds(i, thr, nc, over, bounds, stage2, cb_k, cb_i, cb_d):
     for t in range(min(nc, _PF)):
         _prefetch_row(Z2, cb_i[t])
         _prefetch_row(aux, cb_i[t])
+        if recompute:
+            _prefetch_row(W1, cb_i[t])
     for t in range(nc):
         if t + _PF < nc:
             _prefetch_row(Z2, cb_i[t + _PF])
             _prefetch_row(aux, cb_i[t + _PF])
+            if recompute:
+                _prefetch_row(W1, cb_i[t + _PF])
         j = cb_i[t]
         zx = Z2[j]
         ax = aux[j]
-        d1 = rqk - (np.float64(stage2.index_keys[j, m1]) if over else ax[2])
+        key = _sq_l2_part(wq, W1[j], 0, m1p) if recompute else cb_k[t]
+        d1 = rqk - (np.float64(W1[j, m1]) if over or recompute else ax[2])
         f = fq + f_x * ax[3]
-        part = (cb_k[t] - d1 * d1) + _sq_l2_part(zq, zx, 0, h)
+        part = (key - d1 * d1) + _sq_l2_part(zq, zx, 0, h)
         dr = rq[i, 0] - ax[0]
         lb = _lb_dist(part + dr * dr, sl, pad2[i, 0] + f, scale)
         if lb > sqrt_thr:

@@ -346,11 +346,46 @@ exit:
 """
 
 
-def _avx512_filter_ir(kb, rows=_ROWS):
+def _int8_key_ir(r):
+    """The epilogue of ``filter_u8s8``: row ``r``'s int32 sums of the block
+    turned into float32 keys ``%key{r}_0`` / ``%key{r}_1`` (see
+    ``_avx512_filter_ir``)."""
+    out = [f"""  %qnp{r} = getelementptr float, ptr %QN, i64 %row{r}
+  %qn{r} = load float, ptr %qnp{r}
+  %qgp{r} = getelementptr float, ptr %QG, i64 %row{r}
+  %qg{r} = load float, ptr %qgp{r}
+  %qnv0{r} = insertelement <16 x float> poison, float %qn{r}, i64 0
+  %qnv{r} = shufflevector <16 x float> %qnv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
+  %qgv0{r} = insertelement <16 x float> poison, float %qg{r}, i64 0
+  %qgv{r} = shufflevector <16 x float> %qgv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
+"""]
+    for h in (0, 1):
+        out.append(f"""  %d{h}{r} = sub <16 x i32> %y{r}_{h}_kl, %xc{h}
+  %f{h}{r} = sitofp <16 x i32> %d{h}{r} to <16 x float>
+  %s{h}{r} = fmul <16 x float> %xs{h}, %qgv{r}
+  %u{h}{r} = fmul <16 x float> %f{h}{r}, %s{h}{r}
+  %n{h}{r} = fadd <16 x float> %xn{h}, %qnv{r}
+  %key{r}_{h} = fadd <16 x float> %n{h}{r}, %u{h}{r}
+""")
+    return "".join(out)
+
+
+def _avx512_filter_ir(kb, rows=_ROWS, op="bf16"):
     """LLVM IR of ``filter_bf16_{kb}(A, lda, B, mq, nj, T, OK, OJ, ldo, CNT)``
     on AVX-512, the contract of the AMX kernel of that name
     (``_filter_kernel_ir``): the accumulators are compared with each row's
-    ``T`` in registers; values appended in column order per row."""
+    ``T`` in registers; values appended in column order per row.
+
+    ``op='u8s8'``: ``filter_u8s8_{kb}(..., CNT, QN, QG, XN, XS, XC)``, the
+    int8 first stage. ``A``: uint8 query rows ``q + 128`` (``lda`` bytes
+    apart, K = 64 kb), ``B``: ``pack_b_s8`` rows ``x``; per row of ``A``
+    float32 ``QN`` and ``QG``, per column float32 ``XN``, ``XS`` and int32
+    ``XC`` (from the block's first row / column). The value compared and
+    kept is the float32 key ``(XN + QN) + float(S - XC) * (XS * QG)``,
+    ``S`` the exact int32 sum (so ``S - XC = q.x`` when ``XC = 128 sum(x)``):
+    with ``XN = |h_x|^2``, ``QN = |h_q|^2``, ``XS = s_x``, ``QG = -2 s_q``
+    it is ``|h_q - h_x|^2`` of the vectors ``h = s * (integers)``, in four
+    float32 roundings (``kernels.projection.int8_key_slack``)."""
     n_steps = kb * 16
     blk = kb * 1024
     emit = []
@@ -358,12 +393,18 @@ def _avx512_filter_ir(kb, rows=_ROWS):
         emit.append(f"""  br label %r{r}
 r{r}:
   %row{r} = add i64 %i, {r}
-  %tp{r} = getelementptr float, ptr %T, i64 %row{r}
+""")
+        if op == "u8s8":
+            emit.append(_int8_key_ir(r))
+            key0, key1 = f"%key{r}_0", f"%key{r}_1"
+        else:
+            key0, key1 = f"%y{r}_0_kl", f"%y{r}_1_kl"
+        emit.append(f"""  %tp{r} = getelementptr float, ptr %T, i64 %row{r}
   %t{r} = load float, ptr %tp{r}
   %tv0{r} = insertelement <16 x float> poison, float %t{r}, i64 0
   %tv{r} = shufflevector <16 x float> %tv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
-  %m0{r} = fcmp ole <16 x float> %y{r}_0_kl, %tv{r}
-  %m1{r} = fcmp ole <16 x float> %y{r}_1_kl, %tv{r}
+  %m0{r} = fcmp ole <16 x float> {key0}, %tv{r}
+  %m1{r} = fcmp ole <16 x float> {key1}, %tv{r}
   %b0{r} = bitcast <16 x i1> %m0{r} to i16
   %b1{r} = bitcast <16 x i1> %m1{r} to i16
   %bb{r} = or i16 %b0{r}, %b1{r}
@@ -378,7 +419,7 @@ emit{r}:
   %c0{r} = sext i32 %cnt0{r} to i64
   %kp0{r} = getelementptr float, ptr %kr{r}, i64 %c0{r}
   %jp0{r} = getelementptr i32, ptr %jr{r}, i64 %c0{r}
-  call void @llvm.masked.compressstore.v16f32(<16 x float> %y{r}_0_kl, ptr %kp0{r}, <16 x i1> %m0{r})
+  call void @llvm.masked.compressstore.v16f32(<16 x float> {key0}, ptr %kp0{r}, <16 x i1> %m0{r})
   call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv0, ptr %jp0{r}, <16 x i1> %m0{r})
   %p0{r} = call i16 @llvm.ctpop.i16(i16 %b0{r})
   %p0w{r} = zext i16 %p0{r} to i32
@@ -386,7 +427,7 @@ emit{r}:
   %c1{r} = sext i32 %cnt1{r} to i64
   %kp1{r} = getelementptr float, ptr %kr{r}, i64 %c1{r}
   %jp1{r} = getelementptr i32, ptr %jr{r}, i64 %c1{r}
-  call void @llvm.masked.compressstore.v16f32(<16 x float> %y{r}_1_kl, ptr %kp1{r}, <16 x i1> %m1{r})
+  call void @llvm.masked.compressstore.v16f32(<16 x float> {key1}, ptr %kp1{r}, <16 x i1> %m1{r})
   call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv1, ptr %jp1{r}, <16 x i1> %m1{r})
   %p1{r} = call i16 @llvm.ctpop.i16(i16 %b1{r})
   %p1w{r} = zext i16 %p1{r} to i32
@@ -395,10 +436,24 @@ emit{r}:
   br label %done{r}
 done{r}:
 """)
+    if op == "u8s8":
+        args = ", ptr %QN, ptr %QG, ptr %XN, ptr %XS, ptr %XC"
+        # the group pair's column vectors, loaded once per pair
+        cols = """  %xg0 = mul i64 %g, 64
+  %xg1 = add i64 %xg0, 64
+""" + "".join(f"""  %xnp{h} = getelementptr i8, ptr %XN, i64 %xg{h}
+  %xn{h} = load <16 x float>, ptr %xnp{h}, align 4
+  %xsp{h} = getelementptr i8, ptr %XS, i64 %xg{h}
+  %xs{h} = load <16 x float>, ptr %xsp{h}, align 4
+  %xcp{h} = getelementptr i8, ptr %XC, i64 %xg{h}
+  %xc{h} = load <16 x i32>, ptr %xcp{h}, align 4
+""" for h in (0, 1))
+    else:
+        args = cols = ""
     return f"""
-define void @filter_bf16_{kb}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
-                              ptr %OJ, i64 %ldo, ptr %CNT) #0 {{
-{_avx512_group_head(rows, blk)}  %gb0 = trunc i64 %g to i32
+define void @filter_{op}_{kb}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
+                              ptr %OJ, i64 %ldo, ptr %CNT{args}) #0 {{
+{_avx512_group_head(rows, blk)}{cols}  %gb0 = trunc i64 %g to i32
   %gc0 = shl i32 %gb0, 4
   %gv0i = insertelement <16 x i32> poison, i32 %gc0, i64 0
   %gv0 = shufflevector <16 x i32> %gv0i, <16 x i32> poison, <16 x i32> zeroinitializer
@@ -409,7 +464,7 @@ iloop:
   %i = phi i64 [0, %gloop], [%inext, %done{rows - 1}]
   %ia = mul i64 %i, %lda
   %pa = getelementptr i8, ptr %A, i64 %ia
-{_avx512_k_loop_ir(n_steps, "bf16", rows, "iloop", "kl")}{"".join(emit)}  %inext = add i64 %i, {rows}
+{_avx512_k_loop_ir(n_steps, op, rows, "iloop", "kl")}{"".join(emit)}  %inext = add i64 %i, {rows}
   %idone = icmp uge i64 %inext, %mq
   br i1 %idone, label %gend, label %iloop
 gend:

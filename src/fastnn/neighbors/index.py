@@ -8,7 +8,7 @@ import numpy as np
 from .._threads import limit_threads, resolve_n_jobs
 from . import registry
 from .pruned import backend as pruned_backend
-from .pruned.options import PrunedOptions
+from .pruned.options import PrunedOptions, resolve_first_stage
 from .registry import SearchRequest
 from .state import BuiltState, uses_tiles
 from .validation import check_backend, check_data, check_k, check_metric, \
@@ -93,6 +93,7 @@ class NearestNeighborsIndex:
         self.n_components = check_n_components(n_components)
         self.random_state = random_state
         self.pruned_options = PrunedOptions.coerce(pruned_options)
+        resolve_first_stage(self.pruned_options.first_stage, families)   # (raises early)
         info = {}
         try:
             n_check = resolve_n_jobs(n_jobs)
@@ -187,14 +188,20 @@ class NearestNeighborsIndex:
     def adopt_kernel_families(self):
         """After unpickling or loading: this process's kernel families; a
         projection built for another kind of path (tile kernels or the
-        portable one; AMX and AVX-512 share their operands) is rebuilt on
+        portable one; AMX and AVX-512 share their operands) or a layout for
+        another first stage (``PrunedOptions.first_stage``) is rebuilt on
         first use."""
         try:
             families = kernel_families(self.kernels)
         except ValueError:          # (a family this CPU lacks: the automatic choice)
             families = kernel_families("auto")
         built = self.built
-        if uses_tiles(families) != uses_tiles((built.tile_family, built.int8_family)):
+        try:
+            first_stage = resolve_first_stage(self.pruned_options.first_stage, families)
+        except ValueError:          # (as for kernels: the automatic choice)
+            first_stage = resolve_first_stage("auto", families)
+        if (uses_tiles(families) != uses_tiles((built.tile_family, built.int8_family))
+                or (built.layout is not None and built.layout.stage1_kind != first_stage)):
             built.projection = built.layout = None
         if built.radius_bounds and built.radius_bounds.tile_family != families[0]:
             built.radius_bounds = None      # (its operand is another family's)

@@ -173,7 +173,7 @@ def kernel_families(kernels):
     if kernels == "auto":
         bf16 = _amx.kernel_family("bf16")
         if bf16 == "avx512" and not cpu.avx512_bf16_first_stage_pays():
-            bf16 = None         # (the float32 BLAS first stage is faster there)
+            bf16 = None         # (the int8 or float32 BLAS first stage is faster there)
         return bf16, _amx.kernel_family("u8s8")
     if kernels == "portable":
         return None, None

@@ -4,6 +4,7 @@ projection and the layout, then runs ``search``."""
 from ..brute import BruteBackend
 from ..registry import EUCLIDEAN, Backend, register
 from .layout import build_layout, extend_layout
+from .options import resolve_first_stage
 from .projection import estimate_residuals, fit_spectrum, build_projection, project_rows
 from .search import search
 
@@ -35,13 +36,25 @@ def spectrum_residual(index):
     return tuple(built.residual_estimate)
 
 
+def first_stage(index):
+    """The first stage the index's pruned search runs (its
+    ``PrunedOptions.first_stage`` resolved for its kernel families; a
+    choice this process cannot run, in an index loaded elsewhere, falls back
+    to 'auto' as ``kernels`` does)."""
+    families = (index.built.tile_family, index.built.int8_family)
+    try:
+        return resolve_first_stage(index.pruned_options.first_stage, families)
+    except ValueError:
+        return resolve_first_stage("auto", families)
+
+
 def projection_and_layout(index, n_threads):
     """The projection and the index's layout (built on first use)."""
     built = index.built
     if built.layout is None:
-        tile_kernels = built.tile_family is not None
+        kind = first_stage(index)
         projection = build_projection(index.X, index.is_int, built.absmax, spectrum(index),
-                                      index.pruned_options, tile_kernels,
+                                      index.pruned_options, kind,
                                       built.int8_family is not None)
         rows, stats = project_rows(index.X, index.is_int, projection, n_threads,
                                    int8_family=built.int8_family,
@@ -50,7 +63,7 @@ def projection_and_layout(index, n_threads):
             built.u8_row_stats = stats
         built.projection = projection
         built.layout = build_layout(rows, projection.first_stage_components, index.pruned_options,
-                                    tile_kernels, n_threads, index.random_state)
+                                    kind, n_threads, index.random_state)
     return built.projection, built.layout
 
 
@@ -66,7 +79,7 @@ def add_rows(index, X_new, n_threads):
         built.projection = built.layout = None       # (rows far beyond the scale: rebuilt)
         return
     built.layout = extend_layout(built.layout, rows, built.projection.first_stage_components,
-                                 index.pruned_options, built.tile_family is not None, n_threads,
+                                 index.pruned_options, built.layout.stage1_kind, n_threads,
                                  index.random_state)
 
 

@@ -8,22 +8,32 @@ every path (many tiles, overflowing key lists) on small data.
 
 from dataclasses import asdict, dataclass, fields
 
+from ...kernels import amx as _amx
 from ..validation import round_up
 
 # width multiples: stage-1 tile boundaries are multiples of 32 positions
 # (two 16-column groups of the packed operand), the float32 GEMM tile of 64
 TILE_ALIGN = 32
+FIRST_STAGE_CHOICES = ("auto", "bf16", "int8", "float32")
 
 
 @dataclass(frozen=True)
 class PrunedOptions:
     """Parameters of the pruned search (defaults measured on CIFAR-10).
 
+    first_stage : str
+        How stage 1 computes its keys: ``'auto'`` (bfloat16 tile products
+        where the index's kernels have them, else int8 products on AVX-512
+        VNNI, else the float32 GEMM), ``'bf16'``, ``'int8'`` or
+        ``'float32'`` (``ValueError`` where this CPU, the index's
+        ``kernels`` or the ``FASTNN_*`` switches do not allow it). No answer
+        depends on it.
     first_stage_components : int or None
         Coordinates of the first-stage keys. None: 95 for the float32 BLAS
         stage (as fast as 63 for k = 1, faster for k >= 5), the last full
-        32-value step below ``n_components + 7`` for tile kernels (HOG 121
-        of 128, raw 153 of 160).
+        32-value step below ``n_components + 7`` for bfloat16 tiles (HOG 121
+        of 128, raw 153 of 160), the last full 64-value step below
+        ``n_components + 1`` for int8 (127 of 128 or 160).
     stage1_tile : int
         Index points per product tile of stage 1 (the first, dense tile of
         a block; also the size of a cluster of a clustered index).
@@ -50,6 +60,7 @@ class PrunedOptions:
         its projected bounds (a query with more is scanned again with
         room; CIFAR HOG averages ~90).
     """
+    first_stage: str = "auto"
     first_stage_components: object = None
     stage1_tile: int = 2048
     stage1_tile_filtered: int = 8192
@@ -64,6 +75,11 @@ class PrunedOptions:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "first_stage_components" and v is None:
+                continue
+            if f.name == "first_stage":
+                if v not in FIRST_STAGE_CHOICES:
+                    raise ValueError(f"PrunedOptions.first_stage must be one of "
+                                     f"{FIRST_STAGE_CHOICES}, got {v!r}")
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name in (
                     "extra_seeds", "mid_step") else 1):
@@ -97,3 +113,30 @@ class PrunedOptions:
             return cls(**value)
         raise TypeError(f"pruned_options must be a PrunedOptions, a dict or None, "
                         f"got {type(value).__name__}")
+
+
+def resolve_first_stage(requested, families):
+    """The first stage (``'bf16'``, ``'int8'`` or ``'float32'``) an index
+    with kernel ``families`` (bfloat16 family, int8 family: see
+    ``validation.kernel_families``) runs for ``PrunedOptions.first_stage``
+    ``requested``; ``ValueError`` where it cannot run. The int8 first stage
+    is an AVX-512 VNNI kernel (``amx.Int8FilterPlan``): it needs an int8
+    family (not ``kernels='portable'``) and AVX-512 VNNI (not
+    ``FASTNN_AVX512=0``)."""
+    tile_family, int8_family = families
+
+    def int8_runs():
+        return int8_family is not None and _amx.available_int8("avx512")
+
+    if requested == "auto":
+        # (where bfloat16 tiles exist they were chosen because they pay:
+        # AMX, and AVX-512 BF16 on AMD; elsewhere int8 beats the float32
+        # GEMM where it runs)
+        return "bf16" if tile_family is not None else ("int8" if int8_runs() else "float32")
+    if requested == "bf16" and tile_family is None:
+        raise ValueError("PrunedOptions.first_stage='bf16' needs bfloat16 tile kernels; the "
+                         "index's kernels (or this CPU, or FASTNN_AMX/FASTNN_AVX512) have none")
+    if requested == "int8" and not int8_runs():
+        raise ValueError("PrunedOptions.first_stage='int8' needs AVX-512 VNNI and kernels other "
+                         "than 'portable' (and FASTNN_AVX512 not 0)")
+    return requested

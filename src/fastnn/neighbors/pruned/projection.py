@@ -58,6 +58,14 @@ INT8_DIGITS = 4
 INT8_MAX_FEATURES = 8192
 # first-stage coordinates of the float32 BLAS stage (see PrunedOptions)
 BLAS_FIRST_STAGE_COMPONENTS = 95
+# the int8 first stage's rows hold m1 + 1 values in K steps of 64 (one
+# vpdpbusd reads 4 of 16 columns): the last full step below m + 1 (CIFAR-10
+# HOG and raw: 127). Its rounding is ~10x bfloat16's (per-row scales), so it
+# needs more coordinates: HOG k=10 survivors of the final threshold 30.8
+# with 127 (float32 keys with 95: 60.8), raw 197 (float32 with 95: 166)
+INT8_KEY_STEP = 64
+# the kinds of first stage (``PrunedOptions.first_stage`` resolves to one)
+FIRST_STAGES = ("bf16", "int8", "float32")
 MIN_FIRST_STAGE_COMPONENTS = 25
 # float32 / bfloat16 keys of rows beyond this scaled norm could overflow
 MAX_SCALED_NORM = 2.0 ** 60
@@ -109,16 +117,20 @@ class ProjectedRows:
     key_norms: np.ndarray       # a1 (n,): |W1|
     key_sqnorms32: np.ndarray   # nx1 (n,) float32(a1**2)
     key_error: np.ndarray       # E1 (n,): error bound of W1
-    stage1_rows: object = None  # S1: the AMX query rows (stage1='query')
-    stage1_error: object = None  # F: the bfloat16 rows' distance bound
-    stage1_norms: object = None  # a16: their norms
+    stage1_rows: object = None  # S1: the tile kernels' query rows (stage1='bf16'/'int8')
+    stage1_error: object = None  # F: the rounded rows' distance bound
+    stage1_norms: object = None  # a16 / a8: their norms
+    stage1_residual: object = None  # their residual coordinate (float64)
+    stage1_sqnorms: object = None   # int8: QN, float32 |h|^2
+    stage1_scales: object = None    # int8: QG, float32 -2 s
 
     def take(self, order):
         """The rows in the order ``order`` (absent parts stay absent)."""
         return ProjectedRows(*(None if a is None else a[order] for a in (
             self.tail, self.residuals, self.tail_error, self.keys, self.key_norms,
             self.key_sqnorms32, self.key_error, self.stage1_rows, self.stage1_error,
-            self.stage1_norms)))
+            self.stage1_norms, self.stage1_residual, self.stage1_sqnorms,
+            self.stage1_scales)))
 
 
 def unit_scaled(S):
@@ -253,9 +265,10 @@ def estimate_residuals(X, random_state):
                  for c in (32, 96))
 
 
-def build_projection(X, is_int, absmax, spectrum, options, tile_kernels, int8_kernels):
+def build_projection(X, is_int, absmax, spectrum, options, first_stage, int8_kernels):
     """Stages 3-5: the exact projection of the index ``X`` (see the module).
-    ``tile_kernels``: the first stage runs on bfloat16 tiles;
+    ``first_stage``: one of ``FIRST_STAGES`` (bfloat16 tiles, int8 products
+    or the float32 GEMM: it sets the default first-stage width);
     ``int8_kernels``: uint8 rows project by int8 tile products."""
     # exact orthonormality in float64 (the bound needs it, not PCA optimality)
     P = orthonormal_rows(spectrum.directions)                  # (m, d)
@@ -281,8 +294,9 @@ def build_projection(X, is_int, absmax, spectrum, options, tile_kernels, int8_ke
     # 68 with 121; raw 454 / 306 / 222 with 95 / 121 / 153)
     m1 = options.first_stage_components
     if m1 is None:
-        m1 = (max(MIN_FIRST_STAGE_COMPONENTS, m // 32 * 32 - 7) if tile_kernels
-              else BLAS_FIRST_STAGE_COMPONENTS)
+        m1 = {"bf16": max(MIN_FIRST_STAGE_COMPONENTS, m // 32 * 32 - 7),
+              "int8": max(INT8_KEY_STEP, (m + 1) // INT8_KEY_STEP * INT8_KEY_STEP) - 1,
+              "float32": BLAS_FIRST_STAGE_COMPONENTS}[first_stage]
     m1 = min(m1, m)
     # |x - c| <= |x| + |c| <= sqrt(d) max|x_t| + |c|
     if X.dtype == np.uint8:
@@ -300,7 +314,7 @@ def build_projection(X, is_int, absmax, spectrum, options, tile_kernels, int8_ke
 
 def key_residual(keys, bf16):
     """The residual coordinate of stage-1 key vectors (float64): the float32
-    one, or its bfloat16 rounding for keys of the tile kernels."""
+    one, or its bfloat16 rounding for keys of the bfloat16 tile kernels."""
     w = keys[:, -1]
     if bf16:
         return _amx.from_bf16(_amx.bf16_bits(w)).astype(np.float64)
@@ -318,9 +332,11 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
     coordinate the error is at most ``(d + 3) u (1 + delta) |v|`` (GEMM of d
     terms, rounding of ``v``; Cauchy-Schwarz with ``|P_t| <= 1 + delta``).
 
-    ``stage1='query'`` also writes the queries' rows of the bfloat16
+    ``stage1='bf16'`` also writes the queries' rows of the bfloat16
     stage-1 product (``stage1_rows``, see ``stage1_rows_query``), their
-    bounds and norms. ``u8_stats``: also each uint8 row's sum and sum of
+    bounds, norms and residual coordinates; ``stage1='int8'`` those of the
+    int8 product (``stage1_int8_query``: also ``stage1_sqnorms`` and
+    ``stage1_scales``). ``u8_stats``: also each uint8 row's sum and sum of
     squares (one pass; the exact uint8 distances use them).
 
     Returns ``(ProjectedRows, stats)`` (``stats`` None unless asked for
@@ -352,9 +368,19 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
                   and A.ctypes.data % _amx.LINE == 0)
         if u8_stats and d * 255 * 255 < 2 ** 31:
             stats = (np.empty(n, np.int64), np.empty(n, np.int64))
-    if stage1 == "query":
+    if stage1 == "bf16":
         K16 = round_up(m1 + 7, _amx.KB)
         S1 = _amx.aligned((round_up(n, 32), K16), np.uint16, zero=True)
+    elif stage1 == "int8":
+        # (padding rows: zero sums and scales, so their keys are finite)
+        S1 = _amx.aligned((round_up(n, 32), round_up(m1 + 1, INT8_KEY_STEP)), np.uint8,
+                          zero=True)
+        QN = np.zeros(S1.shape[0], np.float32)
+        QG = np.zeros(S1.shape[0], np.float32)
+        h_last = np.empty(n, np.float64)
+    elif stage1 is not None:
+        raise ValueError(f"stage1 must be None, 'bf16' or 'int8', got {stage1!r}")
+    if stage1 is not None:
         F = np.empty(n, np.float64)
         a16 = np.empty(n, np.float64)
 
@@ -393,8 +419,11 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
                 d_err = int8.error_features
             _kproj.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d_err, delta, m1, mh,
                                  W1[s:e], Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e], nx1[s:e])
-            if stage1 == "query":
+            if stage1 == "bf16":
                 _kproj.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
+            elif stage1 == "int8":
+                _kproj.stage1_int8_query(W1[s:e], E1[s:e], S1[s:e], QN[s:e], QG[s:e], F[s:e],
+                                         a16[s:e], h_last[s:e])
 
     map_threads(work, list(range(0, n, rows)), n_threads)
     if n and not np.sqrt(c2.max()) * sc <= MAX_SCALED_NORM:
@@ -403,6 +432,10 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
         return None, None
     out = ProjectedRows(tail=Z2, residuals=r, tail_error=E, keys=W1, key_norms=a1,
                         key_sqnorms32=nx1, key_error=E1)
-    if stage1 == "query":
-        out = replace(out, stage1_rows=S1, stage1_error=F, stage1_norms=a16)
+    if stage1 == "bf16":
+        out = replace(out, stage1_rows=S1, stage1_error=F, stage1_norms=a16,
+                      stage1_residual=key_residual(W1, True))
+    elif stage1 == "int8":
+        out = replace(out, stage1_rows=S1, stage1_error=F, stage1_norms=a16,
+                      stage1_residual=h_last, stage1_sqnorms=QN, stage1_scales=QG)
     return out, stats

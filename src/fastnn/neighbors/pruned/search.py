@@ -7,8 +7,9 @@ derives every margin):
 1. **Keys.** Per block of queries and per product tile of the index (the
    block's own cluster first, then outwards), keys ``~ |w1(q) - w1(x)|^2``
    on the first ``m1`` projected coordinates plus the residual norm: a
-   float32 GEMM on the portable path, bfloat16 tile products (filtered in
-   L1 by each query's limit after the first tile) on tile kernels. The
+   float32 GEMM on the portable path, bfloat16 tile products on tile
+   kernels or int8 products on AVX-512 VNNI (both filtered in L1 by each
+   query's limit after the first tile). The
    smallest keys are measured exactly as they come (seeds), which sets a
    running limit; the keys under it are kept (``kernels.distances.
    scan_collect`` / ``scan_sparse``). uint8 blocks on AMX int8 measure the
@@ -25,10 +26,18 @@ import numpy as np
 from ..._threads import map_threads
 from ...kernels import amx as _amx
 from ...kernels import distances as _k
+from ...kernels import projection as _kproj
 from ...kernels import pruned as _kp
 from ..validation import UNIT_ROUNDOFF_F32, exact_int32_sums, round_up, u8_row_stats
 from .clustering import block_tiles, query_blocks
 from .projection import key_residual, project_rows
+
+# int8 keys (``amx.Int8FilterPlan``, ``kernels.projection.int8_keys``): four
+# float32 roundings, each within u32 (|h_q| + |h_x|)^2, with 1 % to spare
+INT8_KEY_ROUNDINGS = 4 * 1.01
+# (|h|^2 stored as float32 and -2 s_q s_x are normal numbers: scales are at
+# least 2**-57; a 1e-30 term covers the flushing of any subnormal product)
+INT8_FLUSH_ERROR = 1e-30
 
 # bfloat16 keys: the norm pieces carry 2**-22 relative error; each flushed
 # product term at most 2**-126 (1e-30 covers them)
@@ -52,10 +61,21 @@ def bf16_key_slack(query_norms, width, index_norm_max):
             + BF16_FLUSH_ERROR)
 
 
+def int8_key_slack(query_norms, index_norm_max):
+    """How far an int8 stage-1 key (``(|h_x|^2 + |h_q|^2) - 2 s_q s_x
+    v_q.v_x``, the integer product exact) may lie from ``|h_q - h_x|^2``:
+    the float32 roundings of the stored squared norms, their sum, ``-2 s_q
+    s_x`` and its product with the (exactly converted, below 2**24) integer
+    sum, and of the last addition; each is within ``u32`` of a term no
+    larger than ``(|h_q| + |h_x|)^2``."""
+    return (INT8_KEY_ROUNDINGS * UNIT_ROUNDOFF_F32 * (query_norms + index_norm_max) ** 2
+            + INT8_FLUSH_ERROR)
+
+
 class QueryChunk:
     """One chunk of queries, projected, with the margins of its keys."""
 
-    def __init__(self, rows, projection, layout, tile_kernels):
+    def __init__(self, rows, projection, layout, kind):
         m1 = projection.first_stage_components
         m1p = m1 + 1
         self.rows = rows
@@ -67,19 +87,30 @@ class QueryChunk:
         self.f32_slack = (2 * m1p + 24) * UNIT_ROUNDOFF_F32 * (aq + layout.key_norm_max) ** 2
         self.f32_add = rows.key_error + layout.key_error_max
         self.tail_pad = rows.tail_error + layout.tail_error_max
-        self.key_residual = key_residual(rows.keys, tile_kernels)
-        if tile_kernels:
+        if kind == "float32":
+            self.key_residual = key_residual(rows.keys, False)
+        else:
+            self.key_residual = rows.stage1_residual
+        if kind == "int8":
+            # int8 keys |h(q) - h(x)|^2 of h = s * integers: float32
+            # roundings of the norms, scales and sums; the rounded vectors
+            # lie within F of the exact ones
+            self.key_add = rows.stage1_error + layout.stage1_error_max
+            self.key_slack = int8_key_slack(rows.stage1_norms, layout.stage1_norm_max)
+            self.rounding_error = rows.stage1_error
+            self.gemm_rows = None
+        elif kind == "bf16":
             # bfloat16 keys |h(q) - h(x)|^2: float32 accumulation of K exact
             # products, the norm pieces, flushed terms; the rounded vectors
             # lie within F of the exact ones
             aq16 = rows.stage1_norms
             self.key_add = rows.stage1_error + layout.stage1_error_max
             self.key_slack = bf16_key_slack(aq16, layout.stage1_width, layout.stage1_norm_max)
-            self.bf16_error = rows.stage1_error
+            self.rounding_error = rows.stage1_error
             self.gemm_rows = None
         else:
             self.key_add, self.key_slack = self.f32_add, self.f32_slack
-            self.bf16_error = np.zeros(rows.keys.shape[0])
+            self.rounding_error = np.zeros(rows.keys.shape[0])
             # -2 w1(q), ones and |w1(q)|^2: times the index operand, the key
             Wa = np.empty((rows.keys.shape[0], m1 + 3), np.float32)
             np.multiply(rows.keys, np.float32(-2.0), out=Wa[:, :m1p])
@@ -91,8 +122,9 @@ class QueryChunk:
         return _kp.Stage2Inputs(
             index_keys=layout.keys, first_components=projection.first_stage_components,
             query_keys=self.rows.keys, query_key_residual=self.key_residual,
-            query_bf16_error=self.bf16_error, row_aux=layout.aux,
-            bf16_keys=layout.stage1_tiles is not None, query_tail=self.rows.tail,
+            query_rounding_error=self.rounding_error, row_aux=layout.aux,
+            rounded_keys=layout.stage1_tiles is not None,
+            recompute_keys=layout.stage1_kind == "int8", query_tail=self.rows.tail,
             index_tail=layout.tail, query_residuals=self.rows.residuals,
             tail_first_step=projection.mid_components - projection.first_stage_components,
             f32_key_add=self.f32_add, f32_key_slack=self.f32_slack, tail_pad=self.tail_pad)
@@ -107,7 +139,10 @@ class Plan:
         nq = request.queries.shape[0]
         tiles = layout.stage1_tiles is not None
         self.k = k
+        # rounded keys from tile kernels (bfloat16 or int8), filtered in L1
+        # after the first tile
         self.tiles = tiles
+        self.kind = layout.stage1_kind
         self.first_tile = options.first_tile_width(n)
         # later tiles: wider on tile kernels (filtered in L1: width costs no
         # memory traffic, and fewer calls cost less dispatch)
@@ -120,14 +155,18 @@ class Plan:
                            and request.queries.dtype == np.uint8)
         # a clustered uint8 index with AMX int8: the first tile (the block's
         # cluster) measured exactly by one integer product, its k-th
-        # distance the threshold from the start (no seeds). AMX only: on
-        # AVX-512 VNNI that product costs more than the seeds' single exact
-        # distances it replaces (CIFAR raw k=1 1.36 -> 1.19 s without it on
+        # distance the threshold from the start (no seeds). With AMX, and
+        # with the int8 first stage, whose looser keys leave more seeds to
+        # measure (CIFAR raw k=10 on an Intel Xeon with FASTNN_AMX=0: exact
+        # distances per query 116 -> 68, 2.11 / 1.81 s -> 1.80 / 1.67 s;
+        # k=1 even). Not with AVX-512 bfloat16 keys: that product costs more
+        # than the seeds it replaces (raw k=1 1.36 -> 1.19 s without it on
         # an AMD EPYC)
         self.exact_first_tile = bool(self.u8_dot and layout.clustered
                                      and projection.int8 is not None
                                      and k <= self.first_tile // 4
-                                     and index.built.int8_family == "amx")
+                                     and (index.built.int8_family == "amx"
+                                          or layout.stage1_kind == "int8"))
         # seeds beyond k help an unclustered index's first tile (random
         # points); a cluster's own tile needs none (CIFAR HOG k=5: 14.8 ->
         # 11.9 exact distances per query)
@@ -183,7 +222,7 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
         Qc = Q[s:e]
         rows, _ = project_rows(Qc, index.is_int, projection, n_threads,
                                int8_family=int8_family,
-                               stage1="query" if plan.tiles else None)
+                               stage1=plan.kind if plan.tiles else None)
         if rows is None:
             # queries far larger than the index: float32 keys could overflow
             fallback(request._replace(queries=Qc, chunk_size=None), dist[s:e], ind[s:e])
@@ -195,11 +234,17 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
             # queries grouped by cluster (results go back at the end)
             rows = rows.take(qperm)
             if plan.tiles:
+                # (the operands padded again to the blocks' 32-row steps)
                 A16 = _amx.aligned((round_up(nq, 32) + 32, rows.stage1_rows.shape[1]),
-                                   np.uint16, zero=True)
+                                   rows.stage1_rows.dtype, zero=True)
                 A16[:nq] = rows.stage1_rows
                 rows.stage1_rows = A16
-        chunk = QueryChunk(rows, projection, layout, plan.tiles)
+                if plan.kind == "int8":
+                    for name in ("stage1_sqnorms", "stage1_scales"):
+                        padded = np.zeros(A16.shape[0], np.float32)
+                        padded[:nq] = getattr(rows, name)
+                        setattr(rows, name, padded)
+        chunk = QueryChunk(rows, projection, layout, plan.kind)
         if plan.u8_dot:
             _, QN, Q8 = u8_row_stats(Qc, n_threads, shifted=True)
         else:
@@ -230,8 +275,9 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
                 full[s:e][qperm] = part_
     index.stats_ = {"backend": "pruned", "n_components": projection.n_components,
                     "first_stage_components": projection.first_stage_components,
-                    "first_stage": (f"{index.built.tile_family}-bf16" if plan.tiles
-                                    else "blas-float32"),
+                    "first_stage": {"bf16": f"{index.built.tile_family}-bf16",
+                                    "int8": "avx512-int8",
+                                    "float32": "blas-float32"}[plan.kind],
                     "clustered": layout.clustered,
                     "u8_dot": plan.u8_dot,
                     "exact_first_tile_per_query": plan.first_tile if plan.exact_first_tile else 0,
@@ -269,7 +315,13 @@ def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, re
         OK = np.empty((nbp_max, jt2), np.float32)
         OJ = np.empty((nbp_max, jt2), np.int32)
         CNT = np.empty(nbp_max, np.int32)
-        tile_filter = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT, family=tile_family)
+        if plan.kind == "int8":
+            QN, QG = chunk.rows.stage1_sqnorms, chunk.rows.stage1_scales
+            XN, XS, XC = layout.stage1_sqnorms, layout.stage1_scales, layout.stage1_sums
+            tile_filter = _amx.Int8FilterPlan(A16, B16, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+            s32buf = _amx.aligned(nbp_max * round_up(jt, 32), np.int32)
+        else:
+            tile_filter = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT, family=tile_family)
     for q0, q1, w0 in part:
         nb = q1 - q0
         _reset(st)
@@ -295,7 +347,14 @@ def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, re
                     _kp.scan_sparse(OK, OJ, CNT, L, j0, perm, q0, nb, ex, bounds, st)
                     continue
                 G = gbuf[:nbp * Lp].reshape(nbp, Lp)
-                _amx.gemm(A16[q0:q0 + nbp], B16, G, Lp, j0, family=tile_family)
+                if plan.kind == "int8":
+                    # the exact int32 sums, then the kernel's float32 keys
+                    S = s32buf[:nbp * Lp].reshape(nbp, Lp)
+                    _amx.gemm_u8s8(A16[q0:q0 + nbp], B16[j0 // 16:(j0 + Lp) // 16], S, Lp,
+                                   family="avx512")
+                    _kproj.int8_keys(S, nb, L, QN[q0:], QG[q0:], XN[j0:], XS[j0:], XC[j0:], G)
+                else:
+                    _amx.gemm(A16[q0:q0 + nbp], B16, G, Lp, j0, family=tile_family)
                 G = G[:nb]
             else:
                 # a C-contiguous tile: numba's loops over it vectorise
