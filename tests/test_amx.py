@@ -371,7 +371,7 @@ needs_vnni = pytest.mark.skipif(not amx.available_int8("avx512"),
                                 reason="no AVX-512 VNNI here: the int8 first stage cannot run")
 
 
-def _int8_operands(rng, nq, n, d, K):
+def _int8_operands(rng, nq, n, d, K, family="avx512"):
     """Stage-1 vectors of varied magnitude (zero rows, tiny and huge ones)
     and the int8 operand the numba kernels make of them."""
     from fastnn.kernels import projection as dproj
@@ -392,28 +392,34 @@ def _int8_operands(rng, nq, n, d, K):
     A8 = amx.aligned((-(-nq // 32) * 32, K), np.uint8, zero=True)
     QN, QG = np.zeros(A8.shape[0], np.float32), np.zeros(A8.shape[0], np.float32)
     Fq, aq, hq_last = np.empty(nq), np.empty(nq), np.empty(nq)
-    dproj.stage1_int8_query(W[n:], E1[n:], A8, QN, QG, Fq, aq, hq_last)
+    dproj.stage1_int8_query(W[n:], E1[n:], A8, QN, QG, Fq, aq, hq_last, family == "avx2")
     return W, E1, perm, (B8, XN, XS, XC, F, a8, h_last), (A8, QN, QG, Fq, aq, hq_last)
 
 
-@needs_vnni
+INT8_FILTER_FAMILIES_HERE = [f for f in amx.INT8_FILTER_FAMILIES if amx.available_int8(f)]
+
+
+@pytest.mark.skipif(not INT8_FILTER_FAMILIES_HERE, reason="no AVX2 or AVX-512 VNNI here")
+@pytest.mark.parametrize("family", INT8_FILTER_FAMILIES_HERE)
 @settings(max_examples=25, deadline=None)
 @given(nq32=st.integers(1, 2), n=st.integers(2, 300), d=st.integers(1, 127),
        q=st.floats(-0.1, 1.1), seed=st.integers(0, 2 ** 16))
-def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed):
+def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed, family):
     """The int8 operand (numba) and the int8 filter kernel: each row is
     ``h = s v`` with integers ``|v| <= 127`` within ``F - E1`` of its float32
     vector, ``XN``/``QN``/``XC``/``QG`` are its norms, shifted sums and
     scales; the kernel keeps exactly the columns whose key is ``<= T`` (in
     column order), and every key lies within ``int8_key_slack`` of the
     float64 ``|h_q - h_x|^2``; ``int8_keys`` (the dense first tile) gives
-    the kernel's keys."""
+    the kernel's keys. The AVX2 kernels take 7-bit query rows (``v + 64``,
+    ``|v| <= 62``)."""
     from fastnn.kernels import projection as dproj
     from fastnn.neighbors.pruned.search import int8_key_slack
     rng = np.random.default_rng(seed)
     nq, K = 32 * nq32, (d + 1 + 63) // 64 * 64
     W, E1, perm, (B8, XN, XS, XC, F, a8, h_last), (A8, QN, QG, Fq, aq, hq_last) = \
-        _int8_operands(rng, nq, n, d, K)
+        _int8_operands(rng, nq, n, d, K, family)
+    shift, levels = (64, 62) if family == "avx2" else (128, 127)
     V = B8.transpose(0, 2, 1, 3).reshape(-1, K)[:n].astype(np.int64)   # position order
     assert np.abs(V).max() <= 127 and (V[:, d:] == 0).all()
     H = V[:, :d] * XS[:n, None].astype(np.float64)
@@ -424,15 +430,17 @@ def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed):
     np.testing.assert_array_equal(XN[:n], ((H ** 2).sum(1)).astype(np.float32))
     np.testing.assert_array_equal(XC[:n], 128 * V.sum(1))
     np.testing.assert_array_equal(h_last[rows], H[:, -1])
-    Vq = A8[:nq].astype(np.int64) - 128
+    Vq = A8[:nq].astype(np.int64) - shift
+    assert np.abs(Vq).max() <= levels and (Vq[:, d:] == 0).all()
     Hq = Vq[:, :d] * (-0.5 * QG[:nq, None].astype(np.float64))
     assert np.all(np.sqrt(((W[n:] - Hq) ** 2).sum(1)) + E1[n:] <= Fq)
     exact = ((Hq[:, None, :] - H[None]) ** 2).sum(-1)
     slack = int8_key_slack(aq, a8.max())[:, None]
     S = np.empty((nq, B8.shape[0] * 16), np.int32)
-    amx.gemm_u8s8(A8, B8, S, S.shape[1], family="avx512")
+    amx.gemm_u8s8(A8, B8, S, S.shape[1], family=family)
+    np.testing.assert_array_equal(S[:, :n], A8.astype(np.int64) @ V.T)
     G = np.empty((nq, n), np.float32)
-    dproj.int8_keys(S, nq, n, QN, QG, XN, XS, XC, G)
+    dproj.int8_keys(S, nq, n, QN, QG, XN, XS, XC, 1 if family == "avx2" else 0, G)
     assert np.all(np.abs(G - exact) <= slack)
     T = np.array([np.quantile(G[r], min(max(q, 0), 1)) for r in range(nq)], np.float32)
     T[0] = -np.inf
@@ -440,7 +448,8 @@ def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed):
     OK = np.full((nq, width), np.nan, np.float32)
     OJ = np.full((nq, width), -1, np.int32)
     CNT = np.full(nq, 99, np.int32)
-    amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)(0, nq, 0, width)
+    amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT, family=family)(0, nq, 0,
+                                                                                width)
     for r in range(nq):
         js = OJ[r, :CNT[r]]
         real = js[js < n]
@@ -468,3 +477,28 @@ def test_int8_filter_plan_checks_its_arrays():
         amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS.astype(np.float64), XC, T, OK, OJ, CNT)
     with pytest.raises(TypeError, match="C-contiguous"):
         amx.Int8FilterPlan(A8.view(np.int8), B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+
+
+@pytest.mark.skipif(not amx.available_int8("avx2"), reason="no AVX2 here")
+def test_avx2_int8_products_refuse_operands_that_would_saturate():
+    """The AVX2 int8 product sums uint8 x int8 pairs in int16: A above 126
+    could saturate them (a wrong answer), so it is refused; up to 126 the
+    sums equal numpy's."""
+    rng = np.random.default_rng(6)
+    A = amx.aligned((32, 64), np.uint8)
+    A[:] = rng.integers(0, 127, (32, 64))
+    A[0, :] = 126
+    B = rng.integers(-128, 128, (64, 64)).astype(np.int8)
+    B[0, :] = -128
+    C = np.empty((32, 64), np.int32)
+    amx.gemm_u8s8(A, amx.pack_b_s8(B), C, 64, family="avx2")
+    np.testing.assert_array_equal(C, A.astype(np.int64) @ B.T.astype(np.int64))
+    A[3, 5] = 127
+    with pytest.raises(ValueError, match="up to 126"):
+        amx.gemm_u8s8(A, amx.pack_b_s8(B), C, 64, family="avx2")
+    with pytest.raises(ValueError, match="up to 126"):
+        amx.Int8FilterPlan(A, amx.pack_b_s8(B), np.zeros(32, np.float32),
+                           np.zeros(32, np.float32), np.zeros(64, np.float32),
+                           np.zeros(64, np.float32), np.zeros(64, np.int32),
+                           np.zeros(32, np.float32), np.empty((32, 64), np.float32),
+                           np.empty((32, 64), np.int32), np.empty(32, np.int32), family="avx2")

@@ -66,6 +66,26 @@ def test_auto_takes_the_avx512_bf16_first_stage_on_amd_only():
     assert out == [expected, "avx512-bf16", "True"]
 
 
+def test_switches_leave_avx2_then_portable():
+    """With AMX and AVX-512 switched off, kernels='auto' runs what an
+    AVX2-only CPU runs (the AVX2 int8 first stage); FASTNN_AVX2=0 leaves the
+    portable float32 BLAS one. Same answers."""
+    from fastnn.kernels import amx
+    if not amx.available_int8("avx2"):
+        pytest.skip("no AVX2 on this CPU")
+    code = ("import numpy as np; from fastnn import NearestNeighborsIndex; "
+            "X = np.random.default_rng(0).random((3000, 40)).astype(np.float32); "
+            "i = NearestNeighborsIndex(X, backend='pruned'); d, j = i.kneighbors(X[:50] + 0.01, 3); "
+            "print(i.stats_['first_stage'], int(j.sum()))")
+    out = []
+    for avx2 in ("1", "0"):
+        env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", FASTNN_AVX2=avx2)
+        out.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                  text=True, check=True).stdout.split())
+    assert [o[0] for o in out] == ["avx2-int8", "blas-float32"]
+    assert out[0][1] == out[1][1]
+
+
 @pytest.mark.parametrize("forced", ["Prescott", "fitting"])
 def test_faiss_backend_warns_when_its_openblas_runs_pre_avx2_kernels(forced):
     """faiss-cpu's bundled OpenBLAS falls back to SSE3 kernels on CPUs it does

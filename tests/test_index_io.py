@@ -155,7 +155,7 @@ def test_loaded_where_another_kernel_path_runs(saved, tmp_path):
     code = ("import sys, numpy as np; from fastnn import NearestNeighborsIndex as I; "
             "p = sys.argv[1]; ix = I.load(p + '/ix'); d, i = ix.kneighbors(np.load(p + '/q.npy'), 5); "
             "np.save(p + '/i.npy', i); np.save(p + '/d.npy', d); print(ix.stats_['first_stage'])")
-    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", FASTNN_AVX2="0", NUMBA_CACHE_DIR=str(tmp_path))
     res = subprocess.run([sys.executable, "-c", code, str(saved.parent)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -14,10 +14,11 @@ BACKENDS = ["brute", "pruned", "faiss"]
 # the pruned search's first stage, chosen through public parameters: every
 # bfloat16 tile family this CPU runs (``kernels='amx'`` / ``'avx512'``), the
 # AVX-512 VNNI int8 products where it has them
-# (``PrunedOptions(first_stage='int8')``), and the portable float32 BLAS path
-# everywhere
+# (``PrunedOptions(first_stage='int8')``), the AVX2 int8 ones
+# (``kernels='avx2'``), and the portable float32 BLAS path everywhere
 FIRST_STAGES = ([f for f in amx.FAMILIES if amx.available(f)]
-                + (["int8"] if amx.available_int8("avx512") else []) + ["portable"])
+                + (["int8"] if amx.available_int8("avx512") else [])
+                + (["avx2"] if amx.available_int8("avx2") else []) + ["portable"])
 
 
 def _index(X, path, **kw):
@@ -34,8 +35,8 @@ def _pruned(X, first_stage, **kw):
 
 
 def _check_first_stage(index, first_stage):
-    assert index.stats_["first_stage"] == {"portable": "blas-float32",
-                                           "int8": "avx512-int8"}.get(
+    assert index.stats_["first_stage"] == {"portable": "blas-float32", "int8": "avx512-int8",
+                                           "avx2": "avx2-int8"}.get(
         first_stage, f"{first_stage}-bf16")
 
 
@@ -490,7 +491,7 @@ def test_randomized_pca_finds_the_leading_directions(rank, no_cholesky):
 def test_pickled_index_searches_on_another_kernel_path(tmp_path):
     """An index pickled after a search (its projection built for this CPU's
     kernel family) and loaded where that family is switched off
-    (FASTNN_AMX=0 FASTNN_AVX512=0: the portable path) rebuilds what it needs
+    (FASTNN_AMX=0 FASTNN_AVX512=0 FASTNN_AVX2=0: the portable path) rebuilds what it needs
     and gives the same answer."""
     import os
     import pickle
@@ -507,7 +508,7 @@ def test_pickled_index_searches_on_another_kernel_path(tmp_path):
             "idx = pickle.load(open(p + '/index.pkl', 'rb')); "
             "d, i = idx.kneighbors(np.load(p + '/q.npy'), 4); "
             "np.save(p + '/d.npy', d); np.save(p + '/i.npy', i); print(idx.stats_['first_stage'])")
-    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", FASTNN_AVX2="0", NUMBA_CACHE_DIR=str(tmp_path))
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

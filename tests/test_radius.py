@@ -221,7 +221,7 @@ def test_pickled_radius_bounds_move_to_a_process_without_tile_kernels(tmp_path):
     code = ("import pickle, sys, numpy as np; index, Q, radius = pickle.load(open(sys.argv[1], "
             "'rb')); d, i = index.radius_neighbors(Q, radius); "
             "print(index.stats_['products']); np.save(sys.argv[2], np.concatenate(list(i)))")
-    env = dict(__import__("os").environ, FASTNN_AMX="0", FASTNN_AVX512="0")
+    env = dict(__import__("os").environ, FASTNN_AMX="0", FASTNN_AVX512="0", FASTNN_AVX2="0")
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "index.pkl"),
                           str(tmp_path / "rows.npy")], env=env, capture_output=True, text=True,
                          timeout=600)

@@ -42,8 +42,8 @@ import threading
 import numpy as np
 
 from . import cpu
-from .tile_ir import (KB, _DECLS, _DECLS_AVX512, _avx512_filter_ir, _avx512_kernel_ir,
-                      _filter_kernel_ir, _kernel_ir)
+from .tile_ir import (KB, _DECLS, _DECLS_AVX2, _DECLS_AVX512, _avx2_int8_ir, _avx512_filter_ir,
+                      _avx512_kernel_ir, _filter_kernel_ir, _kernel_ir)
 
 __all__ = ["FAMILIES", "kernel_family", "available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
            "gemm_filter", "FilterPlan", "Int8FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
@@ -61,8 +61,18 @@ _PROTO_FILTER_U8 = ctypes.CFUNCTYPE(None, _P, _I, _P, _I, _I, _P, _P, _P, _I, _P
 
 
 FAMILIES = ("amx", "avx512")      # in order of preference
+# the int8 first stage's filtered product (``Int8FilterPlan``) also runs on
+# AVX2 alone (7-bit queries, see ``tile_ir._avx2_int8_ir``); the other uint8
+# products need the full 8 bits: AMX or AVX-512 VNNI only
+INT8_FILTER_FAMILIES = ("avx512", "avx2")
+# the largest uint8 value of A the AVX2 int8 product takes (its int16 pair
+# sums must not saturate: 2 * 126 * 127 < 2**15)
+AVX2_A_MAX = 126
 _FEATURES = {"amx": "+amx-tile,+amx-bf16,+amx-int8,+avx512f,+avx512vl,+avx512bw",
-             "avx512": "+avx512f,+avx512vl,+avx512bw,+avx512bf16,+avx512vnni"}
+             "avx512": "+avx512f,+avx512vl,+avx512bw,+avx512bf16,+avx512vnni",
+             # (no AVX-512 at all: on an AVX-512 machine the code is what an
+             # AVX2-only CPU runs)
+             "avx2": "+avx2,+fma,-avx512f"}
 
 
 def _round_up(n, multiple):
@@ -98,6 +108,8 @@ def _supported(fam, op):
         need = {"avx512f", "avx512vl", "avx512bw",
                 "avx512_bf16" if op == "bf16" else "avx512_vnni"}
         return cpu.switch_on("FASTNN_AVX512") and need <= flags
+    if fam == "avx2":
+        return op == "u8s8" and cpu.switch_on("FASTNN_AVX2") and {"avx2", "fma"} <= flags
     return False
 
 
@@ -133,7 +145,7 @@ def _resolve(fam, op):
         if fam is None:
             raise RuntimeError(f"no {op} tile kernels on this CPU (see available())")
         return fam
-    if fam not in FAMILIES:
+    if fam not in (FAMILIES + INT8_FILTER_FAMILIES if op == "u8s8" else FAMILIES):
         raise ValueError(f"kernel family must be one of {FAMILIES} or None, got {fam!r}")
     if not _usable(fam, op):
         raise ValueError(f"the {fam!r} {op} kernels cannot run here (CPU flags, the OS, or "
@@ -148,6 +160,8 @@ def _compile(fam, op, kb):
     if fam == "amx":
         ir = _DECLS + (_kernel_ir(kb) + _filter_kernel_ir(kb) if op == "bf16"
                        else _kernel_ir(kb, "u8s8"))
+    elif fam == "avx2":
+        ir = _DECLS_AVX2 + _avx2_int8_ir(kb)
     else:
         ir = _DECLS_AVX512 + (_avx512_kernel_ir(kb) + _avx512_filter_ir(kb) if op == "bf16"
                               else _avx512_kernel_ir(kb, "u8s8")
@@ -174,10 +188,10 @@ attributes #0 = {{ "target-features"="{_FEATURES[fam]}" }}
     if op == "bf16":
         return (_PROTO(eng.get_function_address(f"{fam}_gemm_bf16_{kb}")),
                 _PROTO_FILTER(eng.get_function_address(f"{fam}_filter_bf16_{kb}")))
-    # (the int8 filter, the int8 first stage, is AVX-512 only)
+    # (the int8 filter, the int8 first stage, is AVX-512 and AVX2 only)
     return (_PROTO(eng.get_function_address(f"{fam}_gemm_u8s8_{kb}")),
             _PROTO_FILTER_U8(eng.get_function_address(f"{fam}_filter_u8s8_{kb}"))
-            if fam == "avx512" else None)
+            if fam in INT8_FILTER_FAMILIES else None)
 
 
 def _function(kb, op, fam):
@@ -378,12 +392,21 @@ def available_int8(family=None):
     ``family``, or in either (None); with its own self-test."""
     if family is None:
         return kernel_family("u8s8") is not None
-    return family in FAMILIES and _usable(family, "u8s8")
+    return family in FAMILIES + INT8_FILTER_FAMILIES and _usable(family, "u8s8")
+
+
+def int8_filter_family(allow_avx512=True):
+    """The family of the int8 first stage's kernels here: ``'avx512'``
+    (VNNI) where allowed and usable, else ``'avx2'``, else None."""
+    for fam in INT8_FILTER_FAMILIES:
+        if (allow_avx512 or fam != "avx512") and _usable(fam, "u8s8"):
+            return fam
+    return None
 
 
 def _self_test_int8(fam):
     rng = np.random.default_rng(0)
-    A = rng.integers(0, 256, (32, 200), dtype=np.uint8)
+    A = rng.integers(0, AVX2_A_MAX + 1 if fam == "avx2" else 256, (32, 200), dtype=np.uint8)
     B = rng.integers(-128, 128, (40, 200), dtype=np.int8)
     Ap = np.zeros((32, 256), np.uint8)
     Ap[:, :200] = A
@@ -432,7 +455,19 @@ def gemm_u8s8(A, Bp, C, nj, family=None):
                          f"nj {nj} do not fit")
     if mq == 0 or nj == 0:
         return C
-    return _gemm_u8s8(_function(k // 64, "u8s8", _resolve(family, "u8s8"))[0], A, Bp, C, nj)
+    fam = _resolve(family, "u8s8")
+    if fam == "avx2":
+        _check_avx2_operand("gemm_u8s8", A)
+    return _gemm_u8s8(_function(k // 64, "u8s8", fam)[0], A, Bp, C, nj)
+
+
+def _check_avx2_operand(name, A):
+    """The AVX2 int8 product's contract: uint8 values of A up to
+    ``AVX2_A_MAX`` (larger ones would saturate its int16 sums: a wrong
+    answer, not an error, so it is checked)."""
+    if A.size and int(A.max()) > AVX2_A_MAX:
+        raise ValueError(f"{name}: the 'avx2' family takes uint8 values up to {AVX2_A_MAX} in A "
+                         f"(7-bit operands), got {int(A.max())}")
 
 
 def _gemm_u8s8(f, A, Bp, C, nj):
@@ -453,9 +488,11 @@ class Int8FilterPlan:
     ``XC`` (``128 sum(x)``); ``T``, ``OK``, ``OJ``, ``CNT`` as in
     ``gemm_filter``. ``plan(q0, mq, j0, nj)`` keeps, per query row ``q0 + r``
     and column ``j0 .. j0 + nj``, the keys ``<= T[r]`` (see the kernel for
-    the key's formula)."""
+    the key's formula). ``family``: ``'avx512'`` (VNNI) or ``'avx2'``
+    (``A`` at most ``AVX2_A_MAX``: 7-bit query rows ``v + 64``; the kernel
+    then subtracts ``XC / 2``)."""
 
-    def __init__(self, A, Bp, QN, QG, XN, XS, XC, T, OK, OJ, CNT):
+    def __init__(self, A, Bp, QN, QG, XN, XS, XC, T, OK, OJ, CNT, family="avx512"):
         arrs = (A, Bp, T, OK, OJ, CNT, QN, QG, XN, XS, XC)
         if not (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrs)
                 and A.dtype == np.uint8 and Bp.dtype == np.int8
@@ -474,7 +511,13 @@ class Int8FilterPlan:
             raise ValueError(f"Int8FilterPlan: shapes A {A.shape}, Bp {Bp.shape}, T {T.shape}, "
                              f"OK {OK.shape}, QN {QN.shape}, XN {XN.shape} do not fit")
         self._arrays = arrs
-        self._f = _function(k // 64, "u8s8", _resolve("avx512", "u8s8"))[1]
+        if family not in INT8_FILTER_FAMILIES:
+            raise ValueError(f"Int8FilterPlan: family must be one of {INT8_FILTER_FAMILIES}, "
+                             f"got {family!r}")
+        self.family = _resolve(family, "u8s8")
+        if family == "avx2":
+            _check_avx2_operand("Int8FilterPlan", A)
+        self._f = _function(k // 64, "u8s8", self.family)[1]
         self._k = k
         self._rows, self._cols = A.shape[0], cols
         self._width = OK.shape[1]

@@ -237,13 +237,17 @@ INT8_LEVELS = 127
 # largest: ``s >= 2**-57``, so ``-2 s_q s_x`` and the keys' terms stay normal
 # float32 numbers (the row's whole vector is then within its bound ``F``)
 INT8_SCALE_FLOOR = 2.0 ** -50
+# the AVX2 kernels' query rows: v + 64 with |v| <= 62, so 2 .. 126
+# (``amx.AVX2_A_MAX``)
+AVX2_QUERY_SHIFT = 64
+AVX2_QUERY_LEVELS = 62
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _int8_row(w, e1, out, shift):
-    """One row of the int8 operand: ``v`` (plus ``shift``) into ``out``
-    (the K - len(w) padding values: ``shift``); returns ``(F, |h|^2, s,
-    h_last, sum v)`` with ``F = e1 + |w - h|`` (padded for the float64
+def _int8_row(w, e1, out, shift, levels):
+    """One row of the int8 operand: ``v`` (``|v| <= levels``, plus
+    ``shift``) into ``out`` (the K - len(w) padding values: ``shift``), ``s =
+    max|w_t| / levels``; returns ``(F, |h|^2, s, h_last, sum v)`` with ``F = e1 + |w - h|`` (padded for the float64
     sum's rounding, 1e-12 relative: far above (K + 2) u64), ``|h|^2 =
     s^2 sum v^2`` (one float64 rounding of an exact product) and ``h_last =
     s v_last``, the rounded residual coordinate (exact)."""
@@ -251,14 +255,14 @@ def _int8_row(w, e1, out, shift):
     amax = INT8_SCALE_FLOOR
     for t in range(mp):
         amax = max(amax, abs(np.float64(w[t])))
-    s = np.float64(np.float32(amax / INT8_LEVELS))
+    s = np.float64(np.float32(amax / levels))
     sum_sq = 0
     total = 0
     dd = 0.0
     v = 0
     for t in range(mp):
         x = np.float64(w[t])
-        v = min(INT8_LEVELS, max(-INT8_LEVELS, np.int64(np.rint(x / s))))
+        v = min(levels, max(-levels, np.int64(np.rint(x / s))))
         d = x - s * v           # (s * v is exact: 24 times 8 bits)
         dd += d * d
         sum_sq += v * v
@@ -284,7 +288,7 @@ def stage1_int8_index(W, E1, perm, p0, p1, row, Bp, XN, XS, XC, F, a8, h_last):
         if p + _PF < p1:
             _prefetch_row(W, perm[p + _PF])     # (rows in cluster order: random)
         j = perm[p]
-        F[j], nrm, s, h_last[j], total = _int8_row(W[j], E1[j], row, 0)
+        F[j], nrm, s, h_last[j], total = _int8_row(W[j], E1[j], row, 0, INT8_LEVELS)
         a8[j] = math.sqrt(nrm)
         XN[p] = nrm
         XS[p] = s
@@ -297,13 +301,16 @@ def stage1_int8_index(W, E1, perm, p0, p1, row, Bp, XN, XS, XC, F, a8, h_last):
 
 
 @njit(cache=True, nogil=True)
-def stage1_int8_query(W, E1, A, QN, QG, F, a8, h_last):
+def stage1_int8_query(W, E1, A, QN, QG, F, a8, h_last, avx2):
     """Query rows of the int8 stage-1 operand: ``v + 128`` (uint8) in
     ``A``, ``QN = float32(|h|^2)``, ``QG = -2 s`` (exact); ``F``, ``a8``,
-    ``h_last`` as for the index."""
+    ``h_last`` as for the index. ``avx2``: for the AVX2 kernels, 7-bit rows
+    ``v + 64`` with ``|v| <= AVX2_QUERY_LEVELS`` (at most 126: their int16
+    sums cannot saturate)."""
     row = np.empty(A.shape[1], np.int64)
+    shift, levels = (AVX2_QUERY_SHIFT, AVX2_QUERY_LEVELS) if avx2 else (128, INT8_LEVELS)
     for i in range(W.shape[0]):
-        F[i], nrm, s, h_last[i], _ = _int8_row(W[i], E1[i], row, 128)
+        F[i], nrm, s, h_last[i], _ = _int8_row(W[i], E1[i], row, shift, levels)
         a8[i] = math.sqrt(nrm)
         QN[i] = nrm
         QG[i] = -2.0 * s
@@ -312,14 +319,15 @@ def stage1_int8_query(W, E1, A, QN, QG, F, a8, h_last):
 
 
 @njit(cache=True, nogil=True)
-def int8_keys(S, nb, L, QN, QG, XN, XS, XC, G):
+def int8_keys(S, nb, L, QN, QG, XN, XS, XC, xc_shift, G):
     """The int8 first stage's keys of a dense tile from its exact int32
     sums ``S`` (``amx.gemm_u8s8`` of the shifted query rows and the tile's
     packed index rows): ``G[b, j] = (XN[j] + QN[b]) + float(S[b, j] -
-    XC[j]) * (XS[j] * QG[b])`` in float32, the formula and roundings of the
-    filter kernel (``tile_ir._avx512_filter_ir``)."""
+    (XC[j] >> xc_shift)) * (XS[j] * QG[b])`` in float32, the formula and
+    roundings of the filter kernel (``tile_ir._avx512_filter_ir``;
+    ``xc_shift`` 1 for the AVX2 kernels' queries shifted by 64)."""
     for b in range(nb):
         qn = QN[b]
         qg = QG[b]
         for j in range(L):
-            G[b, j] = (XN[j] + qn) + np.float32(S[b, j] - XC[j]) * (XS[j] * qg)
+            G[b, j] = (XN[j] + qn) + np.float32(S[b, j] - (XC[j] >> xc_shift)) * (XS[j] * qg)

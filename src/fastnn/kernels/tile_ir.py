@@ -240,20 +240,28 @@ declare i16 @llvm.ctpop.i16(i16)
 """
 
 
-def _avx512_k_loop_ir(n_steps, op, rows, head, label):
-    """The K loop of a block as an LLVM loop (phi accumulators): an unrolled
-    K loop lets LLVM hoist every B load and spill the accumulators. Enters
-    from block ``head``; leaves in block ``{label}_end`` with the sums in
-    ``%acc{r}_{h}_{label}``."""
-    vt = "<16 x float>" if op == "bf16" else "<16 x i32>"
+def _k_loop_head_ir(rows, parts, vt, head, label):
+    """The head of a register-blocked K loop: the block's row pointers
+    ``%pa{r}_{label}``, the step counter and the ``parts`` accumulators per
+    row (``%x{r}_{h}_{label}``: zero from ``head``, ``%y..`` around the loop)."""
     out = []
     for r in range(rows):
         out.append(f"  %ro{r}_{label} = mul i64 %lda, {r}\n"
                    f"  %pa{r}_{label} = getelementptr i8, ptr %pa, i64 %ro{r}_{label}\n")
     out.append(f"  br label %{label}\n{label}:\n  %t_{label} = phi i64 [0, %{head}], [%tn_{label}, %{label}]\n")
     for r in range(rows):
-        for h in (0, 1):
+        for h in range(parts):
             out.append(f"  %x{r}_{h}_{label} = phi {vt} [zeroinitializer, %{head}], [%y{r}_{h}_{label}, %{label}]\n")
+    return "".join(out)
+
+
+def _avx512_k_loop_ir(n_steps, op, rows, head, label):
+    """The K loop of a block as an LLVM loop (phi accumulators): an unrolled
+    K loop lets LLVM hoist every B load and spill the accumulators. Enters
+    from block ``head``; leaves in block ``{label}_end`` with the sums in
+    ``%acc{r}_{h}_{label}``."""
+    vt = "<16 x float>" if op == "bf16" else "<16 x i32>"
+    out = [_k_loop_head_ir(rows, 2, vt, head, label)]
     out.append(f"""  %bo_{label} = shl i64 %t_{label}, 6
   %pq0_{label} = getelementptr i8, ptr %pb0, i64 %bo_{label}
   %pq1_{label} = getelementptr i8, ptr %pb1, i64 %bo_{label}
@@ -307,23 +315,21 @@ gloop:
 """
 
 
-def _avx512_kernel_ir(kb, op="bf16", rows=_ROWS):
-    """LLVM IR of ``gemm_{op}_{kb}(A, lda, B, C, ldc, mq, nj)`` on AVX-512, the
-    contract of the AMX kernel of that name (``_kernel_ir``): pairs of
-    16-column groups outside (their 2 x 64 x kb x 16 bytes of B stay in L1),
-    blocks of ``rows`` rows of A inside, ``rows`` x 32 accumulators in
-    registers."""
-    n_steps = kb * 16            # bf16: K = 32 kb values, pairs; u8s8: K = 64 kb, quads
-    blk = kb * 1024
-    vt = "<16 x float>" if op == "bf16" else "<16 x i32>"
-    stores = "".join(f"""  %co{r} = mul i64 %ldc, {r}
-  %pc{r} = getelementptr i8, ptr %pcb, i64 %co{r}
-  %pc{r}b = getelementptr i8, ptr %pc{r}, i64 64
-  store {vt} %y{r}_0_kl, ptr %pc{r}, align 4
-  store {vt} %y{r}_1_kl, ptr %pc{r}b, align 4
-""" for r in range(rows))
+def _splat(name, value, vt, lanes):
+    """IR broadcasting the scalar ``value`` into ``%{name}`` (``vt``
+    vectors of ``lanes``)."""
+    return (f"  %{name}_0 = insertelement {vt} poison, {value}, i64 0\n"
+            f"  %{name} = shufflevector {vt} %{name}_0, {vt} poison, "
+            f"<{lanes} x i32> zeroinitializer\n")
+
+
+def _gemm_function_ir(name, rows, blk, k_loop, stores):
+    """A product kernel ``name(A, lda, B, C, ldc, mq, nj)``: pairs of
+    16-column groups outside (their packed B stays in L1), blocks of
+    ``rows`` rows of A inside; ``k_loop`` (entered from ``iloop``, ending in
+    ``kl_end``) sums a block, ``stores`` writes it at ``%pcb``."""
     return f"""
-define void @gemm_{op}_{kb}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
+define void @{name}(ptr %A, i64 %lda, ptr %B, ptr %C, i64 %ldc, i64 %mq, i64 %nj) #0 {{
 {_avx512_group_head(rows, blk)}  %cg = mul i64 %g, 64
   br label %iloop
 iloop:
@@ -333,41 +339,160 @@ iloop:
   %ic = mul i64 %i, %ldc
   %pcr = getelementptr i8, ptr %C, i64 %ic
   %pcb = getelementptr i8, ptr %pcr, i64 %cg
-{_avx512_k_loop_ir(n_steps, op, rows, "iloop", "kl")}{stores}  %inext = add i64 %i, {rows}
+{k_loop}{stores}  %inext = add i64 %i, {rows}
   %idone = icmp uge i64 %inext, %mq
   br i1 %idone, label %gend, label %iloop
-gend:
+{_LOOP_ENDS}"""
+
+
+_LOOP_ENDS = """gend:
   %gnext = add i64 %g, 2
   %gdone = icmp uge i64 %gnext, %ng
   br i1 %gdone, label %exit, label %gloop
 exit:
   ret void
-}}
+}
 """
 
 
-def _int8_key_ir(r):
-    """The epilogue of ``filter_u8s8``: row ``r``'s int32 sums of the block
-    turned into float32 keys ``%key{r}_0`` / ``%key{r}_1`` (see
-    ``_avx512_filter_ir``)."""
+def _stores_ir(rows, parts, vt, sums):
+    """Stores of a block's ``parts`` vectors per row (``sums(r, h)``: the
+    value names), each ``64 / parts`` bytes after the last."""
+    out = []
+    for r in range(rows):
+        out.append(f"  %co{r} = mul i64 %ldc, {r}\n  %pc{r} = getelementptr i8, ptr %pcb, i64 %co{r}\n")
+        for h in range(parts):
+            out.append(f"  %pc{r}_{h} = getelementptr i8, ptr %pc{r}, i64 {128 // parts * h}\n"
+                       f"  store {vt} {sums(r, h)}, ptr %pc{r}_{h}, align 4\n")
+    return "".join(out)
+
+
+def _avx512_kernel_ir(kb, op="bf16", rows=_ROWS):
+    """LLVM IR of ``gemm_{op}_{kb}(A, lda, B, C, ldc, mq, nj)`` on AVX-512, the
+    contract of the AMX kernel of that name (``_kernel_ir``): pairs of
+    16-column groups outside (their 2 x 64 x kb x 16 bytes of B stay in L1),
+    blocks of ``rows`` rows of A inside, ``rows`` x 32 accumulators in
+    registers."""
+    n_steps = kb * 16            # bf16: K = 32 kb values, pairs; u8s8: K = 64 kb, quads
+    vt = "<16 x float>" if op == "bf16" else "<16 x i32>"
+    return _gemm_function_ir(f"gemm_{op}_{kb}", rows, kb * 1024,
+                             _avx512_k_loop_ir(n_steps, op, rows, "iloop", "kl"),
+                             _stores_ir(rows, 2, vt, lambda r, h: f"%y{r}_{h}_kl"))
+
+
+def _int8_key_ir(r, parts, lanes):
+    """The int8 epilogue of row ``r``: its int32 sums ``%y{r}_{h}_kl`` as
+    float32 keys ``%key{r}_{h}`` (see ``_avx512_filter_ir``), from the
+    row's ``QN``/``QG`` and the columns' ``%xn``/``%xs``/``%xc``."""
+    fv, iv = f"<{lanes} x float>", f"<{lanes} x i32>"
     out = [f"""  %qnp{r} = getelementptr float, ptr %QN, i64 %row{r}
   %qn{r} = load float, ptr %qnp{r}
   %qgp{r} = getelementptr float, ptr %QG, i64 %row{r}
   %qg{r} = load float, ptr %qgp{r}
-  %qnv0{r} = insertelement <16 x float> poison, float %qn{r}, i64 0
-  %qnv{r} = shufflevector <16 x float> %qnv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
-  %qgv0{r} = insertelement <16 x float> poison, float %qg{r}, i64 0
-  %qgv{r} = shufflevector <16 x float> %qgv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
-"""]
-    for h in (0, 1):
-        out.append(f"""  %d{h}{r} = sub <16 x i32> %y{r}_{h}_kl, %xc{h}
-  %f{h}{r} = sitofp <16 x i32> %d{h}{r} to <16 x float>
-  %s{h}{r} = fmul <16 x float> %xs{h}, %qgv{r}
-  %u{h}{r} = fmul <16 x float> %f{h}{r}, %s{h}{r}
-  %n{h}{r} = fadd <16 x float> %xn{h}, %qnv{r}
-  %key{r}_{h} = fadd <16 x float> %n{h}{r}, %u{h}{r}
+""", _splat(f"qnv{r}", f"float %qn{r}", fv, lanes), _splat(f"qgv{r}", f"float %qg{r}", fv, lanes)]
+    for h in range(parts):
+        out.append(f"""  %d{h}{r} = sub {iv} %y{r}_{h}_kl, %xc{h}
+  %f{h}{r} = sitofp {iv} %d{h}{r} to {fv}
+  %s{h}{r} = fmul {fv} %xs{h}, %qgv{r}
+  %u{h}{r} = fmul {fv} %f{h}{r}, %s{h}{r}
+  %n{h}{r} = fadd {fv} %xn{h}, %qnv{r}
+  %key{r}_{h} = fadd {fv} %n{h}{r}, %u{h}{r}
 """)
     return "".join(out)
+
+
+def _filter_row_ir(r, parts, lanes, keys):
+    """Row ``r`` of a filter block: its ``parts`` key vectors (``keys(h)``)
+    compared with ``T[row]``; the passing keys and their columns (``%jv{h}``)
+    appended by compress stores to the row of ``OK``/``OJ``, ``CNT[row]``
+    counting them. Ends in block ``done{r}``."""
+    fv, iv, bits = f"<{lanes} x float>", f"<{lanes} x i32>", f"i{lanes}"
+    out = [f"""  %tp{r} = getelementptr float, ptr %T, i64 %row{r}
+  %t{r} = load float, ptr %tp{r}
+""", _splat(f"tv{r}", f"float %t{r}", fv, lanes)]
+    for h in range(parts):
+        out.append(f"""  %m{h}{r} = fcmp ole {fv} {keys(h)}, %tv{r}
+  %b{h}{r} = bitcast <{lanes} x i1> %m{h}{r} to {bits}
+""")
+    acc = f"%b0{r}"
+    for h in range(1, parts):
+        out.append(f"  %bo{h}{r} = or {bits} {acc}, %b{h}{r}\n")
+        acc = f"%bo{h}{r}"
+    out.append(f"""  %any{r} = icmp ne {bits} {acc}, 0
+  br i1 %any{r}, label %emit{r}, label %done{r}
+emit{r}:
+  %cp{r} = getelementptr i32, ptr %CNT, i64 %row{r}
+  %ro{r}x = mul i64 %row{r}, %ldo
+  %kr{r} = getelementptr i8, ptr %OK, i64 %ro{r}x
+  %jr{r} = getelementptr i8, ptr %OJ, i64 %ro{r}x
+  %cnt0{r} = load i32, ptr %cp{r}
+""")
+    for h in range(parts):
+        out.append(f"""  %c{h}{r} = sext i32 %cnt{h}{r} to i64
+  %kp{h}{r} = getelementptr float, ptr %kr{r}, i64 %c{h}{r}
+  %jp{h}{r} = getelementptr i32, ptr %jr{r}, i64 %c{h}{r}
+  call void @llvm.masked.compressstore.v{lanes}f32({fv} {keys(h)}, ptr %kp{h}{r}, <{lanes} x i1> %m{h}{r})
+  call void @llvm.masked.compressstore.v{lanes}i32({iv} %jv{h}, ptr %jp{h}{r}, <{lanes} x i1> %m{h}{r})
+  %p{h}{r} = call {bits} @llvm.ctpop.{bits}({bits} %b{h}{r})
+  %p{h}w{r} = zext {bits} %p{h}{r} to i32
+  %cnt{h + 1}{r} = add i32 %cnt{h}{r}, %p{h}w{r}
+""")
+    out.append(f"""  store i32 %cnt{parts}{r}, ptr %cp{r}
+  br label %done{r}
+done{r}:
+""")
+    return "".join(out)
+
+
+def _filter_function_ir(name, rows, blk, parts, lanes, k_loop, int8, xc_halved=False):
+    """A filter kernel ``name(A, lda, B, mq, nj, T, OK, OJ, ldo, CNT[, QN,
+    QG, XN, XS, XC])``: ``_gemm_function_ir``'s loops, each block's sums
+    (``int8``: turned into keys by ``_int8_key_ir``) filtered row by row
+    (``_filter_row_ir``); a group pair's 32 columns are ``parts`` vectors of
+    ``lanes``. ``xc_halved``: the int8 kernel subtracts ``XC / 2``."""
+    iv = f"<{lanes} x i32>"
+    lane_ids = ", ".join(f"i32 {t}" for t in range(lanes))
+    cols = ("  %gb0 = trunc i64 %g to i32\n  %gc0 = shl i32 %gb0, 4\n"
+            + _splat("gv0", "i32 %gc0", iv, lanes)
+            + f"  %jv0 = add {iv} %gv0, <{lane_ids}>\n"
+            + "".join(f"  %jv{h} = add {iv} %jv0, <{', '.join([f'i32 {lanes * h}'] * lanes)}>\n"
+                      for h in range(1, parts)))
+    args = ""
+    if int8:
+        args = ", ptr %QN, ptr %QG, ptr %XN, ptr %XS, ptr %XC"
+        # the group pair's column vectors, loaded once per pair
+        cols += "  %xg0 = mul i64 %g, 64\n"
+        for h in range(parts):
+            xc = f"%xcr{h}" if xc_halved else f"%xc{h}"
+            cols += f"""  %xo{h} = add i64 %xg0, {4 * lanes * h}
+  %xnp{h} = getelementptr i8, ptr %XN, i64 %xo{h}
+  %xn{h} = load <{lanes} x float>, ptr %xnp{h}, align 4
+  %xsp{h} = getelementptr i8, ptr %XS, i64 %xo{h}
+  %xs{h} = load <{lanes} x float>, ptr %xsp{h}, align 4
+  %xcp{h} = getelementptr i8, ptr %XC, i64 %xo{h}
+  {xc} = load {iv}, ptr %xcp{h}, align 4
+"""
+            if xc_halved:
+                cols += f"  %xc{h} = ashr {iv} %xcr{h}, <{', '.join(['i32 1'] * lanes)}>\n"
+    emit = []
+    for r in range(rows):
+        emit.append(f"  br label %r{r}\nr{r}:\n  %row{r} = add i64 %i, {r}\n")
+        if int8:
+            emit.append(_int8_key_ir(r, parts, lanes))
+        keys = (lambda h, r=r: f"%key{r}_{h}") if int8 else (lambda h, r=r: f"%y{r}_{h}_kl")
+        emit.append(_filter_row_ir(r, parts, lanes, keys))
+    return f"""
+define void @{name}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
+                    ptr %OJ, i64 %ldo, ptr %CNT{args}) #0 {{
+{_avx512_group_head(rows, blk)}{cols}  br label %iloop
+iloop:
+  %i = phi i64 [0, %gloop], [%inext, %done{rows - 1}]
+  %ia = mul i64 %i, %lda
+  %pa = getelementptr i8, ptr %A, i64 %ia
+{k_loop}{"".join(emit)}  %inext = add i64 %i, {rows}
+  %idone = icmp uge i64 %inext, %mq
+  br i1 %idone, label %gend, label %iloop
+{_LOOP_ENDS}"""
 
 
 def _avx512_filter_ir(kb, rows=_ROWS, op="bf16"):
@@ -385,93 +510,75 @@ def _avx512_filter_ir(kb, rows=_ROWS, op="bf16"):
     ``S`` the exact int32 sum (so ``S - XC = q.x`` when ``XC = 128 sum(x)``):
     with ``XN = |h_x|^2``, ``QN = |h_q|^2``, ``XS = s_x``, ``QG = -2 s_q``
     it is ``|h_q - h_x|^2`` of the vectors ``h = s * (integers)``, in four
-    float32 roundings (``kernels.projection.int8_key_slack``)."""
-    n_steps = kb * 16
-    blk = kb * 1024
-    emit = []
-    for r in range(rows):
-        emit.append(f"""  br label %r{r}
-r{r}:
-  %row{r} = add i64 %i, {r}
-""")
-        if op == "u8s8":
-            emit.append(_int8_key_ir(r))
-            key0, key1 = f"%key{r}_0", f"%key{r}_1"
-        else:
-            key0, key1 = f"%y{r}_0_kl", f"%y{r}_1_kl"
-        emit.append(f"""  %tp{r} = getelementptr float, ptr %T, i64 %row{r}
-  %t{r} = load float, ptr %tp{r}
-  %tv0{r} = insertelement <16 x float> poison, float %t{r}, i64 0
-  %tv{r} = shufflevector <16 x float> %tv0{r}, <16 x float> poison, <16 x i32> zeroinitializer
-  %m0{r} = fcmp ole <16 x float> {key0}, %tv{r}
-  %m1{r} = fcmp ole <16 x float> {key1}, %tv{r}
-  %b0{r} = bitcast <16 x i1> %m0{r} to i16
-  %b1{r} = bitcast <16 x i1> %m1{r} to i16
-  %bb{r} = or i16 %b0{r}, %b1{r}
-  %any{r} = icmp ne i16 %bb{r}, 0
-  br i1 %any{r}, label %emit{r}, label %done{r}
-emit{r}:
-  %cp{r} = getelementptr i32, ptr %CNT, i64 %row{r}
-  %ro{r}x = mul i64 %row{r}, %ldo
-  %kr{r} = getelementptr i8, ptr %OK, i64 %ro{r}x
-  %jr{r} = getelementptr i8, ptr %OJ, i64 %ro{r}x
-  %cnt0{r} = load i32, ptr %cp{r}
-  %c0{r} = sext i32 %cnt0{r} to i64
-  %kp0{r} = getelementptr float, ptr %kr{r}, i64 %c0{r}
-  %jp0{r} = getelementptr i32, ptr %jr{r}, i64 %c0{r}
-  call void @llvm.masked.compressstore.v16f32(<16 x float> {key0}, ptr %kp0{r}, <16 x i1> %m0{r})
-  call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv0, ptr %jp0{r}, <16 x i1> %m0{r})
-  %p0{r} = call i16 @llvm.ctpop.i16(i16 %b0{r})
-  %p0w{r} = zext i16 %p0{r} to i32
-  %cnt1{r} = add i32 %cnt0{r}, %p0w{r}
-  %c1{r} = sext i32 %cnt1{r} to i64
-  %kp1{r} = getelementptr float, ptr %kr{r}, i64 %c1{r}
-  %jp1{r} = getelementptr i32, ptr %jr{r}, i64 %c1{r}
-  call void @llvm.masked.compressstore.v16f32(<16 x float> {key1}, ptr %kp1{r}, <16 x i1> %m1{r})
-  call void @llvm.masked.compressstore.v16i32(<16 x i32> %jv1, ptr %jp1{r}, <16 x i1> %m1{r})
-  %p1{r} = call i16 @llvm.ctpop.i16(i16 %b1{r})
-  %p1w{r} = zext i16 %p1{r} to i32
-  %cnt2{r} = add i32 %cnt1{r}, %p1w{r}
-  store i32 %cnt2{r}, ptr %cp{r}
-  br label %done{r}
-done{r}:
-""")
-    if op == "u8s8":
-        args = ", ptr %QN, ptr %QG, ptr %XN, ptr %XS, ptr %XC"
-        # the group pair's column vectors, loaded once per pair
-        cols = """  %xg0 = mul i64 %g, 64
-  %xg1 = add i64 %xg0, 64
-""" + "".join(f"""  %xnp{h} = getelementptr i8, ptr %XN, i64 %xg{h}
-  %xn{h} = load <16 x float>, ptr %xnp{h}, align 4
-  %xsp{h} = getelementptr i8, ptr %XS, i64 %xg{h}
-  %xs{h} = load <16 x float>, ptr %xsp{h}, align 4
-  %xcp{h} = getelementptr i8, ptr %XC, i64 %xg{h}
-  %xc{h} = load <16 x i32>, ptr %xcp{h}, align 4
-""" for h in (0, 1))
-    else:
-        args = cols = ""
-    return f"""
-define void @filter_{op}_{kb}(ptr %A, i64 %lda, ptr %B, i64 %mq, i64 %nj, ptr %T, ptr %OK,
-                              ptr %OJ, i64 %ldo, ptr %CNT{args}) #0 {{
-{_avx512_group_head(rows, blk)}{cols}  %gb0 = trunc i64 %g to i32
-  %gc0 = shl i32 %gb0, 4
-  %gv0i = insertelement <16 x i32> poison, i32 %gc0, i64 0
-  %gv0 = shufflevector <16 x i32> %gv0i, <16 x i32> poison, <16 x i32> zeroinitializer
-  %jv0 = add <16 x i32> %gv0, <i32 0, i32 1, i32 2, i32 3, i32 4, i32 5, i32 6, i32 7, i32 8, i32 9, i32 10, i32 11, i32 12, i32 13, i32 14, i32 15>
-  %jv1 = add <16 x i32> %jv0, <i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16, i32 16>
-  br label %iloop
-iloop:
-  %i = phi i64 [0, %gloop], [%inext, %done{rows - 1}]
-  %ia = mul i64 %i, %lda
-  %pa = getelementptr i8, ptr %A, i64 %ia
-{_avx512_k_loop_ir(n_steps, op, rows, "iloop", "kl")}{"".join(emit)}  %inext = add i64 %i, {rows}
-  %idone = icmp uge i64 %inext, %mq
-  br i1 %idone, label %gend, label %iloop
-gend:
-  %gnext = add i64 %g, 2
-  %gdone = icmp uge i64 %gnext, %ng
-  br i1 %gdone, label %exit, label %gloop
-exit:
-  ret void
-}}
+    float32 roundings (``neighbors.pruned.search.int8_key_slack``)."""
+    return _filter_function_ir(f"filter_{op}_{kb}", rows, kb * 1024, 2, 16,
+                               _avx512_k_loop_ir(kb * 16, op, rows, "iloop", "kl"),
+                               int8=op == "u8s8")
+
+
+# --------------------------------------------------------------------------
+# AVX2 (no AVX-512, no VNNI): the int8 first stage's product and filter with
+# ``vpmaddubsw`` (uint8 x int8 pairs summed into int16) and ``vpmaddwd``
+# (int16 pairs into int32). The int16 sums cannot saturate when the uint8
+# operand stays below 127: ``2 * 126 * 127 = 32,004 < 32,767``, so the query
+# side is quantised to 7 bits (``v + 63``, ``|v| <= 63``) and the int32 sums
+# equal ``vpdpbusd``'s. The packed right operand is the same (16 columns of
+# quads = two ymm registers); rows per register block: 2 rows x 32 columns are
+# 8 ymm accumulators, plus 4 B registers, the broadcast and the ones (of 16).
+_ROWS_AVX2 = 2
+
+_DECLS_AVX2 = """
+declare <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8>, <32 x i8>)
+declare <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16>, <16 x i16>)
+declare void @llvm.masked.compressstore.v8f32(<8 x float>, ptr, <8 x i1>)
+declare void @llvm.masked.compressstore.v8i32(<8 x i32>, ptr, <8 x i1>)
+declare i8 @llvm.ctpop.i8(i8)
 """
+
+
+def _avx2_k_loop_ir(n_steps, rows, head, label):
+    """The K loop of an AVX2 block (phi accumulators ``%x{r}_{q}``, ``q`` the
+    four 8-column quarters of the group pair); leaves in ``{label}_end`` with
+    the int32 sums in ``%y{r}_{q}_{label}``."""
+    out = [_k_loop_head_ir(rows, 4, "<8 x i32>", head, label)]
+    out.append(f"  %bo_{label} = shl i64 %t_{label}, 6\n  %ao_{label} = shl i64 %t_{label}, 2\n")
+    for q in range(4):
+        base = "%pb0" if q < 2 else "%pb1"
+        out.append(f"""  %pq{q}a_{label} = getelementptr i8, ptr {base}, i64 %bo_{label}
+  %pq{q}_{label} = getelementptr i8, ptr %pq{q}a_{label}, i64 {32 * (q % 2)}
+  %q{q}_{label} = load <32 x i8>, ptr %pq{q}_{label}, align 4
+""")
+    for r in range(rows):
+        out.append(f"""  %ap{r}_{label} = getelementptr i8, ptr %pa{r}_{label}, i64 %ao_{label}
+  %as{r}_{label} = load i32, ptr %ap{r}_{label}, align 4
+  %ai{r}_{label} = insertelement <8 x i32> poison, i32 %as{r}_{label}, i64 0
+  %av{r}_{label} = shufflevector <8 x i32> %ai{r}_{label}, <8 x i32> poison, <8 x i32> zeroinitializer
+  %ab{r}_{label} = bitcast <8 x i32> %av{r}_{label} to <32 x i8>
+""")
+        for q in range(4):
+            out.append(f"""  %w{r}_{q}_{label} = call <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8> %ab{r}_{label}, <32 x i8> %q{q}_{label})
+  %d{r}_{q}_{label} = call <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16> %w{r}_{q}_{label}, <16 x i16> <i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1>)
+  %y{r}_{q}_{label} = add <8 x i32> %x{r}_{q}_{label}, %d{r}_{q}_{label}
+""")
+    out.append(f"""  %tn_{label} = add i64 %t_{label}, 1
+  %td_{label} = icmp uge i64 %tn_{label}, {n_steps}
+  br i1 %td_{label}, label %{label}_end, label %{label}
+{label}_end:
+""")
+    return "".join(out)
+
+
+def _avx2_int8_ir(kb, rows=_ROWS_AVX2):
+    """LLVM IR of ``gemm_u8s8_{kb}`` and ``filter_u8s8_{kb}`` on AVX2: the
+    contracts of the AVX-512 kernels of those names (``_avx512_kernel_ir``,
+    ``_avx512_filter_ir`` with ``op='u8s8'``), for uint8 rows of ``A`` below
+    127 (``amx`` checks it). The filter's queries are shifted by 64, not 128:
+    it subtracts ``XC / 2`` (``XC = 128 sum v`` is even)."""
+    n_steps = kb * 16
+    gemm = _gemm_function_ir(f"gemm_u8s8_{kb}", rows, kb * 1024,
+                             _avx2_k_loop_ir(n_steps, rows, "iloop", "kl"),
+                             _stores_ir(rows, 4, "<8 x i32>", lambda r, q: f"%y{r}_{q}_kl"))
+    filt = _filter_function_ir(f"filter_u8s8_{kb}", rows, kb * 1024, 4, 8,
+                               _avx2_k_loop_ir(n_steps, rows, "iloop", "kl"), int8=True,
+                               xc_halved=True)
+    return gemm + filt

@@ -49,14 +49,16 @@ class NearestNeighborsIndex:
     random_state : int
         Seed of the sample the projection is fitted on (answers never depend
         on it, only the speed).
-    kernels : {'auto', 'amx', 'avx512', 'portable'}
+    kernels : {'auto', 'amx', 'avx512', 'avx2', 'portable'}
         The product kernels of the pruned search's first stage and of the
-        exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI), or the
+        exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI), AVX2
+        (an int8 first stage only: what an AVX2-only CPU runs), or the
         portable float32 BLAS + numba path (any CPU). 'auto' takes the first
         this CPU runs, in that order (``FASTNN_AMX=0`` / ``FASTNN_AVX512=0``
-        remove a family from the choice), except that the AVX-512 BF16
-        first stage is chosen on AMD CPUs only (on Intel's it is slower
-        than float32 BLAS; its int8 products are still used). Answers are
+        / ``FASTNN_AVX2=0`` remove a family from the choice), except that
+        the AVX-512 BF16 first stage is chosen on AMD CPUs only (on Intel's
+        it is slower than float32 BLAS; the int8 first stage on AVX-512
+        VNNI runs instead, see ``PrunedOptions.first_stage``). Answers are
         the same on every path; only the speed differs. Naming a family
         this CPU cannot run is a ValueError.
     p : float, optional
@@ -93,7 +95,7 @@ class NearestNeighborsIndex:
         self.n_components = check_n_components(n_components)
         self.random_state = random_state
         self.pruned_options = PrunedOptions.coerce(pruned_options)
-        resolve_first_stage(self.pruned_options.first_stage, families)   # (raises early)
+        resolve_first_stage(self.pruned_options.first_stage, kernels, families)   # (raises early)
         info = {}
         try:
             n_check = resolve_n_jobs(n_jobs)
@@ -197,9 +199,10 @@ class NearestNeighborsIndex:
             families = kernel_families("auto")
         built = self.built
         try:
-            first_stage = resolve_first_stage(self.pruned_options.first_stage, families)
+            first_stage, _ = resolve_first_stage(self.pruned_options.first_stage, self.kernels,
+                                                 families)
         except ValueError:          # (as for kernels: the automatic choice)
-            first_stage = resolve_first_stage("auto", families)
+            first_stage, _ = resolve_first_stage("auto", "auto", families)
         if (uses_tiles(families) != uses_tiles((built.tile_family, built.int8_family))
                 or (built.layout is not None and built.layout.stage1_kind != first_stage)):
             built.projection = built.layout = None

@@ -16,7 +16,7 @@ from ..kernels import distances as _k
 METRICS = ("euclidean", "sqeuclidean", "manhattan")
 ALIASES = {"l2": "euclidean", "cityblock": "manhattan", "l1": "manhattan"}
 BACKENDS = ("auto", "brute", "pruned", "faiss")
-KERNELS = ("auto", "amx", "avx512", "portable")
+KERNELS = ("auto", "amx", "avx512", "avx2", "portable")
 
 UNIT_ROUNDOFF_F64 = 2.0 ** -53
 UNIT_ROUNDOFF_F32 = 2.0 ** -24
@@ -176,6 +176,13 @@ def kernel_families(kernels):
             bf16 = None         # (the int8 or float32 BLAS first stage is faster there)
         return bf16, _amx.kernel_family("u8s8")
     if kernels == "portable":
+        return None, None
+    if kernels == "avx2":
+        # an AVX2 CPU's choice (no tile kernels, no AVX-512 int8 products;
+        # the int8 first stage on AVX2: ``pruned.options``)
+        if not _amx.available_int8("avx2"):
+            raise ValueError("kernels='avx2': this CPU has no AVX2 (and FMA); kernels='auto' "
+                             "picks what it can run")
         return None, None
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not one of {KERNELS}")

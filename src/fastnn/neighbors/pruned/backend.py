@@ -37,22 +37,22 @@ def spectrum_residual(index):
 
 
 def first_stage(index):
-    """The first stage the index's pruned search runs (its
-    ``PrunedOptions.first_stage`` resolved for its kernel families; a
+    """``(kind, int8 family)``: the first stage the index's pruned search
+    runs (its ``PrunedOptions.first_stage`` resolved for its kernels; a
     choice this process cannot run, in an index loaded elsewhere, falls back
     to 'auto' as ``kernels`` does)."""
     families = (index.built.tile_family, index.built.int8_family)
     try:
-        return resolve_first_stage(index.pruned_options.first_stage, families)
+        return resolve_first_stage(index.pruned_options.first_stage, index.kernels, families)
     except ValueError:
-        return resolve_first_stage("auto", families)
+        return resolve_first_stage("auto", "auto", families)
 
 
 def projection_and_layout(index, n_threads):
     """The projection and the index's layout (built on first use)."""
     built = index.built
     if built.layout is None:
-        kind = first_stage(index)
+        kind, _ = first_stage(index)
         projection = build_projection(index.X, index.is_int, built.absmax, spectrum(index),
                                       index.pruned_options, kind,
                                       built.int8_family is not None)
@@ -93,4 +93,5 @@ class PrunedBackend(Backend):
     def search(index, request, dist, ind):
         projection, layout = projection_and_layout(index, request.n_threads)
         search(index, request, dist, ind, projection, layout, index.pruned_options,
-               lambda sub, d, i: BruteBackend.search(index, sub, d, i))
+               lambda sub, d, i: BruteBackend.search(index, sub, d, i),
+               int8_filter_family=first_stage(index)[1])

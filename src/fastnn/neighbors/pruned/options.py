@@ -115,28 +115,44 @@ class PrunedOptions:
                         f"got {type(value).__name__}")
 
 
-def resolve_first_stage(requested, families):
-    """The first stage (``'bf16'``, ``'int8'`` or ``'float32'``) an index
-    with kernel ``families`` (bfloat16 family, int8 family: see
-    ``validation.kernel_families``) runs for ``PrunedOptions.first_stage``
-    ``requested``; ``ValueError`` where it cannot run. The int8 first stage
-    is an AVX-512 VNNI kernel (``amx.Int8FilterPlan``): it needs an int8
-    family (not ``kernels='portable'``) and AVX-512 VNNI (not
-    ``FASTNN_AVX512=0``)."""
-    tile_family, int8_family = families
+def int8_first_stage_family(kernels, families):
+    """The kernel family of the int8 first stage (``amx.Int8FilterPlan``)
+    for an index with ``kernels`` and kernel ``families`` (see
+    ``validation.kernel_families``): AVX-512 VNNI where its int8 products are
+    chosen, else (``'auto'``, ``'avx2'``) the AVX2 kernels, else None
+    (``'portable'``, or no AVX2)."""
+    if kernels == "portable":
+        return None
+    if kernels != "avx2" and families[1] is not None and _amx.available_int8("avx512"):
+        return "avx512"
+    if kernels in ("auto", "avx2") and _amx.available_int8("avx2"):
+        return "avx2"
+    return None
 
-    def int8_runs():
-        return int8_family is not None and _amx.available_int8("avx512")
 
+def resolve_first_stage(requested, kernels, families):
+    """``(kind, int8 family)``: the first stage (``'bf16'``, ``'int8'`` or
+    ``'float32'``) an index with ``kernels`` and kernel ``families``
+    (bfloat16 family, int8 family: see ``validation.kernel_families``) runs
+    for ``PrunedOptions.first_stage`` ``requested``, and the int8 kernels'
+    family (``int8_first_stage_family``; None unless the kind is int8);
+    ``ValueError`` where it cannot run."""
+    tile_family = families[0]
     if requested == "auto":
         # (where bfloat16 tiles exist they were chosen because they pay:
         # AMX, and AVX-512 BF16 on AMD; elsewhere int8 beats the float32
         # GEMM where it runs)
-        return "bf16" if tile_family is not None else ("int8" if int8_runs() else "float32")
+        if tile_family is not None:
+            return "bf16", None
+        int8 = int8_first_stage_family(kernels, families)
+        return ("int8", int8) if int8 is not None else ("float32", None)
     if requested == "bf16" and tile_family is None:
         raise ValueError("PrunedOptions.first_stage='bf16' needs bfloat16 tile kernels; the "
                          "index's kernels (or this CPU, or FASTNN_AMX/FASTNN_AVX512) have none")
-    if requested == "int8" and not int8_runs():
-        raise ValueError("PrunedOptions.first_stage='int8' needs AVX-512 VNNI and kernels other "
-                         "than 'portable' (and FASTNN_AVX512 not 0)")
-    return requested
+    if requested == "int8":
+        int8 = int8_first_stage_family(kernels, families)
+        if int8 is None:
+            raise ValueError("PrunedOptions.first_stage='int8' needs AVX-512 VNNI or AVX2 and "
+                             "kernels other than 'portable'")
+        return "int8", int8
+    return requested, None

@@ -322,7 +322,7 @@ def key_residual(keys, bf16):
 
 
 def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None,
-                 u8_stats=False):
+                 u8_stats=False, avx2_queries=False):
     """Stage 6: project the rows of ``A`` with proven error bounds.
 
     ``v = (a - c) * scale`` (exact for integers: ``c`` is then integer and
@@ -336,7 +336,7 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
     stage-1 product (``stage1_rows``, see ``stage1_rows_query``), their
     bounds, norms and residual coordinates; ``stage1='int8'`` those of the
     int8 product (``stage1_int8_query``: also ``stage1_sqnorms`` and
-    ``stage1_scales``). ``u8_stats``: also each uint8 row's sum and sum of
+    ``stage1_scales``; ``avx2_queries``: the AVX2 kernels' 7-bit rows). ``u8_stats``: also each uint8 row's sum and sum of
     squares (one pass; the exact uint8 distances use them).
 
     Returns ``(ProjectedRows, stats)`` (``stats`` None unless asked for
@@ -423,7 +423,7 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
                 _kproj.stage1_rows_query(W1[s:e], W1b[s:e], E1[s:e], S1[s:e], F[s:e], a16[s:e])
             elif stage1 == "int8":
                 _kproj.stage1_int8_query(W1[s:e], E1[s:e], S1[s:e], QN[s:e], QG[s:e], F[s:e],
-                                         a16[s:e], h_last[s:e])
+                                         a16[s:e], h_last[s:e], avx2_queries)
 
     map_threads(work, list(range(0, n, rows)), n_threads)
     if n and not np.sqrt(c2.max()) * sc <= MAX_SCALED_NORM:

@@ -201,14 +201,19 @@ def _reset(st):
     st.key_limits[:] = np.inf
 
 
-def search(index, request, dist, ind, projection, layout, options, fallback):
+def search(index, request, dist, ind, projection, layout, options, fallback,
+           int8_filter_family=None):
     """Fill ``dist`` / ``ind`` with the exact squared distances and rows;
     ``fallback(request, dist, ind)`` serves queries too large for the
-    index's float32 scale. Sets ``index.stats_``."""
+    index's float32 scale; ``int8_filter_family``: the kernels of an int8
+    first stage (``'avx512'``, ``'avx2'``). Sets ``index.stats_``."""
+    if layout.stage1_kind == "int8" and int8_filter_family is None:
+        raise RuntimeError("an int8 stage-1 layout needs the int8 kernels' family")
     Q, is_int, k, n_threads = request.queries, request.is_int, request.k, request.n_threads
     X = index.X
     n = index.n_samples
     plan = Plan(index, request, layout, projection, options)
+    plan.int8_family = int8_filter_family
     int8_family = index.built.int8_family
     empty_i64 = np.zeros(1, np.int64)
     XS, XN = index.u8_row_stats(n_threads) if plan.u8_dot else (empty_i64, empty_i64)
@@ -222,7 +227,8 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
         Qc = Q[s:e]
         rows, _ = project_rows(Qc, index.is_int, projection, n_threads,
                                int8_family=int8_family,
-                               stage1=plan.kind if plan.tiles else None)
+                               stage1=plan.kind if plan.tiles else None,
+                               avx2_queries=int8_filter_family == "avx2")
         if rows is None:
             # queries far larger than the index: float32 keys could overflow
             fallback(request._replace(queries=Qc, chunk_size=None), dist[s:e], ind[s:e])
@@ -276,7 +282,7 @@ def search(index, request, dist, ind, projection, layout, options, fallback):
     index.stats_ = {"backend": "pruned", "n_components": projection.n_components,
                     "first_stage_components": projection.first_stage_components,
                     "first_stage": {"bf16": f"{index.built.tile_family}-bf16",
-                                    "int8": "avx512-int8",
+                                    "int8": f"{int8_filter_family}-int8",
                                     "float32": "blas-float32"}[plan.kind],
                     "clustered": layout.clustered,
                     "u8_dot": plan.u8_dot,
@@ -318,7 +324,9 @@ def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, re
         if plan.kind == "int8":
             QN, QG = chunk.rows.stage1_sqnorms, chunk.rows.stage1_scales
             XN, XS, XC = layout.stage1_sqnorms, layout.stage1_scales, layout.stage1_sums
-            tile_filter = _amx.Int8FilterPlan(A16, B16, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+            tile_filter = _amx.Int8FilterPlan(A16, B16, QN, QG, XN, XS, XC, T, OK, OJ, CNT,
+                                              family=plan.int8_family)
+            xc_shift = 1 if plan.int8_family == "avx2" else 0
             s32buf = _amx.aligned(nbp_max * round_up(jt, 32), np.int32)
         else:
             tile_filter = _amx.FilterPlan(A16, B16, T, OK, OJ, CNT, family=tile_family)
@@ -351,8 +359,9 @@ def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, re
                     # the exact int32 sums, then the kernel's float32 keys
                     S = s32buf[:nbp * Lp].reshape(nbp, Lp)
                     _amx.gemm_u8s8(A16[q0:q0 + nbp], B16[j0 // 16:(j0 + Lp) // 16], S, Lp,
-                                   family="avx512")
-                    _kproj.int8_keys(S, nb, L, QN[q0:], QG[q0:], XN[j0:], XS[j0:], XC[j0:], G)
+                                   family=plan.int8_family)
+                    _kproj.int8_keys(S, nb, L, QN[q0:], QG[q0:], XN[j0:], XS[j0:], XC[j0:],
+                                     xc_shift, G)
                 else:
                     _amx.gemm(A16[q0:q0 + nbp], B16, G, Lp, j0, family=tile_family)
                 G = G[:nb]
