@@ -3,6 +3,7 @@
 the same order, with the same distances (radii taken from the data's own
 distances, so rows lie exactly on the boundary)."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -154,8 +155,27 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
 
 
 # the product kernels this CPU runs: the radius bounds take bfloat16 tile
-# products on 'amx' / 'avx512', float32 BLAS on 'portable'
-_KERNELS = ["portable"] + [k for k in ("amx", "avx512") if _amx.available(k)]
+# products on 'amx' / 'avx512', the int8 filter with
+# ``first_stage='int8'`` (AVX-512 VNNI) and on 'avx2', float32 BLAS on
+# 'portable'
+_KERNELS = (["portable"] + [k for k in ("amx", "avx512") if _amx.available(k)]
+            + (["int8"] if _amx.available_int8("avx512") else [])
+            + (["avx2"] if _amx.available_int8("avx2") else []))
+
+
+def _radius_index(X, kernels, **kw):
+    """An index on the radius bound's kernel path ``kernels`` (see
+    ``_KERNELS``)."""
+    options = kw.pop("pruned_options", PrunedOptions())
+    if kernels == "int8":
+        return NearestNeighborsIndex(X, pruned_options=dataclasses.replace(
+            options, first_stage="int8"), **kw)
+    return NearestNeighborsIndex(X, kernels=kernels, pruned_options=options, **kw)
+
+
+_PRODUCTS = {"portable": "blas-float32", "amx": "amx-bf16-filtered",
+             "avx512": "avx512-bf16-filtered", "int8": "avx512-int8-filtered",
+             "avx2": "avx2-int8-filtered"}
 
 
 @settings(max_examples=40, deadline=None)
@@ -181,9 +201,9 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
     if dtype.startswith("float"):
         X, Q = X * scale + offset, Q * scale + offset
     X, Q = X.astype(dtype), Q.astype(dtype)
-    pruned = NearestNeighborsIndex(X[: max(1, n // 2)] if add else X, metric=metric,
-                                   backend="pruned", n_jobs=threads, kernels=kernels,
-                                   pruned_options=PrunedOptions(radius_candidates=room))
+    pruned = _radius_index(X[: max(1, n // 2)] if add else X, kernels, metric=metric,
+                           backend="pruned", n_jobs=threads,
+                           pruned_options=PrunedOptions(radius_candidates=room))
     if add:
         pruned.radius_neighbors(Q, 1.0)                 # projection built, then rows added
         pruned.add(X[max(1, n // 2):])
@@ -192,7 +212,7 @@ def test_projected_radius_bounds_equal_every_row(n, d, dtype, metric, levels, of
     radius = float(np.quantile(D, pick))
     got = pruned.radius_neighbors(Q, radius, sort_results=True)
     assert pruned.stats_["stage1"] == "projection"
-    # (bfloat16 tile products where the family runs and m is a multiple of 32)
+    assert pruned.stats_["products"] == _PRODUCTS[kernels]
     want = brute.radius_neighbors(Q, radius, sort_results=True)
     assert brute.stats_["stage1"] == "every-row"
     for a, b in zip(got[1], want[1], strict=True):
@@ -246,12 +266,13 @@ def test_projected_radius_bounds_across_column_tiles(kernels, threads, room):
     X[n - 1] = X[0]                                     # a tie in the last tile
     Q = np.vstack([X[:2], X[tile + 5:tile + 7],
                    X[:300] + r.integers(0, 2, (300, 64))]).astype(np.float32)
-    pruned = NearestNeighborsIndex(X, backend="pruned", n_jobs=threads, kernels=kernels,
-                                   pruned_options=PrunedOptions(radius_candidates=room))
+    pruned = _radius_index(X, kernels, backend="pruned", n_jobs=threads,
+                           pruned_options=PrunedOptions(radius_candidates=room))
     brute = NearestNeighborsIndex(X, backend="brute")
     radius = float(np.quantile(brute.kneighbors(Q[:8], 50)[0][:, -1], 0.5))
     got = pruned.radius_neighbors(Q, radius)
     assert pruned.stats_["stage1"] == "projection"
+    assert pruned.stats_["products"] == _PRODUCTS[kernels]
     want = brute.radius_neighbors(Q, radius)
     assert sum(len(a) for a in want[1]) > 3 * len(Q)
     assert len(got[1][0]) and got[1][0][-1] == n - 1

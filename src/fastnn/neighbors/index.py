@@ -8,7 +8,7 @@ import numpy as np
 from .._threads import limit_threads, resolve_n_jobs
 from . import registry
 from .pruned import backend as pruned_backend
-from .pruned.options import PrunedOptions, resolve_first_stage
+from .pruned.options import PrunedOptions, radius_kernels, resolve_first_stage
 from .registry import SearchRequest
 from .state import BuiltState, uses_tiles
 from .validation import check_backend, check_data, check_k, check_metric, \
@@ -206,7 +206,9 @@ class NearestNeighborsIndex:
         if (uses_tiles(families) != uses_tiles((built.tile_family, built.int8_family))
                 or (built.layout is not None and built.layout.stage1_kind != first_stage)):
             built.projection = built.layout = None
-        if built.radius_bounds and built.radius_bounds.tile_family != families[0]:
+        if (built.radius_bounds
+                and built.radius_bounds.kernels != radius_kernels(
+                    self.pruned_options.first_stage, self.kernels, families)):
             built.radius_bounds = None      # (its operand is another family's)
         built.tile_family, built.int8_family = families
 

@@ -36,7 +36,8 @@ from ..kernels import subset as _ks
 from . import manhattan
 from .brute import tile_rows
 from ..kernels import amx as _amx
-from .pruned.search import bf16_key_slack
+from .pruned.options import radius_kernels
+from .pruned.search import bf16_key_slack, int8_key_slack
 from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, round_up, \
     row_sqnorms
 
@@ -71,6 +72,8 @@ PROJECTION_SLACK_SPARE = 2.0
 # the fused bound (tile kernels): m directions plus the residual coordinate
 # and the six norm and one columns fill the tile kernels' K = 128
 FUSED_COMPONENTS = 121
+# ... on the int8 filter m directions and the residual coordinate (K = 128)
+FUSED_COMPONENTS_INT8 = 127
 # ... queries whose scaled norm exceeds this could overflow the float32 key:
 # such batches measure every row
 FUSED_MAX_QUERY_NORM = 2.0 ** 60
@@ -142,7 +145,8 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
     if projected and metric != "cosine":
         index.stats_["candidates"] = candidates      # pairs measured exactly
         family = index.built.radius_bounds.tile_family
-        index.stats_["products"] = (f"{family}-bf16-filtered" if family else "blas-float32")
+        kind = index.built.radius_bounds.fused.kind if family else None
+        index.stats_["products"] = (f"{family}-{kind}-filtered" if family else "blas-float32")
     return dist, ind
 
 
@@ -170,25 +174,37 @@ class RadiusBounds(NamedTuple):
     row_norms: np.ndarray       # (n,) float64: |x - c| plus its rounding allowance
     slack_per_norm2: float      # the bound's margin per (|q - c| + |x - c|)^2
     centre_rel: float           # relative rounding allowance of the centred norms
-    tile_family: object         # 'amx' / 'avx512': the fused bound, or None: float32 BLAS
+    tile_family: object         # the fused bound's kernels ('amx' / 'avx512' bf16,
+                                # 'avx512' / 'avx2' int8), or None: float32 BLAS
     fused: object               # FusedOperand (tile kernels), or None
     orthonormality: float       # E = max |P P^T - I|
     residual_rel: float         # eta: the residual norms' error per centred norm
+
+    @property
+    def kernels(self):
+        """``(kind, family)`` of its bound (``pruned.options.radius_kernels``)."""
+        return (self.fused.kind if self.fused is not None else None, self.tile_family)
 
 
 class FusedOperand(NamedTuple):
     """The index side of the fused bound (tile kernels, ``_fused_operand``):
     each row's ``w = (P x', |R x'|)`` times ``scale``, rounded to bfloat16,
     with its norm pieces and ones (``kernels.projection.stage1_rows_index``,
-    the pruned search's stage-1 operand). Its product with a query's
-    operand is ``|h_q|^2 + |h_x|^2 - 2 h_q.h_x`` of the rounded vectors,
-    filtered against each query's limit inside the tile kernel
-    (``amx.FilterPlan``): only the candidates leave L1."""
-    tiles: np.ndarray           # (n_pad / 16, K / 2, 16, 2) uint16
+    the pruned search's stage-1 operand), or (``kind='int8'``) as integers
+    times a scale per row with their squared norms, scales and shifted sums
+    (``stage1_int8_index``). Its product with a query's operand is
+    ``|h_q|^2 + |h_x|^2 - 2 h_q.h_x`` of the rounded vectors, filtered
+    against each query's limit inside the kernel (``amx.FilterPlan``,
+    ``amx.Int8FilterPlan``): only the candidates leave L1."""
+    tiles: np.ndarray           # (n_pad / 16, K / 2, 16, 2) uint16, or (.., K / 4, 16, 4) int8
     scale: float                # a power of two: every scaled index vector within norm 1
     error_max: float            # max F: a rounded vector's distance to its exact one (scaled)
     norm_max: float             # max |h|
     width: int                  # K
+    kind: str = "bf16"          # 'bf16' or 'int8'
+    int8_columns: object = None  # int8: (XN, XS, XC) per packed column
+    vectors: object = None      # int8: the float32 vectors W (n, m + 1), for the refinement
+    vector_error_max: float = 0.0   # int8: max E1, their distance to the exact ones
 
 
 def _uses_projection(index, nq):
@@ -268,8 +284,10 @@ def _radius_bounds(index, n_threads=1):
     if built.radius_bounds is None:
         from .pruned import backend as pruned_backend
         spectrum = pruned_backend.spectrum(index)
-        m = min(FUSED_COMPONENTS if built.tile_family is not None else PROJECTION_COMPONENTS,
-                spectrum.directions.shape[0])
+        kind, family = radius_kernels(index.pruned_options.first_stage, index.kernels,
+                                      (built.tile_family, built.int8_family))
+        m = min({"bf16": FUSED_COMPONENTS, "int8": FUSED_COMPONENTS_INT8}.get(
+            kind, PROJECTION_COMPONENTS), spectrum.directions.shape[0])
         P = np.ascontiguousarray(np.linalg.qr(spectrum.directions[:m].T.astype(np.float64))[0].T)
         orthonormality = float(np.abs(P @ P.T - np.eye(m)).max())
         d = index.n_features
@@ -280,10 +298,9 @@ def _radius_bounds(index, n_threads=1):
         if not np.all(np.abs(rows) <= PROJECTION_MAX_VALUE):
             built.radius_bounds = False                # (float32 would overflow: every row)
             return None
-        family = built.tile_family
         fused = None
         if family is not None:
-            fused = _fused_operand(rows, sqn, res, nrm, allow, residual_rel, d, n_threads)
+            fused = _fused_operand(rows, sqn, res, nrm, allow, residual_rel, d, n_threads, kind)
             rows = sqn = res = None                    # (the BLAS path's)
         else:
             # padded columns (the BLAS blocks' width) can never be candidates
@@ -339,10 +356,25 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
             chunk = _QueryChunk(q_rows[s:e], q_res[s:e], limit - q_sqn[s:e] + slack)
             run_pass = partial(_bound_pass, bounds, chunk, n_threads)
         xj, counts = _candidates(run_pass, e - s, slots_per_query)
-        candidates += xj.size
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
+        if fused is not None and fused.kind == "int8":
+            qi, xj = _refined(fused, operand[3], operand[4], qi, xj, n_threads)
+        candidates += xj.size
         parts.append(_measured(index, Q, queries[qi + s], xj, is_int, acc32, r2, n_threads))
     return candidates
+
+
+def _refined(fused, q_vectors, limits, qi, xj, n_threads):
+    """The candidate pairs ``(qi, xj)`` of the int8 filter whose float32
+    vectors' squared distance (float64 sums) is within the query's
+    ``limits`` (``_fused_queries``): a pair within the radius always is
+    (``|W_q - W_x| <= s R_q + E1_q + E1_x``)."""
+    d2 = np.empty(qi.size, np.float64)
+    run_in_parts(lambda p0, p1: _ks.pair_distances(
+        q_vectors, fused.vectors, qi, xj, p0, p1, False, False, _ks.SQEUCLIDEAN, d2),
+        qi.size, n_threads)
+    keep = d2 <= limits[qi]
+    return qi[keep], xj[keep]
 
 
 class _QueryChunk(NamedTuple):
@@ -389,7 +421,7 @@ def _candidates(run_pass, nq, slots_per_query):
 
 
 def _fused_operand(rows, sqnorms, residuals, norms, allowances, residual_rel, n_features,
-                   n_threads):
+                   n_threads, kind="bf16"):
     """The index side of the fused bound (``FusedOperand``) from the
     projected rows (``_project``: float32 ``a``, float64 residual norms
     ``rho`` and centred norms with their allowance).
@@ -409,10 +441,12 @@ def _fused_operand(rows, sqnorms, residuals, norms, allowances, residual_rel, n_
       below float32's normal range.
 
     ``stage1_rows_index`` adds the bfloat16 rounding (``F = E1 + |W - h|``,
-    ``a16 = |h|``), and the tile product gives the key ``|h_q - h_x|^2``
-    within ``key_slack`` (``_fused_queries``). Hence a neighbour's key is
-    at most ``(s R_q + F_q + max F_x)^2 + key_slack``, the query's limit
-    (rounded up to float32)."""
+    ``a16 = |h|``; for ``kind='int8'`` ``stage1_int8_index`` the int8 one,
+    ``h = s_x v``), and the tile product gives the key ``|h_q - h_x|^2``
+    within ``key_slack`` (``_fused_queries``: ``bf16_key_slack`` or
+    ``int8_key_slack``). Hence a neighbour's key is at most ``(s R_q + F_q
+    + max F_x)^2 + key_slack``, the query's limit (rounded up to
+    float32)."""
     from ..kernels import projection as _kproj
 
     n, m = rows.shape
@@ -420,11 +454,17 @@ def _fused_operand(rows, sqnorms, residuals, norms, allowances, residual_rel, n_
     scale = float(np.ldexp(1.0, -np.frexp(norm_max * 1.01)[1])) if norm_max > 0 else 1.0
     W, E1 = _scaled_vectors(rows, sqnorms, residuals, norms, allowances, scale, n_features,
                             residual_rel)
+    perm = np.arange(n, dtype=np.int64)
+    if kind == "int8":
+        from .pruned.layout import stage1_int8
+        (B8, XN, XS, XC), (F, a8, _) = stage1_int8(W, E1, perm, m, n_threads)
+        return FusedOperand(B8, scale, float(F.max(initial=0.0)), float(a8.max(initial=0.0)),
+                            B8.shape[1] * 4, "int8", (XN, XS, XC), W,
+                            float(E1.max(initial=0.0)))
     width = round_up(m + 7, _amx.KB)
     tiles = _amx.aligned((round_up(n, 32) // 16, width // 2, 16, 2), np.uint16, zero=True)
     F = np.empty(n, np.float64)
     a16 = np.empty(n, np.float64)
-    perm = np.arange(n, dtype=np.int64)
     bits = W.view(np.uint32)
 
     def part(p0, p1):
@@ -456,24 +496,42 @@ def _scaled_vectors(rows, sqnorms, residuals, norms, allowances, scale, n_featur
 
 def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_features):
     """A chunk's side of the fused bound: the bfloat16 operand (``-2 h``,
-    norm pieces, ones; rows padded to 32) and each query's float32 key
-    limit (``_fused_operand`` proves it; -inf for the padding rows)."""
+    norm pieces, ones; rows padded to 32), or the int8 one (uint8 rows,
+    ``QN``, ``QG``: ``stage1_int8_query``), and each query's float32 key
+    limit (``_fused_operand`` proves it; -inf for the padding rows).
+    Returns ``(operand, limits)``; an int8 operand is ``(rows, QN, QG)``."""
     from ..kernels import projection as _kproj
 
     fused = bounds.fused
     nq, m = q_rows.shape
     W, E1 = _scaled_vectors(q_rows, q_sqn, q_res, q_nrm, q_allow, fused.scale, n_features,
                             bounds.residual_rel)
-    operand = _amx.aligned((round_up(nq, 32), fused.width), np.uint16, zero=True)
     F = np.empty(nq, np.float64)
     a16 = np.empty(nq, np.float64)
-    _kproj.stage1_rows_query(W, W.view(np.uint32), E1, operand, F, a16)
-    key_slack = bf16_key_slack(a16, fused.width, fused.norm_max)
+    if fused.kind == "int8":
+        rows8 = _amx.aligned((round_up(nq, 32), fused.width), np.uint8, zero=True)
+        QN = np.zeros(rows8.shape[0], np.float32)
+        QG = np.zeros(rows8.shape[0], np.float32)
+        _kproj.stage1_int8_query(W, E1, rows8, QN, QG, F, a16, np.empty(nq),
+                                 bounds.tile_family == "avx2")
+        key_slack = int8_key_slack(a16, fused.norm_max)
+    else:
+        operand = _amx.aligned((round_up(nq, 32), fused.width), np.uint16, zero=True)
+        _kproj.stage1_rows_query(W, W.view(np.uint32), E1, operand, F, a16)
+        key_slack = bf16_key_slack(a16, fused.width, fused.norm_max)
     reach = np.sqrt(limit + 3.0 * m * bounds.orthonormality * PROJECTION_SLACK_SPARE
                     * (q_nrm + bounds.row_norms.max(initial=0.0)) ** 2)
     key_limit = (fused.scale * reach * (1.0 + 1e-12) + F + fused.error_max) ** 2 \
         * (1.0 + 1e-12) + key_slack
-    limits = np.full(operand.shape[0], -np.inf, np.float32)
+    if fused.kind == "int8":
+        # the int8 keys' rounding (~1 % of |w|) lets through twice the
+        # candidates of float32 bounds: each is checked again on the float32
+        # vectors (m + 1 products in float64, within (m + 3) u64 of
+        # |W_q - W_x|^2), far cheaper than its exact distance
+        refine = ((fused.scale * reach * (1.0 + 1e-12) + E1 + fused.vector_error_max)
+                  * (1.0 + 1e-9)) ** 2
+        operand = (rows8, QN, QG, W, refine)
+    limits = np.full(round_up(nq, 32), -np.inf, np.float32)
     limits[:nq] = key_limit
     up = limits[:nq].astype(np.float64) < key_limit
     limits[:nq][up] = np.nextafter(limits[:nq][up], np.float32(np.inf))
@@ -490,8 +548,12 @@ def _filter_pass(fused, operand, key_limits, family, n, n_threads, which, starts
     qb, width = RADIUS_TILE_BLOCK
     n_pad = fused.tiles.shape[0] * 16
     nq = which.size
-    A = np.zeros((round_up(nq, qb), fused.width), np.uint16)
-    A[:nq] = operand[which]
+    rows = operand[0] if fused.kind == "int8" else operand
+    A = np.zeros((round_up(nq, qb), fused.width), rows.dtype)
+    A[:nq] = rows[which]
+    if fused.kind == "int8":
+        QN, QG = (np.zeros(A.shape[0], np.float32) for _ in range(2))
+        QN[:nq], QG[:nq] = operand[1][which], operand[2][which]
     T_all = np.full(A.shape[0], -np.inf, np.float32)
     T_all[:nq] = key_limits[which]
     tiles = [(j0, min(n_pad, j0 + width)) for j0 in range(0, n_pad, width)]
@@ -501,7 +563,12 @@ def _filter_pass(fused, operand, key_limits, family, n, n_threads, which, starts
         OK = np.empty((qb, width), np.float32)
         OJ = np.empty((qb, width), np.int32)
         CNT = np.empty(qb, np.int32)
-        plan = _amx.FilterPlan(A, fused.tiles, T, OK, OJ, CNT, family=family)
+        if fused.kind == "int8":
+            XN, XS, XC = fused.int8_columns
+            plan = _amx.Int8FilterPlan(A, fused.tiles, QN, QG, XN, XS, XC, T, OK, OJ, CNT,
+                                       family=family)
+        else:
+            plan = _amx.FilterPlan(A, fused.tiles, T, OK, OJ, CNT, family=family)
         for b in range(b0, b1):
             T[:] = T_all[b * qb:(b + 1) * qb]
             block = which[b * qb:(b + 1) * qb]

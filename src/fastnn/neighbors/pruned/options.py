@@ -156,3 +156,18 @@ def resolve_first_stage(requested, kernels, families):
                              "kernels other than 'portable'")
         return "int8", int8
     return requested, None
+
+
+def radius_kernels(requested, kernels, families):
+    """``(kind, family)`` of the radius search's fused bound, its stage 1,
+    for ``PrunedOptions.first_stage`` ``requested`` (``resolve_first_stage``;
+    what cannot run here falls back to 'auto'): bfloat16 tile products
+    (``('bf16', tile family)``), the int8 filter (``('int8', its
+    family)``), or ``(None, None)``: the float32 BLAS bound."""
+    try:
+        kind, int8 = resolve_first_stage(requested, kernels, families)
+    except ValueError:
+        kind, int8 = resolve_first_stage("auto", "auto", families)
+    if kind == "bf16":
+        return "bf16", families[0]
+    return ("int8", int8) if kind == "int8" else (None, None)
