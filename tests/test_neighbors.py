@@ -525,3 +525,24 @@ def test_kernels_parameter_is_checked():
         if not amx.available(fam):
             with pytest.raises(ValueError, match="cannot run"):
                 NearestNeighborsIndex(X, kernels=fam)
+
+
+def test_first_stage_option_is_checked():
+    """``PrunedOptions.first_stage``: an unknown value, or a first stage the
+    index's kernels cannot run, is a ValueError at construction; every
+    first stage this CPU runs gives the brute-force answer."""
+    X = np.random.default_rng(3).random((900, 24)).astype(np.float32)
+    with pytest.raises(ValueError, match="first_stage must be one of"):
+        PrunedOptions(first_stage="int4")
+    for bad in ("int8", "bf16"):
+        with pytest.raises(ValueError, match=f"first_stage='{bad}' needs"):
+            NearestNeighborsIndex(X, kernels="portable", pruned_options={"first_stage": bad})
+    ref = NearestNeighborsIndex(X, backend="brute").kneighbors(X[:30] + 0.01, 4)
+    runs = ["float32"] + (["int8"] if amx.available_int8("avx512") else []) + (
+        ["bf16"] if amx.available() else [])
+    for first in runs:
+        index = NearestNeighborsIndex(X, backend="pruned", pruned_options={"first_stage": first})
+        got = index.kneighbors(X[:30] + 0.01, 4)
+        assert index.stats_["first_stage"].endswith(first)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])

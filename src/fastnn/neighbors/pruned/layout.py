@@ -1,8 +1,8 @@
 """The index's side of the pruned search, laid out for the kernels: the
 cluster order, one cache line of per-row facts (``aux``) and the stage-1
 operand (bfloat16 tiles for the tile kernels, int8 rows with their scales
-for the AVX-512 VNNI first stage, a float32 GEMM operand on the portable
-path)."""
+for the int8 first stage on AVX-512 VNNI or AVX2, a float32 GEMM operand on
+the portable path)."""
 
 from dataclasses import dataclass
 

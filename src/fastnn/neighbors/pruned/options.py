@@ -22,9 +22,10 @@ class PrunedOptions:
     """Parameters of the pruned search (defaults measured on CIFAR-10).
 
     first_stage : str
-        How stage 1 computes its keys: ``'auto'`` (bfloat16 tile products
-        where the index's kernels have them, else int8 products on AVX-512
-        VNNI, else the float32 GEMM), ``'bf16'``, ``'int8'`` or
+        How stage 1 computes its keys (of the k-NN search and of the
+        radius search's bound): ``'auto'`` (bfloat16 tile products where the
+        index's kernels have them, else int8 products on AVX-512 VNNI or
+        AVX2, else the float32 GEMM), ``'bf16'``, ``'int8'`` or
         ``'float32'`` (``ValueError`` where this CPU, the index's
         ``kernels`` or the ``FASTNN_*`` switches do not allow it). No answer
         depends on it.

@@ -8,8 +8,8 @@ derives every margin):
    block's own cluster first, then outwards), keys ``~ |w1(q) - w1(x)|^2``
    on the first ``m1`` projected coordinates plus the residual norm: a
    float32 GEMM on the portable path, bfloat16 tile products on tile
-   kernels or int8 products on AVX-512 VNNI (both filtered in L1 by each
-   query's limit after the first tile). The
+   kernels or int8 products on AVX-512 VNNI / AVX2 (both filtered in L1 by
+   each query's limit after the first tile). The
    smallest keys are measured exactly as they come (seeds), which sets a
    running limit; the keys under it are kept (``kernels.distances.
    scan_collect`` / ``scan_sparse``). uint8 blocks on AMX int8 measure the
@@ -133,7 +133,7 @@ class QueryChunk:
 class Plan:
     """The sizes of one search (see ``PrunedOptions``)."""
 
-    def __init__(self, index, request, layout, projection, options):
+    def __init__(self, index, request, layout, projection, options, int8_family=None):
         n = index.n_samples
         k = request.k
         nq = request.queries.shape[0]
@@ -143,6 +143,7 @@ class Plan:
         # after the first tile
         self.tiles = tiles
         self.kind = layout.stage1_kind
+        self.int8_family = int8_family      # the int8 first stage's kernels
         self.first_tile = options.first_tile_width(n)
         # later tiles: wider on tile kernels (filtered in L1: width costs no
         # memory traffic, and fewer calls cost less dispatch)
@@ -212,8 +213,7 @@ def search(index, request, dist, ind, projection, layout, options, fallback,
     Q, is_int, k, n_threads = request.queries, request.is_int, request.k, request.n_threads
     X = index.X
     n = index.n_samples
-    plan = Plan(index, request, layout, projection, options)
-    plan.int8_family = int8_filter_family
+    plan = Plan(index, request, layout, projection, options, int8_filter_family)
     int8_family = index.built.int8_family
     empty_i64 = np.zeros(1, np.int64)
     XS, XN = index.u8_row_stats(n_threads) if plan.u8_dot else (empty_i64, empty_i64)
