@@ -243,7 +243,7 @@ AVX2_QUERY_SHIFT = 64
 AVX2_QUERY_LEVELS = 62
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _int8_row(w, e1, out, shift, levels):
     """One row of the int8 operand: ``v`` (``|v| <= levels``, plus
     ``shift``) into ``out`` (the K - len(w) padding values: ``shift``), ``s =
