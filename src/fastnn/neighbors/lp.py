@@ -3,8 +3,8 @@ metric='chebyshev')`` / ``(X, metric='minkowski', p=3)``.
 
 Every exact distance is computed (``kernels/lp.py``, scikit-learn's
 formulas in float64), a chunk of queries at a time over threads; the k best by
-(distance, row) come from a partition at the k-th value and a sort of the
-rows at or below it. Radius: the rows whose reduced distance is at most
+(distance, row) come from a partition at the k-th distance and a sort of the
+rows at or below it (distances, not reduced ones: ties as returned). Radius: the rows whose reduced distance is at most
 the radius reduced as sklearn reduces it (``radius ** p``).
 """
 
@@ -67,6 +67,10 @@ class LpBackend(Backend):
         k = request.k
         sign = -1.0 if request.farthest else 1.0
         for s, e, D in reduced_rows(index, request.queries, request.n_threads):
+            # ranked by the distances returned, not the reduced ones: two
+            # reduced sums an ulp apart can give the same distance (** 1/p),
+            # and then the lower row comes first
+            D = to_distance(index, D)
             key = sign * D
             kth = np.partition(key, k - 1, axis=1)[:, k - 1:k]
             rows, cols = np.nonzero(key <= kth)          # (row-major: rows, then cols, ascending)
@@ -75,7 +79,7 @@ class LpBackend(Backend):
             first = np.searchsorted(rows, np.arange(e - s))
             take = first[:, None] + np.arange(k)[None, :]
             ind[s:e] = cols[take]
-            dist[s:e] = to_distance(index, D[rows[take], cols[take]])
+            dist[s:e] = D[rows[take], cols[take]]
         index.stats_ = {"backend": "lp", "metric": index.metric}
 
 
