@@ -33,6 +33,11 @@ int8 product, AVX512-VNNI) and the self-test passes; else none, and callers
 use their portable float32 BLAS / numba path. ``FASTNN_AMX=0`` turns AMX
 off, ``FASTNN_AVX512=0`` the AVX-512 family; every public function also takes
 ``family=`` to force one (``ValueError`` where the CPU cannot run it).
+
+The int8 first stage's filtered product (``Int8FilterPlan``) and its dense
+product (``gemm_u8s8``) also run in a third family, ``'avx2'`` (any CPU with
+AVX2 and FMA; ``FASTNN_AVX2=0`` turns it off): ``vpmaddubsw`` + ``vpmaddwd``
+give ``vpdpbusd``'s sums for uint8 operands up to ``AVX2_A_MAX`` (checked).
 """
 
 import ctypes
@@ -45,9 +50,9 @@ from . import cpu
 from .tile_ir import (KB, _DECLS, _DECLS_AVX2, _DECLS_AVX512, _avx2_int8_ir, _avx512_filter_ir,
                       _avx512_kernel_ir, _filter_kernel_ir, _kernel_ir)
 
-__all__ = ["FAMILIES", "kernel_family", "available", "bf16_bits", "to_bf16", "from_bf16", "pack_b", "gemm",
-           "gemm_filter", "FilterPlan", "Int8FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB",
-           "aligned"]
+__all__ = ["FAMILIES", "INT8_FILTER_FAMILIES", "kernel_family", "available", "bf16_bits",
+           "to_bf16", "from_bf16", "pack_b", "gemm", "gemm_filter", "FilterPlan",
+           "Int8FilterPlan", "available_int8", "pack_b_s8", "gemm_u8s8", "KB", "aligned"]
 
 LINE = 64        # cache line: tile rows should start on one
 _lock = threading.Lock()
@@ -145,8 +150,9 @@ def _resolve(fam, op):
         if fam is None:
             raise RuntimeError(f"no {op} tile kernels on this CPU (see available())")
         return fam
-    if fam not in (FAMILIES + INT8_FILTER_FAMILIES if op == "u8s8" else FAMILIES):
-        raise ValueError(f"kernel family must be one of {FAMILIES} or None, got {fam!r}")
+    allowed = FAMILIES + INT8_FILTER_FAMILIES[1:] if op == "u8s8" else FAMILIES
+    if fam not in allowed:
+        raise ValueError(f"kernel family must be one of {allowed} or None, got {fam!r}")
     if not _usable(fam, op):
         raise ValueError(f"the {fam!r} {op} kernels cannot run here (CPU flags, the OS, or "
                          f"FASTNN_AMX=0 / FASTNN_AVX512=0)")
@@ -393,15 +399,6 @@ def available_int8(family=None):
     if family is None:
         return kernel_family("u8s8") is not None
     return family in FAMILIES + INT8_FILTER_FAMILIES and _usable(family, "u8s8")
-
-
-def int8_filter_family(allow_avx512=True):
-    """The family of the int8 first stage's kernels here: ``'avx512'``
-    (VNNI) where allowed and usable, else ``'avx2'``, else None."""
-    for fam in INT8_FILTER_FAMILIES:
-        if (allow_avx512 or fam != "avx512") and _usable(fam, "u8s8"):
-            return fam
-    return None
 
 
 def _self_test_int8(fam):

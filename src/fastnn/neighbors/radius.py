@@ -499,7 +499,8 @@ def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_featur
     norm pieces, ones; rows padded to 32), or the int8 one (uint8 rows,
     ``QN``, ``QG``: ``stage1_int8_query``), and each query's float32 key
     limit (``_fused_operand`` proves it; -inf for the padding rows).
-    Returns ``(operand, limits)``; an int8 operand is ``(rows, QN, QG)``."""
+    Returns ``(operand, limits)``; an int8 operand is ``(rows, QN, QG, W,
+    refine)``: the float32 vectors and their limits for ``_refined``."""
     from ..kernels import projection as _kproj
 
     fused = bounds.fused
