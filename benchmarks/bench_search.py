@@ -19,8 +19,8 @@ BF16 first stage, on Intel the AVX-512 VNNI int8 one, with AVX-512 VNNI int8
 exact products either way), ``avx512`` (the AVX-512 BF16/VNNI family forced,
 where it runs), ``int8`` (the int8 first stage forced:
 ``PrunedOptions(first_stage='int8')``), ``float32`` (the float32 BLAS first
-stage with this CPU's other kernels), ``avx2`` (the kernels of an AVX2-only
-CPU: the AVX2 int8 first stage) and ``portable`` (no tile kernels: float32
+stage with this CPU's other kernels), ``avxvnni`` / ``avx2`` (the kernels of
+a CPU without AVX-512: the 256-bit int8 first stage) and ``portable`` (no tile kernels: float32
 BLAS and numba, the path of ARM CPUs; on this CPU numba and BLAS still use
 its AVX-512). To measure
 an AVX2-only CPU's code on an AVX-512 machine, run the whole file with
@@ -35,7 +35,7 @@ from fastnn import NearestNeighborsIndex, hog
 from fastnn.kernels import amx
 
 _ROUNDS = 3
-PATHS = ["auto", "avx512", "int8", "float32", "avx2", "portable"]
+PATHS = ["auto", "avx512", "int8", "float32", "avxvnni", "avx2", "portable"]
 # faiss HNSW as users configure it when brute force is slow (recall@10 ~0.97
 # on CIFAR HOG)
 _HNSW = dict(M=32, efConstruction=40, efSearch=64)
@@ -101,8 +101,8 @@ def test_fastnn(benchmark, cifar, kind, k, path):
         pytest.skip("no AVX-512 BF16 kernels on this CPU")
     if path == "int8" and not amx.available_int8("avx512"):
         pytest.skip("no AVX-512 VNNI on this CPU (or FASTNN_AVX512=0)")
-    if path == "avx2" and not amx.available_int8("avx2"):
-        pytest.skip("no AVX2 on this CPU (or FASTNN_AVX2=0)")
+    if path in ("avx2", "avxvnni") and not amx.available_int8(path):
+        pytest.skip(f"no {path} on this CPU (or FASTNN_AVX2=0)")
     X, Q = _features(cifar, kind)
     benchmark.group = f"{kind}-k{k}"
     params = (dict(pruned_options={"first_stage": path}) if path in ("int8", "float32")

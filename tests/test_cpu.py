@@ -68,7 +68,7 @@ def test_auto_takes_the_avx512_bf16_first_stage_on_amd_only():
 
 def test_switches_leave_avx2_then_portable():
     """With AMX and AVX-512 switched off, kernels='auto' runs what an
-    AVX2-only CPU runs (the AVX2 int8 first stage); FASTNN_AVX2=0 leaves the
+    AVX2-only CPU runs (the AVX-VNNI or AVX2 int8 first stage); FASTNN_AVX2=0 leaves the
     portable float32 BLAS one. Same answers."""
     from fastnn.kernels import amx
     if not amx.available_int8("avx2"):
@@ -82,7 +82,8 @@ def test_switches_leave_avx2_then_portable():
         env = dict(os.environ, FASTNN_AMX="0", FASTNN_AVX512="0", FASTNN_AVX2=avx2)
         out.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                   text=True, check=True).stdout.split())
-    assert [o[0] for o in out] == ["avx2-int8", "blas-float32"]
+    assert [o[0] for o in out] == [("avxvnni-int8" if amx.available_int8("avxvnni")
+                                    else "avx2-int8"), "blas-float32"]
     assert out[0][1] == out[1][1]
 
 

@@ -14,11 +14,12 @@ BACKENDS = ["brute", "pruned", "faiss"]
 # the pruned search's first stage, chosen through public parameters: every
 # bfloat16 tile family this CPU runs (``kernels='amx'`` / ``'avx512'``), the
 # AVX-512 VNNI int8 products where it has them
-# (``PrunedOptions(first_stage='int8')``), the AVX2 int8 ones
-# (``kernels='avx2'``), and the portable float32 BLAS path everywhere
+# (``PrunedOptions(first_stage='int8')``), the 256-bit int8 ones
+# (``kernels='avxvnni'`` / ``'avx2'``), and the portable float32 BLAS path
+# everywhere
 FIRST_STAGES = ([f for f in amx.FAMILIES if amx.available(f)]
                 + (["int8"] if amx.available_int8("avx512") else [])
-                + (["avx2"] if amx.available_int8("avx2") else []) + ["portable"])
+                + [f for f in ("avxvnni", "avx2") if amx.available_int8(f)] + ["portable"])
 
 
 def _index(X, path, **kw):
@@ -36,7 +37,7 @@ def _pruned(X, first_stage, **kw):
 
 def _check_first_stage(index, first_stage):
     assert index.stats_["first_stage"] == {"portable": "blas-float32", "int8": "avx512-int8",
-                                           "avx2": "avx2-int8"}.get(
+                                           "avx2": "avx2-int8", "avxvnni": "avxvnni-int8"}.get(
         first_stage, f"{first_stage}-bf16")
 
 

@@ -156,11 +156,11 @@ def test_radius_regressor_equals_sklearn(n, d, nq, dtype, metric, weights, outpu
 
 # the product kernels this CPU runs: the radius bounds take bfloat16 tile
 # products on 'amx' / 'avx512', the int8 filter with
-# ``first_stage='int8'`` (AVX-512 VNNI) and on 'avx2', float32 BLAS on
+# ``first_stage='int8'`` (AVX-512 VNNI) and on 'avxvnni' / 'avx2', float32 BLAS on
 # 'portable'
 _KERNELS = (["portable"] + [k for k in ("amx", "avx512") if _amx.available(k)]
             + (["int8"] if _amx.available_int8("avx512") else [])
-            + (["avx2"] if _amx.available_int8("avx2") else []))
+            + [k for k in ("avxvnni", "avx2") if _amx.available_int8(k)])
 
 
 def _radius_index(X, kernels, **kw):
@@ -175,7 +175,7 @@ def _radius_index(X, kernels, **kw):
 
 _PRODUCTS = {"portable": "blas-float32", "amx": "amx-bf16-filtered",
              "avx512": "avx512-bf16-filtered", "int8": "avx512-int8-filtered",
-             "avx2": "avx2-int8-filtered"}
+             "avx2": "avx2-int8-filtered", "avxvnni": "avxvnni-int8-filtered"}
 
 
 @settings(max_examples=40, deadline=None)

@@ -35,9 +35,11 @@ off, ``FASTNN_AVX512=0`` the AVX-512 family; every public function also takes
 ``family=`` to force one (``ValueError`` where the CPU cannot run it).
 
 The int8 first stage's filtered product (``Int8FilterPlan``) and its dense
-product (``gemm_u8s8``) also run in a third family, ``'avx2'`` (any CPU with
-AVX2 and FMA; ``FASTNN_AVX2=0`` turns it off): ``vpmaddubsw`` + ``vpmaddwd``
-give ``vpdpbusd``'s sums for uint8 operands up to ``AVX2_A_MAX`` (checked).
+product (``gemm_u8s8``) also run on 256-bit registers: ``'avxvnni'`` (the VEX
+``vpdpbusd`` of Intel client CPUs without AVX-512) and ``'avx2'`` (any CPU
+with AVX2 and FMA: ``vpmaddubsw`` + ``vpmaddwd`` give ``vpdpbusd``'s sums for
+uint8 operands up to ``AVX2_A_MAX``, checked); ``FASTNN_AVX2=0`` turns both
+off.
 """
 
 import ctypes
@@ -69,7 +71,7 @@ FAMILIES = ("amx", "avx512")      # in order of preference
 # the int8 first stage's filtered product (``Int8FilterPlan``) also runs on
 # AVX2 alone (7-bit queries, see ``tile_ir._avx2_int8_ir``); the other uint8
 # products need the full 8 bits: AMX or AVX-512 VNNI only
-INT8_FILTER_FAMILIES = ("avx512", "avx2")
+INT8_FILTER_FAMILIES = ("avx512", "avxvnni", "avx2")     # in order of preference
 # the largest uint8 value of A the AVX2 int8 product takes (its int16 pair
 # sums must not saturate: 2 * 126 * 127 < 2**15)
 AVX2_A_MAX = 126
@@ -77,7 +79,9 @@ _FEATURES = {"amx": "+amx-tile,+amx-bf16,+amx-int8,+avx512f,+avx512vl,+avx512bw"
              "avx512": "+avx512f,+avx512vl,+avx512bw,+avx512bf16,+avx512vnni",
              # (no AVX-512 at all: on an AVX-512 machine the code is what an
              # AVX2-only CPU runs)
-             "avx2": "+avx2,+fma,-avx512f"}
+             "avx2": "+avx2,+fma,-avx512f",
+             # (the VEX vpdpbusd of Intel client CPUs without AVX-512)
+             "avxvnni": "+avx2,+fma,+avxvnni,-avx512f"}
 
 
 def _round_up(n, multiple):
@@ -115,6 +119,9 @@ def _supported(fam, op):
         return cpu.switch_on("FASTNN_AVX512") and need <= flags
     if fam == "avx2":
         return op == "u8s8" and cpu.switch_on("FASTNN_AVX2") and {"avx2", "fma"} <= flags
+    if fam == "avxvnni":
+        return (op == "u8s8" and cpu.switch_on("FASTNN_AVX2")
+                and {"avx2", "fma", "avx_vnni"} <= flags)
     return False
 
 
@@ -166,8 +173,8 @@ def _compile(fam, op, kb):
     if fam == "amx":
         ir = _DECLS + (_kernel_ir(kb) + _filter_kernel_ir(kb) if op == "bf16"
                        else _kernel_ir(kb, "u8s8"))
-    elif fam == "avx2":
-        ir = _DECLS_AVX2 + _avx2_int8_ir(kb)
+    elif fam in ("avx2", "avxvnni"):
+        ir = _DECLS_AVX2 + _avx2_int8_ir(kb, vnni=fam == "avxvnni")
     else:
         ir = _DECLS_AVX512 + (_avx512_kernel_ir(kb) + _avx512_filter_ir(kb) if op == "bf16"
                               else _avx512_kernel_ir(kb, "u8s8")

@@ -11,8 +11,8 @@ unset leaves it to the CPU):
 * ``FASTNN_AMX``: Intel AMX tile kernels;
 * ``FASTNN_AVX512``: the AVX-512 kernel family and the AVX-512 VNNI exact
   uint8 distance (with ``FASTNN_AMX=0`` too: what an AVX2-only CPU runs);
-* ``FASTNN_AVX2``: the AVX2 int8 first stage (with the two above: the
-  portable path, as on an ARM CPU);
+* ``FASTNN_AVX2``: the AVX2 and AVX-VNNI int8 first stage (with the two
+  above: the portable path, as on an ARM CPU);
 * ``FASTNN_VNNI``: the VNNI exact uint8 distance only.
 """
 

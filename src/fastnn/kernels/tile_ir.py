@@ -528,6 +528,7 @@ def _avx512_filter_ir(kb, rows=_ROWS, op="bf16"):
 _ROWS_AVX2 = 2
 
 _DECLS_AVX2 = """
+declare <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32>, <8 x i32>, <8 x i32>)
 declare <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8>, <32 x i8>)
 declare <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16>, <16 x i16>)
 declare void @llvm.masked.compressstore.v8f32(<8 x float>, ptr, <8 x i1>)
@@ -536,10 +537,12 @@ declare i8 @llvm.ctpop.i8(i8)
 """
 
 
-def _avx2_k_loop_ir(n_steps, rows, head, label):
+def _avx2_k_loop_ir(n_steps, rows, head, label, vnni=False):
     """The K loop of an AVX2 block (phi accumulators ``%x{r}_{q}``, ``q`` the
     four 8-column quarters of the group pair); leaves in ``{label}_end`` with
-    the int32 sums in ``%y{r}_{q}_{label}``."""
+    the int32 sums in ``%y{r}_{q}_{label}``. ``vnni``: one AVX-VNNI
+    ``{vex} vpdpbusd`` a quarter instead of the three AVX2 instructions
+    (full 8-bit uint8 operands)."""
     out = [_k_loop_head_ir(rows, 4, "<8 x i32>", head, label)]
     out.append(f"  %bo_{label} = shl i64 %t_{label}, 6\n  %ao_{label} = shl i64 %t_{label}, 2\n")
     for q in range(4):
@@ -556,6 +559,11 @@ def _avx2_k_loop_ir(n_steps, rows, head, label):
   %ab{r}_{label} = bitcast <8 x i32> %av{r}_{label} to <32 x i8>
 """)
         for q in range(4):
+            if vnni:
+                out.append(f"""  %qi{r}_{q}_{label} = bitcast <32 x i8> %q{q}_{label} to <8 x i32>
+  %y{r}_{q}_{label} = call <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32> %x{r}_{q}_{label}, <8 x i32> %av{r}_{label}, <8 x i32> %qi{r}_{q}_{label})
+""")
+                continue
             out.append(f"""  %w{r}_{q}_{label} = call <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8> %ab{r}_{label}, <32 x i8> %q{q}_{label})
   %d{r}_{q}_{label} = call <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16> %w{r}_{q}_{label}, <16 x i16> <i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1, i16 1>)
   %y{r}_{q}_{label} = add <8 x i32> %x{r}_{q}_{label}, %d{r}_{q}_{label}
@@ -568,17 +576,19 @@ def _avx2_k_loop_ir(n_steps, rows, head, label):
     return "".join(out)
 
 
-def _avx2_int8_ir(kb, rows=_ROWS_AVX2):
+def _avx2_int8_ir(kb, rows=_ROWS_AVX2, vnni=False):
     """LLVM IR of ``gemm_u8s8_{kb}`` and ``filter_u8s8_{kb}`` on AVX2: the
     contracts of the AVX-512 kernels of those names (``_avx512_kernel_ir``,
     ``_avx512_filter_ir`` with ``op='u8s8'``), for uint8 rows of ``A`` below
     127 (``amx`` checks it). The filter's queries are shifted by 64, not 128:
-    it subtracts ``XC / 2`` (``XC = 128 sum v`` is even)."""
+    it subtracts ``XC / 2`` (``XC = 128 sum v`` is even). ``vnni``: the
+    AVX-VNNI kernels (Intel client CPUs since Alder Lake, no AVX-512), full
+    8-bit operands and queries shifted by 128, as on AVX-512."""
     n_steps = kb * 16
     gemm = _gemm_function_ir(f"gemm_u8s8_{kb}", rows, kb * 1024,
-                             _avx2_k_loop_ir(n_steps, rows, "iloop", "kl"),
+                             _avx2_k_loop_ir(n_steps, rows, "iloop", "kl", vnni),
                              _stores_ir(rows, 4, "<8 x i32>", lambda r, q: f"%y{r}_{q}_kl"))
     filt = _filter_function_ir(f"filter_u8s8_{kb}", rows, kb * 1024, 4, 8,
-                               _avx2_k_loop_ir(n_steps, rows, "iloop", "kl"), int8=True,
-                               xc_halved=True)
+                               _avx2_k_loop_ir(n_steps, rows, "iloop", "kl", vnni), int8=True,
+                               xc_halved=not vnni)
     return gemm + filt

@@ -49,10 +49,11 @@ class NearestNeighborsIndex:
     random_state : int
         Seed of the sample the projection is fitted on (answers never depend
         on it, only the speed).
-    kernels : {'auto', 'amx', 'avx512', 'avx2', 'portable'}
+    kernels : {'auto', 'amx', 'avx512', 'avxvnni', 'avx2', 'portable'}
         The product kernels of the pruned search's first stage and of the
-        exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI), AVX2
-        (an int8 first stage only: what an AVX2-only CPU runs), or the
+        exact uint8 products: Intel AMX tiles, AVX-512 (BF16 / VNNI),
+        AVX-VNNI or AVX2 (an int8 first stage only: what CPUs without
+        AVX-512 run), or the
         portable float32 BLAS + numba path (any CPU). 'auto' takes the first
         this CPU runs, in that order (``FASTNN_AMX=0`` / ``FASTNN_AVX512=0``
         / ``FASTNN_AVX2=0`` remove a family from the choice), except that

@@ -16,7 +16,7 @@ from ..kernels import distances as _k
 METRICS = ("euclidean", "sqeuclidean", "manhattan")
 ALIASES = {"l2": "euclidean", "cityblock": "manhattan", "l1": "manhattan"}
 BACKENDS = ("auto", "brute", "pruned", "faiss")
-KERNELS = ("auto", "amx", "avx512", "avx2", "portable")
+KERNELS = ("auto", "amx", "avx512", "avxvnni", "avx2", "portable")
 
 UNIT_ROUNDOFF_F64 = 2.0 ** -53
 UNIT_ROUNDOFF_F32 = 2.0 ** -24
@@ -177,12 +177,12 @@ def kernel_families(kernels):
         return bf16, _amx.kernel_family("u8s8")
     if kernels == "portable":
         return None, None
-    if kernels == "avx2":
+    if kernels in ("avx2", "avxvnni"):
         # an AVX2 CPU's choice (no tile kernels, no AVX-512 int8 products;
-        # the int8 first stage on AVX2: ``pruned.options``)
-        if not _amx.available_int8("avx2"):
-            raise ValueError("kernels='avx2': this CPU has no AVX2 (and FMA); kernels='auto' "
-                             "picks what it can run")
+        # the int8 first stage on 256-bit registers: ``pruned.options``)
+        if not _amx.available_int8(kernels):
+            raise ValueError(f"kernels={kernels!r}: this CPU cannot run the {kernels} kernels "
+                             f"(CPU flags, or FASTNN_AVX2=0); kernels='auto' picks what it can run")
         return None, None
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not one of {KERNELS}")

@@ -120,14 +120,18 @@ def int8_first_stage_family(kernels, families):
     """The kernel family of the int8 first stage (``amx.Int8FilterPlan``)
     for an index with ``kernels`` and kernel ``families`` (see
     ``validation.kernel_families``): AVX-512 VNNI where its int8 products are
-    chosen, else (``'auto'``, ``'avx2'``) the AVX2 kernels, else None
-    (``'portable'``, or no AVX2)."""
+    chosen, else (``'auto'``) AVX-VNNI or AVX2, or the one ``kernels`` names
+    (``'avxvnni'``, ``'avx2'``), else None (``'portable'``, or no AVX2)."""
     if kernels == "portable":
         return None
-    if kernels != "avx2" and families[1] is not None and _amx.available_int8("avx512"):
+    if kernels in ("avx2", "avxvnni"):
+        return kernels if _amx.available_int8(kernels) else None
+    if families[1] is not None and _amx.available_int8("avx512"):
         return "avx512"
-    if kernels in ("auto", "avx2") and _amx.available_int8("avx2"):
-        return "avx2"
+    if kernels == "auto":
+        for family in ("avxvnni", "avx2"):
+            if _amx.available_int8(family):
+                return family
     return None
 
 
@@ -153,7 +157,7 @@ def resolve_first_stage(requested, kernels, families):
     if requested == "int8":
         int8 = int8_first_stage_family(kernels, families)
         if int8 is None:
-            raise ValueError("PrunedOptions.first_stage='int8' needs AVX-512 VNNI or AVX2 and "
+            raise ValueError("PrunedOptions.first_stage='int8' needs AVX-512 VNNI, AVX-VNNI or AVX2 and "
                              "kernels other than 'portable'")
         return "int8", int8
     return requested, None
