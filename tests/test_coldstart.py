@@ -195,6 +195,23 @@ def test_filters_ip_job_compiles_its_kernels(tmp_path):
     assert line == "COLD [] [True, True, True, True]"
 
 
+@pytest.mark.parametrize("switches", [{}, {"FASTNN_AMX": "0"},
+                                      {"FASTNN_AMX": "0", "FASTNN_AVX512": "0", "FASTNN_AVX2": "0"}])
+def test_radius_job_is_warm_after_it_runs_on_every_path(tmp_path, switches):
+    """The 'radius' job compiles different bound kernels per CPU path (BLAS
+    float32, bfloat16 tiles, int8 filters); its cache marker is one every
+    path compiles, so after the job ``cold_jobs`` calls it warm."""
+    code = textwrap.dedent("""
+        from fastnn.compile import run_job, cold_jobs
+        print("COLD", cold_jobs(["radius"]))
+        run_job("radius")
+        print("COLD", cold_jobs(["radius"]))
+    """)
+    out = _run(code, tmp_path, switches)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("COLD")]
+    assert lines == ["COLD ['radius']", "COLD []"], out.stdout
+
+
 def _can_mount_read_only(tmp_path):
     probe = tmp_path / "probe"
     probe.mkdir()

@@ -163,10 +163,12 @@ def cold_jobs(jobs):
     from .kernels import hog as _kh
     from .kernels import subset as _ks
 
-    # job -> (a kernel it compiles, the dtype of that kernel's first array)
+    # job -> (a kernel it compiles on every CPU path, the dtype of that
+    # kernel's first array); the radius job's candidate distances run on
+    # every path, its bound kernels differ per path (BLAS, bfloat16, int8)
     marker = {"hog-uint8": (_kh.hog_batch_lut, None), "hog-float": (_kh.hog_batch_polar, None),
               "pairwise": (_kd.finish_pairwise_parallel, None),
-              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.radius_bound_tile, None)}
+              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.pair_distances, None)}
     for dtype in ("uint8", "float32", "float64"):
         marker[f"search-{dtype}"] = (_kp.pruned_block, dtype)
         marker[f"brute-{dtype}"] = (_kd.rerank_parallel, dtype)
