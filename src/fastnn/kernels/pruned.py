@@ -590,31 +590,38 @@ def _stage1_survivors(b, i, thr, bounds, st, stage2, keys_out, rows_out):
     nc = 0
     if st.n_cand[b] <= st.cand_keys.shape[1]:
         lim1 = _lim(thr, bounds.scale, bounds.key_add[i], bounds.key_slack[i])
-        if not stage2.rounded_keys:
+        if not stage2.recompute_keys:
             for t in range(st.n_cand[b]):
                 if st.cand_keys[b, t] <= lim1:
                     rows_out[nc] = st.cand_rows[b, t]
                     keys_out[nc] = st.cand_keys[b, t]
                     nc += 1
             return nc, False
-        # rounded keys: stage 1 filtered with the largest point bound F of
-        # the index (``key_add`` = Fq + max F: one threshold per query);
-        # here each point's own F (``row_aux[:, 3]``) gives its own limit,
-        # which stage 2 would otherwise pay for (int8 keys: the median F is
-        # a quarter of the largest on CIFAR raw, a third on HOG; stage-1
-        # survivors per query at k=10 756 -> 344 raw, 64 -> 36 HOG)
+        # int8 keys: stage 1 filtered with the largest point bound F of the
+        # index (``key_add`` = Fq + max F: one threshold per query); here
+        # each point's own F (``row_aux[:, 3]``) gives its own limit, which
+        # stage 2 would otherwise pay for (the median F is a quarter of the
+        # largest on CIFAR raw, a third on HOG; stage-1 survivors per query
+        # at k=10 756 -> 344 raw, 64 -> 36 HOG). A key under the limit of
+        # F = 0 passes without reading F. (Not for bfloat16 keys: their F is
+        # ~1/3 as large, and reading it cost AMX more than the 2 survivors
+        # of 29 it saved on CIFAR HOG)
         aux = stage2.row_aux
         reach = math.sqrt(thr) * bounds.scale + stage2.query_rounding_error[i]
         slack = bounds.key_slack[i]
+        lim0 = reach * reach * (1.0 + 1e-12) + slack
         for t in range(st.n_cand[b]):
             key = st.cand_keys[b, t]
-            if key <= lim1:
-                j = st.cand_rows[b, t]
+            if key > lim1:
+                continue
+            j = st.cand_rows[b, t]
+            if key > lim0:
                 s = reach + aux[j, 3]
-                if key <= s * s * (1.0 + 1e-12) + slack:
-                    rows_out[nc] = j
-                    keys_out[nc] = key
-                    nc += 1
+                if key > s * s * (1.0 + 1e-12) + slack:
+                    continue
+            rows_out[nc] = j
+            keys_out[nc] = key
+            nc += 1
         return nc, False
     # the list overflowed: all keys again, float64 sums from W1
     W1, wq = stage2.index_keys, stage2.query_keys[i]
