@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._threads import blas_threads, run_in_parts
+from .._threads import blas_threads, map_threads, run_in_parts
 from ..kernels import subset as _ks
 from . import manhattan
 from .brute import tile_rows
@@ -219,32 +219,38 @@ def _uses_projection(index, nq):
             and index.n_features >= PROJECTION_MIN_FEATURES)
 
 
-def _project(A, fit, chunk=PROJECTION_CHUNK_ROWS):
+def _project(A, fit, n_threads=1, chunk=PROJECTION_CHUNK_ROWS):
     """Rows of ``A`` projected, ``fit = (centre, P, centre_rel)``: float32
     P(a - c), |.|^2 of those float32 values, residual norms
     sqrt(|a - c|^2 - |P(a - c)|^2), centred norms plus their allowance, and
     that allowance (how far the computed centred row may lie from the
-    exact one)."""
+    exact one). Chunks of rows spread over ``n_threads`` Python threads,
+    BLAS on one thread each (``map_threads``: BLAS' own pool would keep
+    spinning into the filter pass that follows); each row's values do not
+    depend on the chunking."""
     centre, P, centre_rel = fit
     n, m = A.shape[0], P.shape[0]
     centre_norm = float(np.linalg.norm(centre))
     rows = np.empty((n, m), np.float32)
     sqn, res, nrm, allow = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        C = A[s:e].astype(np.float64)
-        C -= centre
-        a = C @ P.T
-        rows[s:e] = a
-        a32 = rows[s:e].astype(np.float64)
-        sqn[s:e] = np.einsum("ij,ij->i", a32, a32)
-        centred_sq = np.einsum("ij,ij->i", C, C)
-        res[s:e] = np.sqrt(np.maximum(0.0, centred_sq - np.einsum("ij,ij->i", a, a)))
-        centred = np.sqrt(centred_sq)
-        # |a - c| <= |C| + |c|: the rounding of the centred row, within
-        # centre_rel of the uncentred norm, is inside this allowance
-        allow[s:e] = centre_rel * (centred + 2.0 * centre_norm)
-        nrm[s:e] = centred + allow[s:e]
+
+    def work(starts):
+        for s in starts:
+            e = min(n, s + chunk)
+            C = A[s:e].astype(np.float64)
+            C -= centre
+            a = C @ P.T
+            rows[s:e] = a
+            a32 = rows[s:e].astype(np.float64)
+            sqn[s:e] = np.einsum("ij,ij->i", a32, a32)
+            centred_sq = np.einsum("ij,ij->i", C, C)
+            res[s:e] = np.sqrt(np.maximum(0.0, centred_sq - np.einsum("ij,ij->i", a, a)))
+            centred = np.sqrt(centred_sq)
+            # |a - c| <= |C| + |c|: the rounding of the centred row, within
+            # centre_rel of the uncentred norm, is inside this allowance
+            allow[s:e] = centre_rel * (centred + 2.0 * centre_norm)
+            nrm[s:e] = centred + allow[s:e]
+    map_threads(work, list(range(0, n, chunk)), n_threads)
     return rows, sqn, res, nrm, allow
 
 
@@ -294,7 +300,7 @@ def _radius_bounds(index, n_threads=1):
         centre_rel = max(PROJECTION_CENTRE_REL, 4.0 * d * UNIT_ROUNDOFF_F64)
         residual_rel = np.sqrt(8.0 * (d + m) * UNIT_ROUNDOFF_F64 + 3.0 * m * orthonormality)
         centre = np.asarray(spectrum.mean, np.float64)
-        rows, sqn, res, nrm, allow = _project(index.X, (centre, P, centre_rel))
+        rows, sqn, res, nrm, allow = _project(index.X, (centre, P, centre_rel), n_threads)
         if not np.all(np.abs(rows) <= PROJECTION_MAX_VALUE):
             built.radius_bounds = False                # (float32 would overflow: every row)
             return None
@@ -332,7 +338,7 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
     if bounds is None:
         return None
     q_rows, q_sqn, q_res, q_nrm, q_allow = _project(
-        Q[queries], (bounds.centre, bounds.directions, bounds.centre_rel))
+        Q[queries], (bounds.centre, bounds.directions, bounds.centre_rel), n_threads)
     if not np.all(np.abs(q_rows) <= PROJECTION_MAX_VALUE):
         return None                                    # (float32 would overflow: every row)
     limit = r2 * (1.0 + max(RADIUS_SLACK, 2.0 * index.n_features * UNIT_ROUNDOFF_F64))
