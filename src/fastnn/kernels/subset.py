@@ -162,24 +162,41 @@ def _write_candidates(row_products, j0, j1, first_row, rq, x_sqnorm, x_residual,
 
 
 @njit(cache=True, nogil=True)
-def radius_filtered_tile(kept_columns, kept_counts, first_row, n_rows, queries, starts, capacity,
-                         counts, row_out):
+def radius_filtered_tile(kept_keys, kept_columns, kept_counts, first_row, n_rows, queries,
+                         query_reach, query_slack, row_bound, starts, capacity, counts, row_out):
     """The candidates the fused radius filter kept in one tile
     (``amx.FilterPlan``: block row ``b`` kept ``kept_counts[b]`` columns
-    ``kept_columns[b, :kept_counts[b]]``, counted from index row
-    ``first_row``, in column order), appended to query ``queries[b]``'s
-    slots as ``radius_bound_tile`` does; columns at or beyond ``n_rows``
-    (the tile padding) are dropped."""
+    ``kept_columns[b, :kept_counts[b]]`` with their keys ``kept_keys``,
+    counted from index row ``first_row``, in column order), appended to
+    query ``queries[b]``'s slots as ``radius_bound_tile`` does; columns at
+    or beyond ``n_rows`` (the tile padding) are dropped.
+
+    With a bound per index row (``row_bound`` not empty: int8 keys, whose
+    filter limit carried the largest rounding bound F of the index), a key
+    must also lie within its own row's limit ``(query_reach[i] +
+    row_bound[j])^2`` (rounded up) ``+ query_slack[i]``; F is read only for
+    keys above the limit of F = 0."""
+    own_bounds = row_bound.shape[0] > 0
     for b in range(queries.shape[0]):
         i = queries[b]
         count = counts[i]
         end = starts[i] + capacity[i]
         out = starts[i] + min(count, capacity[i])
+        reach = query_reach[i] if own_bounds else 0.0
+        slack = query_slack[i] if own_bounds else 0.0
+        limit_without_row_bound = reach * reach * (1.0 + 1e-12) + slack
         for t in range(kept_counts[b]):
             j = first_row + kept_columns[b, t]
-            if j < n_rows:
-                if out < end:
-                    row_out[out] = j
-                    out += 1
-                count += 1
+            if j >= n_rows:
+                continue
+            if own_bounds:
+                key = kept_keys[b, t]
+                if key > limit_without_row_bound:
+                    row_reach = reach + row_bound[j]
+                    if key > row_reach * row_reach * (1.0 + 1e-12) + slack:
+                        continue
+            if out < end:
+                row_out[out] = j
+                out += 1
+            count += 1
         counts[i] = count
