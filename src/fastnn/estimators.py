@@ -465,7 +465,8 @@ class RadiusNeighborsClassifier(_FastRadiusMixin, _sk.RadiusNeighborsClassifier)
         from sklearn.neighbors._base import _get_weights
         dist, ind = self.radius_neighbors(X)
         n_queries = len(ind)
-        outlier_mask = np.array([len(rows) == 0 for rows in ind], dtype=bool)
+        lengths = np.fromiter((len(rows) for rows in ind), np.int64, n_queries)
+        outlier_mask = lengths == 0
         outliers = np.flatnonzero(outlier_mask)
         inliers = np.flatnonzero(~outlier_mask)
         if self.outlier_label_ is None and outliers.size > 0:
@@ -473,16 +474,22 @@ class RadiusNeighborsClassifier(_FastRadiusMixin, _sk.RadiusNeighborsClassifier)
                              "larger radius, giving a label for outliers, or considering "
                              "removing them from your dataset." % outliers)
         weights = _get_weights(dist, self.weights)
+        # every query's neighbours at once: one bincount over (query, class)
+        # bins adds each bin's weights in the order sklearn's per-query
+        # bincount does, so the sums are the same
+        rows = np.concatenate(list(ind)) if n_queries else np.zeros(0, np.int64)
+        query_of_row = np.repeat(np.arange(n_queries), lengths)
+        flat_weights = None
         if weights is not None:
-            weights = weights[inliers]
+            flat_weights = np.concatenate([np.asarray(weights[i], np.float64).reshape(-1)
+                                           for i in inliers] or [np.zeros(0)])
         labels, classes = _per_output(self)
         probabilities = []
         for j, classes_j in enumerate(classes):
-            proba = np.zeros((n_queries, classes_j.size))
-            for row, i in enumerate(inliers):
-                proba[i] = np.bincount(labels[ind[i], j],
-                                       None if weights is None else weights[row],
-                                       minlength=classes_j.size)
+            n_classes = classes_j.size
+            proba = np.bincount(query_of_row * n_classes + labels[rows, j], flat_weights,
+                                minlength=n_queries * n_classes)
+            proba = proba.astype(np.float64).reshape(n_queries, n_classes)
             if outliers.size > 0:
                 label_index = np.flatnonzero(classes_j == self.outlier_label_[j])
                 if label_index.size == 1:
