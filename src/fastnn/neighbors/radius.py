@@ -416,15 +416,22 @@ def _candidates(run_pass, nq, slots_per_query):
     slots = np.empty(nq * slots_per_query, np.int64)
     run_pass(every, starts, room, counts, slots)
     over = np.flatnonzero(counts > slots_per_query)
-    if over.size:
-        starts[over] = slots.size + np.concatenate(([0], np.cumsum(counts[over])[:-1]))
-        room[over] = counts[over]
-        counts[over] = 0
-        slots = np.concatenate([slots, np.empty(int(room[over].sum()), np.int64)])
-        run_pass(over, starts, room, counts, slots)
     # each query's slots starts[i] .. starts[i] + counts[i], in query order
     first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-    return slots[first + np.arange(first.size)], counts
+    rows = np.take(slots, first + np.arange(first.size), mode="clip")
+    if over.size:
+        # the queries that had more: their own slots (a second array, not a
+        # copy of the first), written over their part of ``rows``
+        extra_starts = np.concatenate(([0], np.cumsum(counts[over])[:-1]))
+        extra = np.empty(int(counts[over].sum()), np.int64)
+        starts[over] = extra_starts
+        room[over] = counts[over]
+        counts[over] = 0
+        run_pass(over, starts, room, counts, extra)
+        begins = (np.cumsum(counts) - counts)[over]
+        for b, e0, c in zip(begins.tolist(), extra_starts.tolist(), counts[over].tolist()):
+            rows[b:b + c] = extra[e0:e0 + c]
+    return rows, counts
 
 
 def _fused_operand(rows, sqnorms, residuals, norms, allowances, residual_rel, n_features,
