@@ -168,7 +168,7 @@ def cold_jobs(jobs):
     # every path, its bound kernels differ per path (BLAS, bfloat16, int8)
     marker = {"hog-uint8": (_kh.hog_batch_lut, None), "hog-float": (_kh.hog_batch_polar, None),
               "pairwise": (_kd.finish_pairwise_parallel, None),
-              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.pair_distances, None)}
+              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.pairs_within, None)}
     for dtype in ("uint8", "float32", "float64"):
         marker[f"search-{dtype}"] = (_kp.pruned_block, dtype)
         marker[f"brute-{dtype}"] = (_kd.rerank_parallel, dtype)

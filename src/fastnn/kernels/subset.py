@@ -65,23 +65,69 @@ def allowed_marks(indptr, indices, query_rows, cand, p0, p1, out):
 PAIR_PREFETCH_AHEAD = 4
 
 
+# pairs per batch of ``pairs_within``: the batch's vector checks first, then
+# the exact distances of the pairs they kept, each loop prefetching its rows
+# ahead (a batch's kept pair numbers stay in L1)
+PAIR_BATCH = 256
+
+
 @njit(cache=True, nogil=True)
-def pair_distances(Q, X, query_of_pair, row_of_pair, p0, p1, is_int, acc32, metric_code, out):
-    """``out[t]`` = the exact distance of query ``query_of_pair[t]`` to row
-    ``row_of_pair[t]`` for pairs ``p0 .. p1`` (squared Euclidean or
-    Manhattan, ``metric_code``): the radius search's candidates. The rows
-    of the next pairs are prefetched."""
-    for t in range(p0, min(p1, p0 + PAIR_PREFETCH_AHEAD)):
-        _prefetch_row(X, row_of_pair[t])
-    for t in range(p0, p1):
-        if t + PAIR_PREFETCH_AHEAD < p1:
-            _prefetch_row(X, row_of_pair[t + PAIR_PREFETCH_AHEAD])
-        q = Q[query_of_pair[t]]
-        x = X[row_of_pair[t]]
-        if metric_code == MANHATTAN:
-            out[t] = l1dist(q, x, is_int, acc32)
+def pairs_within(q_vectors, x_vectors, vector_limits, Q, X, query_ids, query_of_pair,
+                 row_of_pair, p0, p1, is_int, acc32, metric_code, limit, out_query, out_row,
+                 out_distance, tally):
+    """The radius search's candidate pairs ``p0 .. p1`` (chunk query
+    ``query_of_pair[t]``, index row ``row_of_pair[t]``) that are neighbours:
+    with vectors (``q_vectors`` not empty: the int8 bound's float32 vectors
+    per chunk query and per index row), the squared distance of the pair's
+    vectors (``sqdist``, float64 sums) must lie within
+    ``vector_limits[query]`` first; then the exact distance of query row
+    ``Q[query_ids[query]]`` and ``X[row]`` (squared Euclidean or Manhattan,
+    ``metric_code``) within ``limit``. The neighbours are written from
+    position ``p0`` of ``out_*`` (query id, row, distance) in pair order;
+    ``tally`` gets how many (``[0]``) and how many pairs were measured
+    exactly (``[1]``)."""
+    refine = q_vectors.shape[0] > 0
+    kept = np.empty(PAIR_BATCH, np.int64)
+    out = p0
+    measured = 0
+    for b0 in range(p0, p1, PAIR_BATCH):
+        b1 = min(p1, b0 + PAIR_BATCH)
+        n_kept = 0
+        if refine:
+            for t in range(b0, min(b1, b0 + PAIR_PREFETCH_AHEAD)):
+                _prefetch_row(x_vectors, row_of_pair[t])
+            for t in range(b0, b1):
+                if t + PAIR_PREFETCH_AHEAD < b1:
+                    _prefetch_row(x_vectors, row_of_pair[t + PAIR_PREFETCH_AHEAD])
+                i = query_of_pair[t]
+                if sqdist(q_vectors[i], x_vectors[row_of_pair[t]], False, False) \
+                        <= vector_limits[i]:
+                    kept[n_kept] = t
+                    n_kept += 1
         else:
-            out[t] = sqdist(q, x, is_int, acc32)
+            for t in range(b0, b1):
+                kept[n_kept] = t
+                n_kept += 1
+        measured += n_kept
+        for u in range(min(n_kept, PAIR_PREFETCH_AHEAD)):
+            _prefetch_row(X, row_of_pair[kept[u]])
+        for u in range(n_kept):
+            if u + PAIR_PREFETCH_AHEAD < n_kept:
+                _prefetch_row(X, row_of_pair[kept[u + PAIR_PREFETCH_AHEAD]])
+            t = kept[u]
+            q = Q[query_ids[query_of_pair[t]]]
+            x = X[row_of_pair[t]]
+            if metric_code == MANHATTAN:
+                d = l1dist(q, x, is_int, acc32)
+            else:
+                d = sqdist(q, x, is_int, acc32)
+            if d <= limit:
+                out_query[out] = query_ids[query_of_pair[t]]
+                out_row[out] = row_of_pair[t]
+                out_distance[out] = d
+                out += 1
+    tally[0] = out - p0
+    tally[1] = measured
 
 
 # index rows per block of the radius bound passes: fixed-length inner loops

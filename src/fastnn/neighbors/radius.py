@@ -203,7 +203,8 @@ class FusedOperand(NamedTuple):
     width: int                  # K
     kind: str = "bf16"          # 'bf16' or 'int8'
     int8_columns: object = None  # int8: (XN, XS, XC) per packed column
-    vectors: object = None      # int8: the float32 vectors W (n, m + 1), for the refinement
+    vectors: object = None      # int8: the float32 vectors W (n, m + 1), checked before
+                                #   the exact distance (``_measured``)
     vector_error_max: float = 0.0   # int8: max E1, their distance to the exact ones
     row_bounds: object = None   # int8: (n,) float64 F of each row (the filter's own-row check)
 
@@ -364,24 +365,18 @@ def _by_projection(index, Q, queries, is_int, acc32, radius, n_threads, parts):
             run_pass = partial(_bound_pass, bounds, chunk, n_threads)
         xj, counts = _candidates(run_pass, e - s, slots_per_query)
         qi = np.repeat(np.arange(e - s, dtype=np.int64), counts)
-        if fused is not None and fused.kind == "int8":
-            qi, xj = _refined(fused, operand[3], operand[4], qi, xj, n_threads)
-        candidates += xj.size
-        parts.append(_measured(index, Q, queries[qi + s], xj, is_int, acc32, r2, n_threads))
+        # the int8 keys' candidates are checked on the float32 vectors first
+        vectors = ((operand[3], fused.vectors, operand[4])
+                   if fused is not None and fused.kind == "int8" else None)
+        part, measured = _measured(index, Q, queries[s:e], qi, xj, is_int, acc32, r2,
+                                   n_threads, vectors)
+        candidates += measured
+        parts.append(part)
     return candidates
 
 
-def _refined(fused, q_vectors, limits, qi, xj, n_threads):
-    """The candidate pairs ``(qi, xj)`` of the int8 filter whose float32
-    vectors' squared distance (float64 sums) is within the query's
-    ``limits`` (``_fused_queries``): a pair within the radius always is
-    (``|W_q - W_x| <= s R_q + E1_q + E1_x``)."""
-    d2 = np.empty(qi.size, np.float64)
-    run_in_parts(lambda p0, p1: _ks.pair_distances(
-        q_vectors, fused.vectors, qi, xj, p0, p1, False, False, _ks.SQEUCLIDEAN, d2),
-        qi.size, n_threads)
-    keep = d2 <= limits[qi]
-    return qi[keep], xj[keep]
+# ``_measured`` without the vectors' check
+_NO_VECTORS = (np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), np.zeros(0))
 
 
 class _QueryChunk(NamedTuple):
@@ -392,14 +387,31 @@ class _QueryChunk(NamedTuple):
     limits: np.ndarray
 
 
-def _measured(index, Q, qi, xj, is_int, acc32, r2, n_threads):
-    """``(queries, rows, distances)`` of the candidate pairs ``(qi, xj)``
-    whose exact squared distance passes sklearn's test (``<= r2``)."""
-    d2 = np.empty(qi.size, np.float64)
-    run_in_parts(lambda p0, p1: _ks.pair_distances(
-        Q, index.X, qi, xj, p0, p1, is_int, acc32, _ks.SQEUCLIDEAN, d2), qi.size, n_threads)
-    keep = d2 <= r2
-    return qi[keep], xj[keep], np.sqrt(d2[keep]) if index.metric == "euclidean" else d2[keep]
+def _measured(index, Q, query_ids, qi, xj, is_int, acc32, r2, n_threads, vectors=None):
+    """``((queries, rows, distances), measured)``: the candidate pairs (query
+    ``query_ids[qi]``, row ``xj``) whose exact squared distance passes
+    sklearn's test (``<= r2``), in pair order, and how many were measured.
+    ``vectors``: the int8 bound's float32 vectors of the chunk's queries and
+    of the index rows and each query's limit (``_fused_queries``): a pair is
+    measured only when its vectors' squared distance (float64 sums, within
+    ``(m + 3) u64`` of ``|W_q - W_x|^2``) is within the limit, which a pair
+    within the radius always is (``|W_q - W_x| <= s R_q + E1_q + E1_x``,
+    ``_fused_operand``). One pass over the pairs (``pairs_within``), parts
+    over the threads."""
+    n = qi.size
+    out_q, out_x, out_d = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
+    tallies = {}
+
+    def part(p0, p1):
+        tally = np.zeros(2, np.int64)
+        _ks.pairs_within(*(vectors or _NO_VECTORS), Q, index.X, query_ids, qi, xj, p0, p1,
+                         is_int, acc32, _ks.SQEUCLIDEAN, r2, out_q, out_x, out_d, tally)
+        tallies[p0] = tally
+    run_in_parts(part, n, n_threads)
+    pieces = [(p0, int(t[0])) for p0, t in sorted(tallies.items())]
+    found = tuple(np.concatenate([a[p0:p0 + c] for p0, c in pieces]) for a in (out_q, out_x, out_d))
+    d = np.sqrt(found[2]) if index.metric == "euclidean" else found[2]
+    return (found[0], found[1], d), sum(int(t[1]) for t in tallies.values())
 
 
 def _candidates(run_pass, nq, slots_per_query):
@@ -515,7 +527,7 @@ def _fused_queries(bounds, q_rows, q_sqn, q_res, q_nrm, q_allow, limit, n_featur
     limit (``_fused_operand`` proves it; -inf for the padding rows).
     Returns ``(operand, limits)``; an int8 operand is ``(rows, QN, QG, W,
     refine, reach, key_slack)``: the float32 vectors and their limits for
-    ``_refined``, and each query's reach ``s R_q + F_q`` and key slack for
+    ``_measured``, and each query's reach ``s R_q + F_q`` and key slack for
     the filter's own-row check (``radius_filtered_tile``)."""
     from ..kernels import projection as _kproj
 
@@ -663,5 +675,5 @@ def _by_blocks(index, Q, queries, is_int, acc32, radius, n_threads, parts):
             j1 = min(n, j0 + tile)
             approx = qn[s:e, None] + xn[None, j0:j1] - 2.0 * (Qf @ X[j0:j1].astype(np.float64).T)
             qi, xj = np.nonzero(approx <= limit)
-            parts.append(_measured(index, Q, queries[qi + s], (xj + j0).astype(np.int64),
-                                   is_int, acc32, r2, n_threads))
+            parts.append(_measured(index, Q, queries[s:e], qi.astype(np.int64),
+                                   (xj + j0).astype(np.int64), is_int, acc32, r2, n_threads)[0])
