@@ -65,6 +65,7 @@ PROJECTION_COMPONENTS = 128
 PROJECTION_MIN_ROWS = 4096
 PROJECTION_MIN_FEATURES = 128
 PROJECTION_CHUNK_ROWS = 4096
+PROJECTION_GEMM_COLUMNS = 32
 # relative rounding allowance of centred float64 rows (at least 4 d u64),
 # and the factor of room on the bound's proven margin
 PROJECTION_CENTRE_REL = 1e-12
@@ -235,13 +236,18 @@ def _project(A, fit, n_threads=1, chunk=PROJECTION_CHUNK_ROWS):
     centre_norm = float(np.linalg.norm(centre))
     rows = np.empty((n, m), np.float32)
     sqn, res, nrm, allow = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    # the directions as columns, zero-padded to a multiple of
+    # PROJECTION_GEMM_COLUMNS (OpenBLAS' float64 GEMM of 4,096 x 324 rows:
+    # 127 columns 6.8 ms, 128 columns 5.3 ms)
+    PT = np.zeros((P.shape[1], round_up(m, PROJECTION_GEMM_COLUMNS)))
+    PT[:, :m] = P.T
 
     def work(starts):
         for s in starts:
             e = min(n, s + chunk)
             C = A[s:e].astype(np.float64)
             C -= centre
-            a = C @ P.T
+            a = (C @ PT)[:, :m]
             rows[s:e] = a
             a32 = rows[s:e].astype(np.float64)
             sqn[s:e] = np.einsum("ij,ij->i", a32, a32)
