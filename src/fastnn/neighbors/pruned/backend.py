@@ -1,6 +1,7 @@
 """The pruned backend: builds (once, cached in ``index.built``) the
 projection and the layout, then runs ``search``."""
 
+from ..._threads import blas_threads
 from ..brute import BruteBackend
 from ..registry import EUCLIDEAN, Backend, register
 from .layout import build_layout, extend_layout
@@ -17,7 +18,8 @@ def spectrum(index):
     """The principal directions of a sample of the index (cached)."""
     built = index.built
     if built.spectrum is None:
-        built.spectrum = fit_spectrum(index.X, index.n_components, index.random_state)
+        with blas_threads(1):
+            built.spectrum = fit_spectrum(index.X, index.n_components, index.random_state)
     return built.spectrum
 
 
@@ -91,7 +93,8 @@ class PrunedBackend(Backend):
 
     @staticmethod
     def search(index, request, dist, ind):
-        projection, layout = projection_and_layout(index, request.n_threads)
-        search(index, request, dist, ind, projection, layout, index.pruned_options,
-               lambda sub, d, i: BruteBackend.search(index, sub, d, i),
-               int8_filter_family=first_stage(index)[1])
+        with blas_threads(1):
+            projection, layout = projection_and_layout(index, request.n_threads)
+            search(index, request, dist, ind, projection, layout, index.pruned_options,
+                   lambda sub, d, i: BruteBackend.search(index, sub, d, i),
+                   int8_filter_family=first_stage(index)[1])
