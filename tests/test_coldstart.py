@@ -108,7 +108,7 @@ def test_report_compiles_one_specialization_per_kernel_and_reuses_the_cache(tmp_
     # the warm process lists the kernels the report calls, a subset)
     assert set(warm) <= set(cold)
     for entry in ("hog.hog_batch_lut", "distances.rerank_parallel",
-                  "distances.merge_tile_parallel"):
+                  "distances.merge_tile_serial"):
         assert f"fastnn.kernels.{entry}" in warm, sorted(warm)
     missed = {k: v["misses"] for k, v in warm.items() if v["misses"]}
     assert not missed, f"compiled again in a warm process: {missed}"

@@ -323,7 +323,7 @@ def _merge_tile_py(G, qn, xn, j0, sign, kd, ki, counts):
     """
     nq, nt = G.shape
     kk = kd.shape[1]
-    for i in prange(nq):
+    for i in range(nq):
         c = counts[i]
         kdi = kd[i]
         kii = ki[i]
@@ -344,8 +344,6 @@ def _merge_tile_py(G, qn, xn, j0, sign, kd, ki, counts):
         counts[i] = c
 
 
-merge_tile_parallel = njit(cache=True, parallel=True, nogil=True)(
-    twin(_merge_tile_py, "parallel"))
 merge_tile_serial = njit(cache=True, nogil=True)(_merge_tile_py)
 
 
