@@ -115,7 +115,12 @@ def radius_neighbors(index, Q, is_int, radius, sort_results, n_threads):
         from .lp import radius_pairs
         parts.append(radius_pairs(index, Q, radius, n_threads))
     elif projected:
-        candidates = _by_projection(index, Q, every, is_int, acc32, radius, n_threads, parts)
+        # (BLAS on one thread: a multi-threaded BLAS call leaves OpenBLAS'
+        # worker spinning for ~0.1 s, on a core the kernels that follow need;
+        # the projection's GEMMs run on the threads, one BLAS thread each)
+        with blas_threads(1):
+            candidates = _by_projection(index, Q, every, is_int, acc32, radius, n_threads,
+                                        parts)
         projected = candidates is not None
     if metric in ("euclidean", "sqeuclidean", "manhattan") and not projected:
         _by_blocks(index, Q, every, is_int, acc32, radius, n_threads, parts)
