@@ -146,10 +146,11 @@ class NearestNeighborsIndex:
             self.built.u8_row_stats = u8_row_stats(self.X, n_threads)[:2]
         return self.built.u8_row_stats
 
-    def spectrum_residual(self):
+    def spectrum_residual(self, n_threads=1):
         """Shares of the index's variance outside 32 and 96 principal
-        directions ('auto' chooses the pruned search by them)."""
-        return pruned_backend.spectrum_residual(self)
+        directions ('auto' chooses the pruned search by them; fitted on
+        ``n_threads``)."""
+        return pruned_backend.spectrum_residual(self, n_threads)
 
     # -- saving: a folder of .npy arrays and a JSON header (index_io) -------
     def save(self, path, overwrite=False):

@@ -302,7 +302,7 @@ def _radius_bounds(index, n_threads=1):
         return None
     if built.radius_bounds is None:
         from .pruned import backend as pruned_backend
-        spectrum = pruned_backend.spectrum(index)
+        spectrum = pruned_backend.spectrum(index, n_threads)
         kind, family = radius_kernels(index.pruned_options.first_stage, index.kernels,
                                       (built.tile_family, built.int8_family))
         m = min({"bf16": FUSED_COMPONENTS, "int8": FUSED_COMPONENTS_INT8}.get(

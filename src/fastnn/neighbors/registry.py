@@ -125,7 +125,7 @@ def auto_choice(index, request):
             or index.n_features < AUTO_MIN_FEATURES or request.k > PRUNED_AUTO_MAX_K
             or small_batch(index, request)):
         return "brute"
-    residual_32, residual_96 = index.spectrum_residual()
+    residual_32, residual_96 = index.spectrum_residual(request.n_threads)
     if residual_32 <= PRUNE_MAX_RESIDUAL_32 or (
             index.n_features >= PRUNE_MIN_FEATURES_96
             and residual_96 <= PRUNE_MAX_RESIDUAL_96):

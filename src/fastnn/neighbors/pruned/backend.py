@@ -14,23 +14,25 @@ from .search import search
 SPECTRUM_DIRECTIONS_FOR_AUTO = 96
 
 
-def spectrum(index):
-    """The principal directions of a sample of the index (cached)."""
+def spectrum(index, n_threads=1):
+    """The principal directions of a sample of the index (cached), fitted
+    on ``n_threads`` (BLAS on one thread each)."""
     built = index.built
     if built.spectrum is None:
         with blas_threads(1):
-            built.spectrum = fit_spectrum(index.X, index.n_components, index.random_state)
+            built.spectrum = fit_spectrum(index.X, index.n_components, index.random_state,
+                                          n_threads)
     return built.spectrum
 
 
-def spectrum_residual(index):
+def spectrum_residual(index, n_threads=1):
     """Shares of variance outside the first 32 and 96 principal directions:
     the spectrum's own figures (the pruned search needs it anyway), or,
     where it fits fewer than 96 directions, an estimate (cached)."""
     built = index.built
     if built.spectrum is None and (index.n_components or SPECTRUM_DIRECTIONS_FOR_AUTO) >= \
             SPECTRUM_DIRECTIONS_FOR_AUTO:
-        spectrum(index)
+        spectrum(index, n_threads)
     if built.spectrum is not None:
         return built.spectrum.residual_32, built.spectrum.residual_96
     if built.residual_estimate is None:
@@ -55,8 +57,8 @@ def projection_and_layout(index, n_threads):
     built = index.built
     if built.layout is None:
         kind, _ = first_stage(index)
-        projection = build_projection(index.X, index.is_int, built.absmax, spectrum(index),
-                                      index.pruned_options, kind,
+        projection = build_projection(index.X, index.is_int, built.absmax,
+                                      spectrum(index, n_threads), index.pruned_options, kind,
                                       built.int8_family is not None)
         rows, stats = project_rows(index.X, index.is_int, projection, n_threads,
                                    int8_family=built.int8_family,

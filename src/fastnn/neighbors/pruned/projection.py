@@ -43,6 +43,9 @@ from ..validation import UNIT_ROUNDOFF_F64, round_up
 PCA_SAMPLE_ROWS = 2048
 # power iterations of the randomized SVD (> COVARIANCE_MAX_FEATURES features)
 PCA_POWER_ITERATIONS = 1
+# rows of the sample (or of its transpose) per part of its products over the
+# threads (``rows_product``)
+SPECTRUM_PART_ROWS = 256
 COVARIANCE_MAX_FEATURES = 1024
 # default directions: 128; 160 for wide data (raw pixels), whose bounds need
 # more (CIFAR-10: exact distances per query 49 -> 40 at k=1, 194 -> 169 at
@@ -155,7 +158,22 @@ def orthonormal_basis(Y):
     return Q.astype(np.float32)
 
 
-def randomized_pca(S, m, n_iter, rs, oversample=10):
+def rows_product(A, B, n_threads):
+    """``A @ B`` with the rows of ``A`` in parts of ``SPECTRUM_PART_ROWS``
+    over ``n_threads`` threads, BLAS on one thread each (``map_threads``:
+    a multi-threaded BLAS call leaves OpenBLAS' worker spinning for ~0.1 s
+    into whatever runs next). The parts do not depend on the thread
+    count."""
+    out = np.empty((A.shape[0], B.shape[1]), np.result_type(A, B))
+
+    def work(starts):
+        for r0 in starts:
+            np.matmul(A[r0:r0 + SPECTRUM_PART_ROWS], B, out=out[r0:r0 + SPECTRUM_PART_ROWS])
+    map_threads(work, list(range(0, A.shape[0], SPECTRUM_PART_ROWS)), n_threads)
+    return out
+
+
+def randomized_pca(S, m, n_iter, rs, oversample=10, n_threads=1):
     """The top ``m`` singular values and right singular vectors of ``S``
     (float32, ``n x d``) by a randomized range finder (Halko et al.; as
     sklearn's ``randomized_svd``) with Cholesky-QR steps and the
@@ -163,12 +181,14 @@ def randomized_pca(S, m, n_iter, rs, oversample=10):
     LAPACK only (sklearn's goes through scipy, whose thread pool contends
     with numpy's: 0.1 - 0.25 s against 0.04 s for CIFAR raw's 1,024 x 3,072
     sample, the same captured variance). An ill-conditioned ``B`` falls
-    back to its SVD."""
-    Q = orthonormal_basis(S @ rs.normal(size=(S.shape[1], m + oversample)).astype(np.float32))
+    back to its SVD. The sample's products run on ``n_threads``
+    (``rows_product``)."""
+    omega = rs.normal(size=(S.shape[1], m + oversample)).astype(np.float32)
+    Q = orthonormal_basis(rows_product(S, omega, n_threads))
     for _ in range(n_iter):
-        Q = orthonormal_basis(S.T @ Q)
-        Q = orthonormal_basis(S @ Q)
-    B = (Q.T @ S).astype(np.float64)
+        Q = orthonormal_basis(rows_product(S.T, Q, n_threads))
+        Q = orthonormal_basis(rows_product(S, Q, n_threads))
+    B = rows_product(S.T, Q, n_threads).T.astype(np.float64)
     w, U = np.linalg.eigh(B @ B.T)
     w, U = w[::-1][:m], U[:, ::-1][:, :m]
     if not w[-1] > 1e-10 * w[0]:
@@ -218,8 +238,9 @@ def int8_digits(P, n_digits=INT8_DIGITS):
     return Pq, digits, w, phi
 
 
-def fit_spectrum(X, n_components, random_state):
-    """Stages 1-2: principal directions of a sample of ``X``."""
+def fit_spectrum(X, n_components, random_state, n_threads=1):
+    """Stages 1-2: principal directions of a sample of ``X`` (the randomized
+    SVD's products on ``n_threads``)."""
     n, d = X.shape
     m = int(n_components or (DEFAULT_COMPONENTS_WIDE if d > COVARIANCE_MAX_FEATURES
                              else DEFAULT_COMPONENTS))
@@ -230,8 +251,14 @@ def fit_spectrum(X, n_components, random_state):
     sample = X[rows]
     mu = sample.mean(axis=0, dtype=np.float64)
     # directions do not depend on scale: a power of two keeps the float32
-    # sample and its products finite for any magnitude of data
-    S = unit_scaled(sample - mu).astype(np.float32)
+    # sample and its products finite for any magnitude of data (uint8 pixels
+    # are centred in float32 directly: within +-255, a quarter of the time)
+    if sample.dtype == np.uint8:
+        S = sample.astype(np.float32)
+        S -= mu.astype(np.float32)
+        S = unit_scaled(S)
+    else:
+        S = unit_scaled(sample - mu).astype(np.float32)
     if d <= COVARIANCE_MAX_FEATURES:
         # few features: the covariance's eigenvectors (one small GEMM and
         # a d x d eigh) are cheaper and exact
@@ -240,7 +267,7 @@ def fit_spectrum(X, n_components, random_state):
         sv = np.sqrt(np.maximum(w[::-1][:m], 0.0))
         Vt = np.ascontiguousarray(V[:, ::-1][:, :m].T)
     elif m < min(S.shape) - 1:
-        sv, Vt = randomized_pca(S, m, PCA_POWER_ITERATIONS, rs)
+        sv, Vt = randomized_pca(S, m, PCA_POWER_ITERATIONS, rs, n_threads=n_threads)
     else:
         _, sv, Vt = np.linalg.svd(S.astype(np.float64), full_matrices=False)
         sv, Vt = sv[:m], Vt[:m]
