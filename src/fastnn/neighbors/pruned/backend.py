@@ -36,7 +36,8 @@ def spectrum_residual(index, n_threads=1):
     if built.spectrum is not None:
         return built.spectrum.residual_32, built.spectrum.residual_96
     if built.residual_estimate is None:
-        built.residual_estimate = estimate_residuals(index.X, index.random_state)
+        with blas_threads(1):
+            built.residual_estimate = estimate_residuals(index.X, index.random_state)
     return tuple(built.residual_estimate)
 
 
