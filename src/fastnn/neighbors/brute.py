@@ -29,6 +29,15 @@ def tile_rows(n_features, budget_bytes=INDEX_TILE_BYTES):
     return max(64, min(8192, budget_bytes // (8 * max(1, n_features))))
 
 
+def _part_rows(n_queries, tile_rows_count, n_threads):
+    """Queries per part of a tile (``_merge_tile``, the large-k tiles):
+    equal parts, a multiple of the threads, each near ``MERGE_PART_BYTES``
+    of products."""
+    n_parts = -(-n_queries // max(1, MERGE_PART_BYTES // (8 * max(1, tile_rows_count))))
+    n_parts = min(n_queries, -(-n_parts // n_threads) * n_threads)
+    return max(1, -(-n_queries // max(1, n_parts)))
+
+
 def _merge_tile(Qf, Xt, query_sqnorms, row_sqnorms, j0, sign, candidates, n_threads):
     """One tile of index rows ``Xt`` (float64, from row ``j0``) merged into
     the queries' approximate top lists: parts of queries (products of about
@@ -40,10 +49,7 @@ def _merge_tile(Qf, Xt, query_sqnorms, row_sqnorms, j0, sign, candidates, n_thre
     XtT = Xt.T
     xn = row_sqnorms
     nq = Qf.shape[0]
-    # equal parts, a multiple of the threads, each near MERGE_PART_BYTES
-    n_parts = -(-nq // max(1, MERGE_PART_BYTES // (8 * max(1, Xt.shape[0]))))
-    n_parts = min(nq, -(-n_parts // n_threads) * n_threads)
-    part_rows = -(-nq // max(1, n_parts))
+    part_rows = _part_rows(nq, Xt.shape[0], n_threads)
 
     def work(starts):
         for r0 in starts:
@@ -85,6 +91,25 @@ class BruteBackend(Backend):
         index.stats_ = {"backend": "brute", "full_scans": full_scans}
 
 
+def _distance_tile(Qf, Xt, query_sqnorms, row_sqnorms, out, n_threads):
+    """``out`` (queries x the tile's rows): approximate squared distances of
+    the queries to the tile's rows ``Xt`` (float64), by parts of the queries
+    over the threads, each part's GEMM on one BLAS thread and then finished
+    (as ``_merge_tile``: no OpenBLAS worker left spinning)."""
+    nq = Qf.shape[0]
+    part_rows = _part_rows(nq, Xt.shape[0], n_threads)
+    XtT = Xt.T
+
+    def work(starts):
+        for r0 in starts:
+            r1 = min(nq, r0 + part_rows)
+            part = out[r0:r1]
+            np.matmul(Qf[r0:r1], XtT, out=part)
+            _k.finish_pairwise_serial(part, query_sqnorms[r0:r1], row_sqnorms, True, part)
+
+    map_threads(work, list(range(0, nq, part_rows)), n_threads)
+
+
 @register
 class LargeKBackend(Backend):
     """k > 256 (up to a full ranking, k = n) for the Euclidean metrics."""
@@ -110,10 +135,8 @@ class LargeKBackend(Backend):
             A = np.empty((e - s, n), np.float64)
             for j0 in range(0, n, tile):
                 j1 = min(n, j0 + tile)
-                Aj = A[:, j0:j1]
-                np.matmul(Qf, index.X[j0:j1].astype(np.float64).T, out=Aj)
-                run_kernel(_k.finish_pairwise_parallel, _k.finish_pairwise_serial, n_threads,
-                           Aj, qn_all[s:e], index.xn[j0:j1], True, Aj)
+                _distance_tile(Qf, index.X[j0:j1].astype(np.float64), qn_all[s:e],
+                               index.xn[j0:j1], A[:, j0:j1], n_threads)
             run_kernel(_k.select_exact_parallel, _k.select_exact_serial, n_threads,
                        A, Q[s:e], index.X, sign, is_int, err * qn_all[s:e], err_x_max, k,
                        dist[s:e], ind[s:e])
