@@ -8,6 +8,7 @@ from numba import njit
 from .distances import _prefetch_row, sqdist, topk_insert
 from .dot import dot_exact
 from .manhattan import l1dist
+from .pruned import _squared_reach
 
 # metric codes of topk_of_subsets
 SQEUCLIDEAN, MANHATTAN, NEG_INNER_PRODUCT = 0, 1, 2
@@ -230,17 +231,16 @@ def radius_filtered_tile(kept_keys, kept_columns, kept_counts, first_row, n_rows
         out = starts[i] + min(count, capacity[i])
         reach = query_reach[i] if own_bounds else 0.0
         slack = query_slack[i] if own_bounds else 0.0
-        limit_without_row_bound = reach * reach * (1.0 + 1e-12) + slack
+        limit_without_row_bound = _squared_reach(reach, slack)
         for t in range(kept_counts[b]):
             j = first_row + kept_columns[b, t]
             if j >= n_rows:
                 continue
             if own_bounds:
                 key = kept_keys[b, t]
-                if key > limit_without_row_bound:
-                    row_reach = reach + row_bound[j]
-                    if key > row_reach * row_reach * (1.0 + 1e-12) + slack:
-                        continue
+                if key > limit_without_row_bound and \
+                        key > _squared_reach(reach + row_bound[j], slack):
+                    continue
             if out < end:
                 row_out[out] = j
                 out += 1

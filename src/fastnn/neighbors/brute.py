@@ -14,7 +14,7 @@ from .validation import gemm_error_scale, row_sqnorms
 INDEX_TILE_BYTES = 64 << 20
 # float64 bytes of one chunk of queries' GEMM rows
 QUERY_CHUNK_BYTES = 128 << 20
-# bytes of one part's products in a tile's merge (``_merge_tile``): a GEMM
+# bytes of one part's products of a tile (``_tile_by_query_parts``): a GEMM
 # of fewer queries repacks the tile for too few rows (CIFAR raw, a tile of
 # 2,730 rows: 64 queries a part 1.25 s, 512 0.88 s), of more leaves its
 # products out of cache (HOG, 8,192 rows: 256 queries 0.58 s, 512 0.62 s)
@@ -30,7 +30,7 @@ def tile_rows(n_features, budget_bytes=INDEX_TILE_BYTES):
 
 
 def _part_rows(n_queries, tile_rows_count, n_threads):
-    """Queries per part of a tile (``_merge_tile``, the large-k tiles):
+    """Queries per part of a tile (``_tile_by_query_parts``):
     equal parts, a multiple of the threads, each near ``MERGE_PART_BYTES``
     of products."""
     n_parts = -(-n_queries // max(1, MERGE_PART_BYTES // (8 * max(1, tile_rows_count))))
@@ -38,28 +38,38 @@ def _part_rows(n_queries, tile_rows_count, n_threads):
     return max(1, -(-n_queries // max(1, n_parts)))
 
 
-def _merge_tile(Qf, Xt, query_sqnorms, row_sqnorms, j0, sign, candidates, n_threads):
-    """One tile of index rows ``Xt`` (float64, from row ``j0``) merged into
-    the queries' approximate top lists: parts of queries (products of about
-    ``MERGE_PART_BYTES``) spread over the threads (``map_threads``), each
-    part's GEMM on one BLAS thread, then its serial merge while the products
-    are in cache. (A multi-threaded GEMM followed by a parallel merge left
-    OpenBLAS' worker spinning through the merge, on one of its cores.) Each
-    query's list depends only on its own rows, not on the parts."""
+def _tile_by_query_parts(Qf, Xt, n_threads, finish, out=None):
+    """A tile of index rows ``Xt`` (float64) against the queries ``Qf`` by
+    parts of the queries over the threads (``map_threads``; about
+    ``MERGE_PART_BYTES`` of products each): each part's GEMM on one BLAS
+    thread (into ``out``'s rows when given), then ``finish(r0, r1,
+    products)`` while they are in cache. (A multi-threaded GEMM followed by
+    parallel work left OpenBLAS' worker spinning through it, on one of the
+    cores.) The parts may change the approximate products' last bits, never
+    an answer: both callers measure their candidates exactly."""
     XtT = Xt.T
-    xn = row_sqnorms
     nq = Qf.shape[0]
     part_rows = _part_rows(nq, Xt.shape[0], n_threads)
 
     def work(starts):
         for r0 in starts:
             r1 = min(nq, r0 + part_rows)
-            G = Qf[r0:r1] @ XtT
-            _k.merge_tile_serial(G, query_sqnorms[r0:r1], xn, j0, sign,
-                                 candidates.distances[r0:r1], candidates.rows[r0:r1],
-                                 candidates.counts[r0:r1])
+            if out is None:
+                G = Qf[r0:r1] @ XtT
+            else:
+                G = out[r0:r1]
+                np.matmul(Qf[r0:r1], XtT, out=G)
+            finish(r0, r1, G)
 
     map_threads(work, list(range(0, nq, part_rows)), n_threads)
+
+
+def _merge_tile(Qf, Xt, query_sqnorms, row_sqnorms, j0, sign, candidates, n_threads):
+    """One tile of index rows ``Xt`` (from row ``j0``) merged into the
+    queries' approximate top lists (``_tile_by_query_parts``)."""
+    _tile_by_query_parts(Qf, Xt, n_threads, lambda r0, r1, G: _k.merge_tile_serial(
+        G, query_sqnorms[r0:r1], row_sqnorms, j0, sign, candidates.distances[r0:r1],
+        candidates.rows[r0:r1], candidates.counts[r0:r1]))
 
 
 @register
@@ -93,21 +103,9 @@ class BruteBackend(Backend):
 
 def _distance_tile(Qf, Xt, query_sqnorms, row_sqnorms, out, n_threads):
     """``out`` (queries x the tile's rows): approximate squared distances of
-    the queries to the tile's rows ``Xt`` (float64), by parts of the queries
-    over the threads, each part's GEMM on one BLAS thread and then finished
-    (as ``_merge_tile``: no OpenBLAS worker left spinning)."""
-    nq = Qf.shape[0]
-    part_rows = _part_rows(nq, Xt.shape[0], n_threads)
-    XtT = Xt.T
-
-    def work(starts):
-        for r0 in starts:
-            r1 = min(nq, r0 + part_rows)
-            part = out[r0:r1]
-            np.matmul(Qf[r0:r1], XtT, out=part)
-            _k.finish_pairwise_serial(part, query_sqnorms[r0:r1], row_sqnorms, True, part)
-
-    map_threads(work, list(range(0, nq, part_rows)), n_threads)
+    the queries to the tile's rows ``Xt`` (``_tile_by_query_parts``)."""
+    _tile_by_query_parts(Qf, Xt, n_threads, lambda r0, r1, G: _k.finish_pairwise_serial(
+        G, query_sqnorms[r0:r1], row_sqnorms, True, G), out)
 
 
 @register
