@@ -548,3 +548,20 @@ def test_first_stage_option_is_checked():
         assert index.stats_["first_stage"].endswith(first)
         np.testing.assert_array_equal(got[1], ref[1])
         np.testing.assert_array_equal(got[0], ref[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.one_of(st.floats(0, 10), st.sampled_from([0.0, 1.0, 5e-324, 1e-310])),
+                     max_size=300),
+       n_buckets=st.sampled_from([1, 2, 64]))
+def test_stage3_sort_orders_like_numpy(keys, n_buckets):
+    """Stage 3's bucket + insertion sort of the candidates' bounds gives
+    numpy's ascending order of the keys (ties, duplicates, subnormal
+    spreads, a single bucket), as a permutation of the positions."""
+    from fastnn.kernels.pruned import _sort_bounds
+    k = np.array(keys + [7.0], np.float64)      # (a slot past n is not read)
+    n = len(keys)
+    order = np.full(n + 1, -1, np.int64)
+    _sort_bounds(k, n, order, np.empty(n_buckets + 1, np.int64))
+    assert sorted(order[:n].tolist()) == list(range(n)) and order[n] == -1
+    np.testing.assert_array_equal(k[order[:n]], np.sort(k[:n]))

@@ -306,7 +306,8 @@ def _search_blocks(part, plan, layout, projection, chunk, ex, bounds, stage2, re
     st = _block_state(plan, n)
     scratch = _kp.Stage3Scratch(np.empty(k, np.float64), np.empty(k, np.int64),
                                np.empty(n, np.float64), np.empty(n, np.float64),
-                               np.empty(n, np.int64), np.empty(n, np.int64))
+                               np.empty(n, np.int64), np.empty(n, np.int64),
+                               np.empty(_kp.STAGE3_BUCKETS + 1, np.int64))
     gbuf = _amx.aligned(qb * jt, np.float32)
     if plan.exact_first_tile:
         kpad = projection.int8.padded_features
