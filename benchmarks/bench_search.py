@@ -14,9 +14,9 @@ each fastnn row's ``extra_info`` holds the search statistics
 (``first_stage`` names the path that ran) and the HNSW rows hold
 ``recall@k`` against the exact answer.
 
-Paths: ``auto`` (what the engine picks here: AMX; else on AMD the AVX-512
-BF16 first stage, on Intel the AVX-512 VNNI int8 one, with AVX-512 VNNI int8
-exact products either way), ``avx512`` (the AVX-512 BF16/VNNI family forced,
+Paths: ``auto`` (what the engine picks here: AMX; else the AVX-512 VNNI
+int8 first stage, on Intel and AMD alike, with AVX-512 VNNI int8 exact
+products), ``avx512`` (the AVX-512 BF16/VNNI family forced,
 where it runs), ``int8`` (the int8 first stage forced:
 ``PrunedOptions(first_stage='int8')``), ``float32`` (the float32 BLAS first
 stage with this CPU's other kernels), ``avxvnni`` / ``avx2`` (the kernels of

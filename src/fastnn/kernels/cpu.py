@@ -45,33 +45,6 @@ def linux_flags():
 
 
 @lru_cache(maxsize=None)
-def vendor():
-    """The CPU vendor Linux reports (``'GenuineIntel'``, ``'AuthenticAMD'``,
-    ...; None where it does not say)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def avx512_bf16_first_stage_pays():
-    """Whether the AVX-512 BF16 first stage beats the portable float32 BLAS
-    one on this CPU. ``vdpbf16ps`` does twice the multiplies of an FMA per
-    instruction; AMD's Zen 4 and 5 issue one 512-bit FMA per cycle, so
-    bfloat16 doubles their rate (CIFAR HOG k=1: 0.65 s against 0.98 s),
-    while Intel's server cores issue two FMAs for each ``vdpbf16ps``: no
-    gain, and the wider bfloat16 keys cost more (an Emerald Rapids with
-    ``FASTNN_AMX=0``: 1.17 s against 0.86-1.0 s). There the int8 first stage
-    (``vpdpbusd``, 64 multiplies an instruction) runs instead. Measured in
-    ``docs/benchmarks.md``; ``kernels='avx512'`` still forces it."""
-    return vendor() == "AuthenticAMD"
-
-
-@lru_cache(maxsize=None)
 def llvm_features():
     """The features of the CPU LLVM (and so numba) compiles for, as a dict
     ``{'avx512vnni': True, ...}`` (empty where llvmlite cannot tell)."""

@@ -57,9 +57,9 @@ class NearestNeighborsIndex:
         portable float32 BLAS + numba path (any CPU). 'auto' takes the first
         this CPU runs, in that order (``FASTNN_AMX=0`` / ``FASTNN_AVX512=0``
         / ``FASTNN_AVX2=0`` remove a family from the choice), except that
-        the AVX-512 BF16 first stage is chosen on AMD CPUs only (on Intel's
-        it is slower than float32 BLAS; the int8 first stage on AVX-512
-        VNNI runs instead, see ``PrunedOptions.first_stage``). Answers are
+        the AVX-512 BF16 first stage runs only when named: the int8 first
+        stage on AVX-512 VNNI is faster on Intel and AMD alike (see
+        ``PrunedOptions.first_stage``). Answers are
         the same on every path; only the speed differs. Naming a family
         this CPU cannot run is a ValueError.
     p : float, optional

@@ -15,8 +15,9 @@ index of many features (or with ``backend='pruned'``) a cheaper lower bound
 comes first: the distance projected on the index's leading principal
 directions plus the difference of the residual norms (``_radius_bounds``
 proves its margin); only the pairs it leaves within the radius are
-measured. Where the CPU's tile family serves the pruned search (AMX;
-AVX-512 BF16 on AMD) the bound is fused into the tile product: 121
+measured. Where the pruned search's first stage runs on tile products
+(bfloat16 on AMX or with ``kernels='avx512'``; int8 on AVX-512 VNNI,
+AVX-VNNI or AVX2) the bound is fused into the tile product: the
 directions and the residual as one vector, the pruned search's stage-1
 operand, filtered by each query's limit inside the kernel
 (``_fused_operand`` proves it); else float32 BLAS products of 128

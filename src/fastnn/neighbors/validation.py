@@ -10,7 +10,6 @@ import numpy as np
 
 from .._threads import map_threads, run_kernel
 from ..kernels import amx as _amx
-from ..kernels import cpu
 from ..kernels import distances as _k
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan")
@@ -172,8 +171,15 @@ def kernel_families(kernels):
     ``kernels`` parameter (None: the portable path)."""
     if kernels == "auto":
         bf16 = _amx.kernel_family("bf16")
-        if bf16 == "avx512" and not cpu.avx512_bf16_first_stage_pays():
-            bf16 = None         # (the int8 or float32 BLAS first stage is faster there)
+        if bf16 == "avx512":
+            # the AVX-512 VNNI int8 first stage is faster wherever AVX-512
+            # BF16 runs: on Intel, whose cores issue two FMAs for each
+            # vdpbf16ps (HOG 0.90-1.04 s against 1.12-1.17 s), and on AMD
+            # Zen 4 since the filters stopped storing by vpcompressd (CIFAR
+            # k=1/5/10: HOG 0.34/0.39/0.44 s against 0.53/0.54/0.55 s, raw
+            # 1.01/1.15/1.30 s against 1.12/1.20/1.37 s: docs/benchmarks.md);
+            # kernels='avx512' still runs it
+            bf16 = None
         return bf16, _amx.kernel_family("u8s8")
     if kernels == "portable":
         return None, None

@@ -144,9 +144,9 @@ def resolve_first_stage(requested, kernels, families):
     ``ValueError`` where it cannot run."""
     tile_family = families[0]
     if requested == "auto":
-        # (where bfloat16 tiles exist they were chosen because they pay:
-        # AMX, and AVX-512 BF16 on AMD; elsewhere int8 beats the float32
-        # GEMM where it runs)
+        # (where bfloat16 tiles exist they were chosen because they pay,
+        # AMX, or forced, kernels='avx512'; elsewhere int8 beats the
+        # float32 GEMM where it runs)
         if tile_family is not None:
             return "bf16", None
         int8 = int8_first_stage_family(kernels, families)
