@@ -471,7 +471,8 @@ def _sort_bounds(keys, n, order, counts):
     per_unit = n_buckets / (hi - lo) if hi > lo else 0.0
     if not per_unit <= 1e300:       # (a subnormal spread)
         per_unit = 0.0
-    counts[:] = 0
+    for b in range(n_buckets + 1):
+        counts[b] = 0      # (a loop: numba compiles array expressions slowly)
     for t in range(n):
         counts[min(n_buckets - 1, int((keys[t] - lo) * per_unit)) + 1] += 1
     for b in range(n_buckets):
@@ -728,7 +729,7 @@ def _stage3_exact(ex, b, i, thr, nk, seen, kd, ki, c, cb_d, cb_i, cb_o, counts):
     X = ex.index_rows
     sqrt_thr = _sqrt_up(thr)
     order = cb_o[:nk]
-    _sort_bounds(cb_d, nk, order, counts)
+    _sort_bounds(cb_d, np.int64(nk), order, counts)   # (np.int64: no compile for a literal 0)
     measured = 0
     for t in range(min(nk, _PF3)):
         _prefetch_row(X, cb_i[order[t]])
