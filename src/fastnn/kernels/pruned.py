@@ -446,10 +446,10 @@ def _sq_l2_part(a, b, start, stop):
 
 # stage 3 orders its candidates by bound with a counting sort into this many
 # buckets between the smallest and largest bound, then an insertion sort
-# within them (CIFAR raw k=10: ~180 candidates, ~3 per bucket). A heap sort
-# of the same keys cost 35,000 cycles a query on an AMD Zen 4, a third as
-# much as the exact distances it orders (its comparisons are unpredictable
-# branches); numba's np.argsort costs ~1 s of compile time
+# within them (a few candidates per bucket on CIFAR). A heap sort's
+# comparisons are unpredictable branches: it cost a third as much as the
+# exact distances it ordered (docs/benchmarks.md, 2026-12-07 night); numba's
+# np.argsort costs ~1 s of compile time
 STAGE3_BUCKETS = 64
 
 
@@ -579,7 +579,7 @@ def pruned_block(ex, q0, nb, bounds, st, stage2, results, scratch):
         nc, over = _stage1_survivors(b, i, thr, bounds, st, stage2, cb_k, cb_i)
         nk = _stage2_bounds(i, thr, nc, over, bounds, stage2, cb_k, cb_i, cb_d)
         c, more = _stage3_exact(ex, b, i, thr, nk, st.measured, kd, ki, c, cb_d, cb_i, cb_o,
-                                      counts)
+                                counts)
         results.n_exact[i] = measured + more
         for t in range(k):
             results.distances[i, t] = kd[t]

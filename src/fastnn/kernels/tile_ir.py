@@ -244,8 +244,9 @@ def _append_ir(tag, keys, cols, mask, lanes):
     """IR appending the ``keys`` and column vectors ``cols`` selected by
     ``mask`` at ``%kp{tag}`` / ``%jp{tag}``. AVX-512 (16 lanes): compressed
     in registers, then one full-width store each, because ``vpcompressd``
-    with a memory operand is microcoded on AMD Zen 4 (CIFAR raw k=10 int8
-    filter: 7.6 M kept keys cost 0.22 s of 0.56 s). The lanes beyond the
+    with a memory operand is microcoded on AMD Zen 4 (docs/benchmarks.md,
+    2026-12-07 night: it cost the int8 filter a third of its time on CIFAR
+    raw pixels). The lanes beyond the
     selected ones land past the row's count, inside the columns of this
     call: a row's count before a vector is at most the columns before it,
     so ``count + lanes`` never passes ``nj`` (``OK``/``OJ`` hold ``nj``

@@ -174,10 +174,8 @@ def kernel_families(kernels):
         if bf16 == "avx512":
             # the AVX-512 VNNI int8 first stage is faster wherever AVX-512
             # BF16 runs: on Intel, whose cores issue two FMAs for each
-            # vdpbf16ps (HOG 0.90-1.04 s against 1.12-1.17 s), and on AMD
-            # Zen 4 since the filters stopped storing by vpcompressd (CIFAR
-            # k=1/5/10: HOG 0.34/0.39/0.44 s against 0.53/0.54/0.55 s, raw
-            # 1.01/1.15/1.30 s against 1.12/1.20/1.37 s: docs/benchmarks.md);
+            # vdpbf16ps, and on AMD Zen 4 since the filters stopped storing
+            # by vpcompressd (docs/benchmarks.md, 2026-12-07 night);
             # kernels='avx512' still runs it
             bf16 = None
         return bf16, _amx.kernel_family("u8s8")
