@@ -310,7 +310,6 @@ def _project_int8(A, centre, centre_norm, centre_rel, digits, family, n_threads,
                 At = A[s:e]
             else:
                 Ab[:e - s, :d] = A[s:e]
-                Ab[e - s:] = 0
                 At = Ab[:ep - s]
             _amx.gemm_u8s8(At, digits.packed, Ci[:ep - s], Ci.shape[1], family=family)
             _kproj.combine_digits(Ci[:e - s], digits.centre_products, digits.weights, 1.0,
