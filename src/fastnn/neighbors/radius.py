@@ -38,9 +38,9 @@ from . import manhattan
 from .brute import tile_rows
 from ..kernels import amx as _amx
 from ..kernels import distances as _kd
-from ..kernels import projection as _kproj
 from .pruned.options import radius_kernels
-from .pruned.projection import INT8_MAX_FEATURES, Int8Directions, int8_digits
+from .pruned.projection import (INT8_MAX_FEATURES, INT8_PROJECT_TILE_ROWS,
+                                int8_directions, int8_reads_in_place, project_int8_tile)
 from .pruned.search import bf16_key_slack, int8_key_slack
 from .validation import UNIT_ROUNDOFF_F32, exact_int32_sums, gemm_error_scale, round_up, \
     row_sqnorms
@@ -70,8 +70,6 @@ PROJECTION_MIN_ROWS = 4096
 PROJECTION_MIN_FEATURES = 128
 PROJECTION_CHUNK_ROWS = 4096
 PROJECTION_GEMM_COLUMNS = 32
-# uint8 rows per exact int8 product tile of the projection (a multiple of 32)
-INT8_RADIUS_TILE_ROWS = 256
 # relative rounding allowance of centred float64 rows (at least 4 d u64),
 # and the factor of room on the bound's proven margin
 PROJECTION_CENTRE_REL = 1e-12
@@ -284,36 +282,24 @@ def _project(A, fit, n_threads=1, chunk=PROJECTION_CHUNK_ROWS):
 def _project_int8(A, centre, centre_norm, centre_rel, digits, family, n_threads, rows, sqn,
                   res, nrm, allow):
     """``_project`` of uint8 rows whose directions are int8 digits
-    (``digits``, ``pruned.projection.int8_digits``) about an integer
+    (``digits``, ``pruned.projection.int8_directions``) about an integer
     ``centre``: ``a - c`` and ``|a - c|^2`` are exact, ``P (a - c)`` the
     digits' exact integer products combined in at most three float64
     roundings, far inside the float64 GEMM's error the margin allows for
-    (``_radius_bounds``). As the pruned search's build projects (four
-    ``vpdpbusd`` digit planes instead of a float64 GEMM over every feature:
-    CIFAR raw pixels 2.4x faster); rows padded to 32 and features to 64 in
-    a copy where needed."""
-    n, d = A.shape
-    m = rows.shape[1]
-    kpad = digits.padded_features
-    step = INT8_RADIUS_TILE_ROWS
-    direct = A.flags.c_contiguous and d == kpad and A.ctypes.data % _amx.LINE == 0
+    (``_radius_bounds``). The tiles are the pruned build's
+    (``pruned.projection.project_int8_tile``)."""
+    n, m = A.shape[0], rows.shape[1]
+    step = INT8_PROJECT_TILE_ROWS
+    in_place = int8_reads_in_place(A, digits)
 
     def work(starts):
         Ci = _amx.aligned((step, digits.packed.shape[0] * 16), np.int32)
-        Ab = _amx.aligned((step, kpad), np.uint8, zero=True)
+        Ab = _amx.aligned((step, digits.padded_features), np.uint8, zero=True)
         Z = np.empty((step, m), np.float64)
         c2 = np.empty(step, np.float64)
         for s in starts:
             e = min(n, s + step)
-            ep = s + round_up(e - s, 32)
-            if direct and ep == e:
-                At = A[s:e]
-            else:
-                Ab[:e - s, :d] = A[s:e]
-                At = Ab[:ep - s]
-            _amx.gemm_u8s8(At, digits.packed, Ci[:ep - s], Ci.shape[1], family=family)
-            _kproj.combine_digits(Ci[:e - s], digits.centre_products, digits.weights, 1.0,
-                                  Z[:e - s])
+            project_int8_tile(A, s, e, digits, family, in_place, Ab, Ci, 1.0, Z)
             _kd.centred_sqnorms_serial(A[s:e], centre, True, c2[:e - s])
             a = Z[:e - s]
             rows[s:e] = a
@@ -380,14 +366,8 @@ def _radius_bounds(index, n_threads=1):
             # uint8 rows project by exact integer products: the directions
             # become their int8 digits (orthonormal to E below, which the
             # margin carries), the centre an integer
-            P, D, w, _ = int8_digits(P)
             centre = np.rint(centre)
-            n_digits = D.shape[0]
-            digits = Int8Directions(
-                packed=_amx.pack_b_s8(D.reshape(n_digits * m, d), round_up(d, 64)), weights=w,
-                centre_products=np.einsum("tjd,d->tj", D.astype(np.int64),
-                                          centre.astype(np.int64)).reshape(-1),
-                padded_features=round_up(d, 64), error_features=0)
+            P, digits = int8_directions(P, centre)
         orthonormality = float(np.abs(P @ P.T - np.eye(m)).max())
         centre_rel = max(PROJECTION_CENTRE_REL, 4.0 * d * UNIT_ROUNDOFF_F64)
         residual_rel = np.sqrt(8.0 * (d + m) * UNIT_ROUNDOFF_F64 + 3.0 * m * orthonormality)

@@ -238,6 +238,45 @@ def int8_digits(P, n_digits=INT8_DIGITS):
     return Pq, digits, w, phi
 
 
+def int8_directions(P, centre):
+    """The directions ``P`` (``m x d``) as ``int8_digits`` about the
+    integer ``centre``: ``(P', Int8Directions)``, ``P'`` the digits' exact
+    value (the projection uint8 rows then get from ``project_int8_tile``)."""
+    m, d = P.shape
+    Pq, digits, w, phi = int8_digits(P)
+    n_digits = digits.shape[0]
+    padded = round_up(d, 64)
+    return Pq, Int8Directions(
+        packed=_amx.pack_b_s8(digits.reshape(n_digits * m, d), padded), weights=w,
+        centre_products=np.einsum("tjd,d->tj", digits.astype(np.int64),
+                                  np.asarray(centre).astype(np.int64)).reshape(-1),
+        padded_features=padded, error_features=max(1, int(np.ceil((n_digits - 1) * phi))))
+
+
+def int8_reads_in_place(A, int8):
+    """Whether ``project_int8_tile`` may read the rows of ``A`` in place
+    (C order, ``int8.padded_features`` wide, starting on a cache line)."""
+    return (A.flags.c_contiguous and A.shape[1] == int8.padded_features
+            and A.ctypes.data % _amx.LINE == 0)
+
+
+def project_int8_tile(A, s, e, int8, family, in_place, Ab, Ci, scale, Z):
+    """``Z[:e - s] = scale * P'(A[s:e] - c)`` for uint8 rows: the exact
+    integer products with the digits of ``int8`` (``int8_directions``) on
+    the ``family`` kernels, combined by ``combine_digits``. Rows are padded
+    to 32 and features to 64 in the scratch ``Ab`` where needed (padding
+    meets zero digits or is dropped); ``Ci`` (int32) holds the products;
+    ``in_place``: ``int8_reads_in_place(A, int8)``."""
+    ep = s + round_up(e - s, 32)
+    if in_place and ep == e:
+        At = A[s:e]
+    else:
+        Ab[:e - s, :A.shape[1]] = A[s:e]
+        At = Ab[:ep - s]
+    _amx.gemm_u8s8(At, int8.packed, Ci[:ep - s], Ci.shape[1], family=family)
+    _kproj.combine_digits(Ci[:e - s], int8.centre_products, int8.weights, scale, Z[:e - s])
+
+
 def fit_spectrum(X, n_components, random_state, n_threads=1):
     """Stages 1-2: principal directions of a sample of ``X`` (the randomized
     SVD's products on ``n_threads``)."""
@@ -306,13 +345,7 @@ def build_projection(X, is_int, absmax, spectrum, options, first_stage, int8_ker
     int8 = None
     padded = round_up(d, 64)
     if X.dtype == np.uint8 and padded <= INT8_MAX_FEATURES and int8_kernels:
-        P, digits, w, phi = int8_digits(P)
-        n_digits = digits.shape[0]
-        int8 = Int8Directions(
-            packed=_amx.pack_b_s8(digits.reshape(n_digits * m, d), padded), weights=w,
-            centre_products=np.einsum("tjd,d->tj", digits.astype(np.int64),
-                                      c.astype(np.int64)).reshape(-1),
-            padded_features=padded, error_features=max(1, int(np.ceil((n_digits - 1) * phi))))
+        P, int8 = int8_directions(P, c)
     # (+ the float64 rounding of that product)
     delta = float(np.abs(P @ P.T - np.eye(m)).max()) + (d + 2) * UNIT_ROUNDOFF_F64
     # first-stage coordinates: on tiles the bfloat16 rows hold m1 + 7 values
@@ -391,8 +424,7 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
     if int8 is not None:
         rows = INT8_PROJECT_TILE_ROWS
         # (rows read in place where they start on cache lines)
-        direct = (A.flags.c_contiguous and d == int8.padded_features
-                  and A.ctypes.data % _amx.LINE == 0)
+        direct = int8_reads_in_place(A, int8)
         if u8_stats and d * 255 * 255 < 2 ** 31:
             stats = (np.empty(n, np.int64), np.empty(n, np.int64))
     if stage1 == "bf16":
@@ -431,18 +463,8 @@ def project_rows(A, is_int, projection, n_threads, int8_family=None, stage1=None
                 np.matmul(buf[:e - s], PT, out=Zt[:e - s])
                 d_err = d
             else:
-                # exact integer products on tiles (rows padded to 32 and
-                # features to 64 in a copy where needed; padding meets zero
-                # digits or is dropped)
-                ep = s + round_up(e - s, 32)
-                if direct and ep == e:
-                    At = A[s:e]
-                else:
-                    Ab[:e - s, :d] = A[s:e]
-                    At = Ab[:ep - s]
-                _amx.gemm_u8s8(At, int8.packed, Ci[:ep - s], Ci.shape[1], family=int8_family)
-                _kproj.combine_digits(Ci[:e - s], int8.centre_products, int8.weights, sc,
-                                  Zt[:e - s])
+                # exact integer products on tiles
+                project_int8_tile(A, s, e, int8, int8_family, direct, Ab, Ci, sc, Zt)
                 d_err = int8.error_features
             _kproj.finish_projection(Zt[:e - s], c2[s:e], sc, exact, d_err, delta, m1, mh,
                                  W1[s:e], Z2[s:e], r[s:e], E[s:e], E1[s:e], a1[s:e], nx1[s:e])
