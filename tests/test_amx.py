@@ -354,7 +354,7 @@ def test_gather_rows_and_exact_first_tile(family):
     lim1, sd = np.empty(nb), np.empty((nb, k))
     si, sc = np.empty((nb, k), np.int64), np.empty(nb, np.int64)
     seen = np.zeros((500, 1), np.uint64)
-    ex = dp.ExactInputs(Q, X, True, True, True, Q8, QN, XS, XN, qrow)
+    ex = dp.ExactInputs(Q, X, dp.ROWS_TYPED, True, True, True, Q8, QN, XS, XN, qrow)
     st = dp.Stage1State(seed_keys=sd, seed_rows=si, seed_counts=sc, top_dist=kd, top_rows=ki,
                         top_counts=kc, key_limits=lim1, n_measured=np.zeros(nb, np.int64),
                         cand_keys=np.empty((nb, 1), np.float32),

@@ -167,6 +167,40 @@ def test_warmup_fills_the_cache_for_later_processes(tmp_path):
     assert bad.returncode == 2 and "unknown warmup job" in bad.stderr
 
 
+@pytest.mark.slow
+def test_search_kernels_compile_once_for_uint8_float32_and_float64(tmp_path):
+    """The pruned search's large kernels take float rows as byte views:
+    searches of uint8, float32 and float64 indexes compile each of them
+    once (an int16 index, which they take as it is, adds one), and every
+    answer equals sklearn's brute force."""
+    code = textwrap.dedent("""
+        import json
+        import numpy as np
+        from sklearn.neighbors import NearestNeighbors
+        from fastnn.compile import _rows
+        from fastnn.neighbors import NearestNeighborsIndex
+        from fastnn.kernels import pruned
+        counts = []
+        for dtype in ("uint8", "float32", "float64", "int16"):
+            X = _rows("uint8" if dtype == "int16" else dtype, 8192 + 64, 48, 5).astype(dtype)
+            Q = X[::200] + (X[1::200] if dtype != "uint8" else 0)
+            index = NearestNeighborsIndex(X, backend="pruned")
+            d, i = index.kneighbors(Q, 5)
+            assert index.stats_["backend"] == "pruned"
+            ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(X.astype(np.float64))
+            rd, ri = ref.kneighbors(Q.astype(np.float64))
+            np.testing.assert_allclose(d, rd, rtol=1e-6, atol=1e-6)
+            counts.append([len(f.signatures) for f in (pruned.scan_collect, pruned.scan_sparse,
+                                                       pruned.pruned_block)])
+        print("JSON" + json.dumps(counts))
+    """)
+    counts = _kernels(_run(code, tmp_path))
+    # (scan_sparse runs on the int8 / bfloat16 first stages only)
+    scan_collect, scan_sparse, block = zip(*counts)
+    assert scan_collect == (1, 1, 1, 2) and block == (1, 1, 1, 2), counts
+    assert max(scan_sparse[:3]) <= 1 and scan_sparse[3] <= 2, counts
+
+
 def test_warmup_job_names_and_aliases():
     """A job's earlier name runs the jobs it was split into; an unknown name
     is refused by name, by the warm-up and by the cache check alike."""

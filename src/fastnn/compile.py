@@ -163,19 +163,23 @@ def cold_jobs(jobs):
     from .kernels import hog as _kh
     from .kernels import subset as _ks
 
-    # job -> (a kernel it compiles on every CPU path, the dtype of that
-    # kernel's first array); the radius job's candidate distances run on
-    # every path, its bound kernels differ per path (BLAS, bfloat16, int8)
-    marker = {"hog-uint8": (_kh.hog_batch_lut, None), "hog-float": (_kh.hog_batch_polar, None),
-              "pairwise": (_kd.finish_pairwise_parallel, None),
-              "filters-ip": (_ks.topk_of_subsets, None), "radius": (_ks.pairs_within, None)}
+    # job -> the kernels it compiles on every CPU path, each with the dtype
+    # of its first array (None: any); the radius job's candidate distances
+    # run on every path, its bound kernels differ per path (BLAS, bfloat16,
+    # int8). The pruned search's kernels compile once for uint8, float32 and
+    # float64 rows (byte views); its projection compiles per dtype
+    marker = {"hog-uint8": [(_kh.hog_batch_lut, None)],
+              "hog-float": [(_kh.hog_batch_polar, None)],
+              "pairwise": [(_kd.finish_pairwise_parallel, None)],
+              "filters-ip": [(_ks.topk_of_subsets, None)], "radius": [(_ks.pairs_within, None)]}
     for dtype in ("uint8", "float32", "float64"):
-        marker[f"search-{dtype}"] = (_kp.pruned_block, dtype)
-        marker[f"brute-{dtype}"] = (_kd.rerank_parallel, dtype)
+        marker[f"search-{dtype}"] = [(_kp.pruned_block, None),
+                                     (_kd.centred_sqnorms_bound, dtype)]
+        marker[f"brute-{dtype}"] = [(_kd.rerank_parallel, dtype)]
     unknown = [j for j in jobs if j not in marker]
     if unknown:
         raise ValueError(f"unknown warmup job {unknown[0]!r}; expected one of {sorted(JOBS)}")
-    return [j for j in jobs if not _is_cached(*marker[j])]
+    return [j for j in jobs if not all(_is_cached(*m) for m in marker[j])]
 
 
 def checked_jobs(jobs):

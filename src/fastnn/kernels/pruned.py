@@ -17,16 +17,31 @@ from numba import njit
 from .distances import _prefetch_row, _sqdist_u8, sqdist, sqdist_float, topk_insert
 
 
+# ExactInputs.row_kind: how the kernels read ``queries`` / ``index_rows``.
+# numba compiles a kernel once per argument type, and each of the search's
+# three large kernels takes several seconds to compile (docs/coldstart.md);
+# float32 and float64 rows therefore reach them as byte views (uint8 arrays
+# of ``itemsize * d`` columns, what uint8 rows already are) with their kind,
+# and only the exact distance reinterprets a row: one compile serves uint8,
+# float32 and float64 data. Other dtypes (int16, or queries of another
+# dtype than the index) come as they are, ROWS_TYPED.
+ROWS_TYPED = 0
+ROWS_FLOAT32_BYTES = 1
+ROWS_FLOAT64_BYTES = 2
+
+
 class ExactInputs(NamedTuple):
     """What an exact distance of the pruned search needs (one per query
     chunk): query ``i`` of the blocks is row ``query_rows[i]`` of
-    ``queries``. With ``u8_dot`` (uint8 data on a VNNI CPU) the distance is
+    ``queries``, read as ``row_kind`` says (``ROWS_*``: float rows as byte
+    views). With ``u8_dot`` (uint8 data on a VNNI CPU) the distance is
     the dot-product form ``_sqdist_u8`` from ``queries_s8`` (``q - 128``),
     ``query_sqnorms`` and the index rows' ``row_sums`` / ``row_sqnorms``;
     else ``sqdist`` (``int32_sums``: byte data whose sums fit int32). Both
     give the same exact integer. Absent arrays are empty placeholders."""
     queries: object
     index_rows: object
+    row_kind: int
     is_int: bool
     int32_sums: bool
     u8_dot: bool
@@ -41,10 +56,30 @@ class ExactInputs(NamedTuple):
 def _exact(ex, i, j):
     """The exact squared distance of query ``i`` to index row ``j``."""
     r = ex.query_rows[i]
+    if ex.row_kind == ROWS_FLOAT32_BYTES:
+        return sqdist_float(ex.queries[r].view(np.float32), ex.index_rows[j].view(np.float32))
+    if ex.row_kind == ROWS_FLOAT64_BYTES:
+        return sqdist_float(ex.queries[r].view(np.float64), ex.index_rows[j].view(np.float64))
     if ex.is_int and ex.u8_dot:
         return _sqdist_u8(ex.queries_s8[r], ex.query_sqnorms[r], ex.index_rows[j],
                           ex.row_sums[j], ex.row_sqnorms[j])
     return sqdist(ex.queries[r], ex.index_rows[j], ex.is_int, ex.int32_sums)
+
+
+@njit(cache=True, nogil=True)
+def _exact_float4(ex, r, a, b, c, e):
+    """The exact squared distances of query row ``r`` (of ``ex.queries``)
+    to the float index rows ``a, b, c, e`` (``_sqdist_float4``)."""
+    Q, X = ex.queries, ex.index_rows
+    if ex.row_kind == ROWS_FLOAT32_BYTES:
+        return _sqdist_float4(Q[r].view(np.float32), X[a].view(np.float32),
+                              X[b].view(np.float32), X[c].view(np.float32),
+                              X[e].view(np.float32))
+    if ex.row_kind == ROWS_FLOAT64_BYTES:
+        return _sqdist_float4(Q[r].view(np.float64), X[a].view(np.float64),
+                              X[b].view(np.float64), X[c].view(np.float64),
+                              X[e].view(np.float64))
+    return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
 
 
 # --------------------------------------------------------------------------
@@ -175,15 +210,14 @@ def _insert_exact(ex, i, js, m, kd, ki, c):
     rows go four at a time; the next rows are prefetched."""
     X = ex.index_rows
     t = 0
-    q = ex.queries[ex.query_rows[i]]
+    r = ex.query_rows[i]
     for u in range(min(m, 4)):
         _prefetch_row(X, js[u])
     if not ex.is_int:
         while t + 4 <= m:
             for u in range(t + 4, min(m, t + 8)):
                 _prefetch_row(X, js[u])
-            d0, d1, d2, d3 = _sqdist_float4(q, X[js[t]], X[js[t + 1]], X[js[t + 2]],
-                                            X[js[t + 3]])
+            d0, d1, d2, d3 = _exact_float4(ex, r, js[t], js[t + 1], js[t + 2], js[t + 3])
             c = topk_insert(kd, ki, c, d0, js[t])
             c = topk_insert(kd, ki, c, d1, js[t + 1])
             c = topk_insert(kd, ki, c, d2, js[t + 2])

@@ -202,6 +202,22 @@ def _reset(st):
     st.key_limits[:] = np.inf
 
 
+# float rows the kernels read as byte views (one compile for uint8, float32
+# and float64 data: pruned.ROWS_TYPED's comment)
+_BYTE_VIEW_KINDS = {np.dtype(np.float32): _kp.ROWS_FLOAT32_BYTES,
+                    np.dtype(np.float64): _kp.ROWS_FLOAT64_BYTES}
+
+
+def exact_row_views(Q, X):
+    """``(row_kind, queries, index_rows)`` for ``ExactInputs``: float32 or
+    float64 queries and index of one dtype as C-contiguous byte views,
+    anything else (uint8 rows are bytes already) as it is."""
+    kind = _BYTE_VIEW_KINDS.get(X.dtype) if Q.dtype == X.dtype else None
+    if kind is None:
+        return _kp.ROWS_TYPED, Q, X
+    return kind, np.ascontiguousarray(Q).view(np.uint8), np.ascontiguousarray(X).view(np.uint8)
+
+
 def search(index, request, dist, ind, projection, layout, options, fallback,
            int8_filter_family=None):
     """Fill ``dist`` / ``ind`` with the exact squared distances and rows;
@@ -257,8 +273,9 @@ def search(index, request, dist, ind, projection, layout, options, fallback,
             Q8, QN = np.zeros((1, 1), np.int8), empty_i64
         # query i of the blocks is row query_rows[i] of Qc
         query_rows = np.arange(nq, dtype=np.int64) if qperm is None else qperm
-        ex = _kp.ExactInputs(Qc, X, is_int, exact_int32_sums(Qc, X, is_int), plan.u8_dot, Q8, QN,
-                            XS, XN, query_rows)
+        row_kind, Qv, Xv = exact_row_views(Qc, X)
+        ex = _kp.ExactInputs(Qv, Xv, row_kind, is_int, exact_int32_sums(Qc, X, is_int),
+                            plan.u8_dot, Q8, QN, XS, XN, query_rows)
         bounds = _kp.KeyBounds(projection.scale, chunk.key_add, chunk.key_slack)
         stage2 = chunk.stage2_inputs(projection, layout)
         if qperm is None:
