@@ -52,7 +52,7 @@ class ExactInputs(NamedTuple):
     query_rows: object
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _exact(ex, i, j):
     """The exact squared distance of query ``i`` to index row ``j``."""
     r = ex.query_rows[i]
@@ -72,13 +72,11 @@ def _exact_float4(ex, r, a, b, c, e):
     to the float index rows ``a, b, c, e`` (``_sqdist_float4``)."""
     Q, X = ex.queries, ex.index_rows
     if ex.row_kind == ROWS_FLOAT32_BYTES:
-        return _sqdist_float4(Q[r].view(np.float32), X[a].view(np.float32),
-                              X[b].view(np.float32), X[c].view(np.float32),
-                              X[e].view(np.float32))
+        Q, X = Q.view(np.float32), X.view(np.float32)
+        return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
     if ex.row_kind == ROWS_FLOAT64_BYTES:
-        return _sqdist_float4(Q[r].view(np.float64), X[a].view(np.float64),
-                              X[b].view(np.float64), X[c].view(np.float64),
-                              X[e].view(np.float64))
+        Q, X = Q.view(np.float64), X.view(np.float64)
+        return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
     return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
 
 
