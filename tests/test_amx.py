@@ -505,3 +505,51 @@ def test_avx2_int8_products_refuse_operands_that_would_saturate():
                            np.zeros(64, np.float32), np.zeros(64, np.int32),
                            np.zeros(32, np.float32), np.empty((32, 64), np.float32),
                            np.empty((32, 64), np.int32), np.empty(32, np.int32), family="avx2")
+
+
+_CACHED_PRODUCT = """
+import json, numpy as np
+from fastnn.kernels import amx, ir_cache
+fams = [f for f in amx.FAMILIES + amx.INT8_FILTER_FAMILIES if amx.available_int8(f)]
+fam = fams[0]
+rng = np.random.default_rng(7)
+A = rng.integers(0, amx.AVX2_A_MAX + 1, (64, 256), dtype=np.uint8)
+B = rng.integers(-128, 128, (70, 256), dtype=np.int8)
+C = np.zeros((64, 96), np.int32)
+amx.gemm_u8s8(A, amx.pack_b_s8(B, 256), C, 96, family=fam)
+ok = bool(np.array_equal(C[:, :70], A.astype(np.int64) @ B.T.astype(np.int64)))
+print("JSON" + json.dumps(dict(ok=ok, compiles=amx._state.get("ir_compiles", 0),
+                               counts=ir_cache.counts(), folder=ir_cache.cache_dir())))
+"""
+
+
+def _cached_product(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    res = subprocess.run([sys.executable, "-c", _CACHED_PRODUCT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("JSON"))
+    return json.loads(line[4:])
+
+
+@pytest.mark.skipif(not any(amx.available_int8(f) for f in amx.FAMILIES + amx.INT8_FILTER_FAMILIES),
+                    reason="no int8 product kernels on this CPU")
+def test_ir_kernels_machine_code_is_cached_for_the_next_process(tmp_path):
+    """The LLVM IR kernels' object code goes to the cache beside numba's
+    ($NUMBA_CACHE_DIR/fastnn_ir here): the first process compiles and
+    stores, the next loads and compiles nothing; both products equal
+    numpy's. A damaged entry (its checksum fails) is compiled again and
+    replaced, not handed to LLVM."""
+    first = _cached_product(tmp_path)
+    assert first["ok"] and first["compiles"] >= 1 and first["counts"][1] == first["compiles"]
+    assert first["folder"] == str(tmp_path / "fastnn_ir")
+    second = _cached_product(tmp_path)
+    assert second["ok"] and second["compiles"] == 0 and second["counts"] == [first["compiles"], 0]
+    for entry in (tmp_path / "fastnn_ir").iterdir():
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    damaged = _cached_product(tmp_path)
+    assert damaged["ok"] and damaged["compiles"] == first["compiles"]
+    assert _cached_product(tmp_path)["compiles"] == 0

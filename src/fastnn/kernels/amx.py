@@ -48,7 +48,7 @@ import threading
 
 import numpy as np
 
-from . import cpu
+from . import cpu, ir_cache
 from .tile_ir import (KB, _DECLS, _DECLS_AVX2, _DECLS_AVX512, _avx2_int8_ir, _avx512_filter_ir,
                       _avx512_kernel_ir, _filter_kernel_ir, _kernel_ir)
 
@@ -58,7 +58,7 @@ __all__ = ["FAMILIES", "INT8_FILTER_FAMILIES", "kernel_family", "available", "bf
 
 LINE = 64        # cache line: tile rows should start on one
 _lock = threading.Lock()
-_state = {}      # ("usable", family, op): bool, "tile_state", "engine", "funcs"
+_state = {}      # ("usable", family, op): bool, "tile_state", "engine", "funcs", "ir_compiles"
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _PROTO = ctypes.CFUNCTYPE(None, _P, _I, _P, _P, _I, _I, _I)
@@ -182,22 +182,30 @@ def _compile(fam, op, kb):
     # (each family's functions get their own names: one engine holds both)
     ir = ir.replace(f"@gemm_{op}_{kb}(", f"@{fam}_gemm_{op}_{kb}(").replace(
         f"@filter_{op}_{kb}(", f"@{fam}_filter_{op}_{kb}(")
-    mod = ll.parse_assembly(ir + f"""
-attributes #0 = {{ "target-features"="{_FEATURES[fam]}" }}
-""")
-    mod.verify()
     if eng is None:
         ll.initialize_native_target()
         ll.initialize_native_asmprinter()
         tm = ll.Target.from_default_triple().create_target_machine(
             cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
             opt=3, codemodel="jitdefault")
-        eng = ll.create_mcjit_compiler(mod, tm)
-        _state["engine"] = eng
-    else:
-        eng.add_module(mod)
+        eng = ll.create_mcjit_compiler(ll.parse_assembly(""), tm)
+        _state["engine"], _state["target_machine"] = eng, tm
+    # the machine code comes from the on-disk cache where an earlier process
+    # left it (ir_cache), else from LLVM, and is kept there
+    key = ir_cache.entry_key(f"{fam}-{op}-{kb}", ir, _FEATURES[fam])
+    obj = ir_cache.load(key)
+    if obj is None:
+        mod = ll.parse_assembly(ir + f"""
+attributes #0 = {{ "target-features"="{_FEATURES[fam]}" }}
+""")
+        mod.verify()
+        obj = _state["target_machine"].emit_object(mod)
+        _state["ir_compiles"] = _state.get("ir_compiles", 0) + 1
+        ir_cache.store(key, obj)
+    objects = _state.setdefault("objects", [])      # (kept alive with the engine)
+    objects.append(ll.ObjectFileRef.from_data(obj))
+    eng.add_object_file(objects[-1])
     eng.finalize_object()
-    _state.setdefault("modules", []).append(mod)
     if op == "bf16":
         return (_PROTO(eng.get_function_address(f"{fam}_gemm_bf16_{kb}")),
                 _PROTO_FILTER(eng.get_function_address(f"{fam}_filter_bf16_{kb}")))
