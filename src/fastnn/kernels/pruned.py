@@ -66,20 +66,6 @@ def _exact(ex, i, j):
     return sqdist(ex.queries[r], ex.index_rows[j], ex.is_int, ex.int32_sums)
 
 
-@njit(cache=True, nogil=True)
-def _exact_float4(ex, r, a, b, c, e):
-    """The exact squared distances of query row ``r`` (of ``ex.queries``)
-    to the float index rows ``a, b, c, e`` (``_sqdist_float4``)."""
-    Q, X = ex.queries, ex.index_rows
-    if ex.row_kind == ROWS_FLOAT32_BYTES:
-        Q, X = Q.view(np.float32), X.view(np.float32)
-        return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
-    if ex.row_kind == ROWS_FLOAT64_BYTES:
-        Q, X = Q.view(np.float64), X.view(np.float64)
-        return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
-    return _sqdist_float4(Q[r], X[a], X[b], X[c], X[e])
-
-
 # --------------------------------------------------------------------------
 # Pruned exact search with projection lower bounds
 #   |q - x| >= |w(q) - w(x)|,  w(v) = (P(v - mu), |residual of v - mu|)
@@ -87,6 +73,7 @@ def _exact_float4(ex, r, a, b, c, e):
 _SUB = 64          # points per sub-block (its minimum key skips it whole)
 _PF = 6            # stage 2 prefetches the rows of the candidate this far ahead
 _PF3 = 2           # stage 3 (exact distances): this far ahead
+_PF_SEEDS = 2      # the seeds' exact distances (_insert_exact): this far ahead
 
 
 @njit(cache=True, nogil=True)
@@ -148,13 +135,6 @@ def _count_le(g, u, L, t):
     return s
 
 
-@njit(cache=True, nogil=True)
-def _sqdist_float4(q, a, b, c, e):
-    """``sqdist_float(q, .)`` of four rows (independent sums: the CPU
-    overlaps them)."""
-    return sqdist_float(q, a), sqdist_float(q, b), sqdist_float(q, c), sqdist_float(q, e)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _seen(seen, j, b):
     """Whether row ``j`` was measured for query ``b`` of the block."""
@@ -204,28 +184,17 @@ class Stage1State(NamedTuple):
 def _insert_exact(ex, i, js, m, kd, ki, c):
     """Exact distances of query ``i`` to the rows ``js[:m]`` (none measured
     before for this query: the callers keep a bit per row) inserted into
-    the top list ``(kd, ki)`` (``c`` filled); returns the new count. Float
-    rows go four at a time; the next rows are prefetched."""
+    the top list ``(kd, ki)`` (``c`` filled); returns the new count. The
+    next rows are prefetched. (Float rows went four at a time when a float
+    distance was one latency-bound chain; ``sqdist_float`` sums in eight
+    lanes now, and the four-row form cost ~2 s of compile time.)"""
     X = ex.index_rows
-    t = 0
-    r = ex.query_rows[i]
-    for u in range(min(m, 4)):
-        _prefetch_row(X, js[u])
-    if not ex.is_int:
-        while t + 4 <= m:
-            for u in range(t + 4, min(m, t + 8)):
-                _prefetch_row(X, js[u])
-            d0, d1, d2, d3 = _exact_float4(ex, r, js[t], js[t + 1], js[t + 2], js[t + 3])
-            c = topk_insert(kd, ki, c, d0, js[t])
-            c = topk_insert(kd, ki, c, d1, js[t + 1])
-            c = topk_insert(kd, ki, c, d2, js[t + 2])
-            c = topk_insert(kd, ki, c, d3, js[t + 3])
-            t += 4
-    while t < m:
-        if t + 1 < m:
-            _prefetch_row(X, js[t + 1])
+    for t in range(min(m, _PF_SEEDS)):
+        _prefetch_row(X, js[t])
+    for t in range(m):
+        if t + _PF_SEEDS < m:
+            _prefetch_row(X, js[t + _PF_SEEDS])
         c = topk_insert(kd, ki, c, _exact(ex, i, js[t]), js[t])
-        t += 1
     return c
 
 
