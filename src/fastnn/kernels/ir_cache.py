@@ -2,8 +2,8 @@
 
 numba caches the kernels it compiles (``cache=True``); the tile and int8
 kernels of ``amx`` are LLVM IR compiled by llvmlite, which has no cache of
-its own, so every process compiled them again (~0.05 s per kernel on a
-2-core VM, two or more per search: the self-test's width and the data's).
+its own, so every process compiled them again, two or more per search (the
+self-test's width and the data's; times in docs/benchmarks.md).
 Their object code is kept here instead, where numba keeps its own:
 ``$NUMBA_CACHE_DIR/fastnn_ir`` when that is set, else the package's
 ``kernels/__pycache__`` when it is writable, else the user-wide cache

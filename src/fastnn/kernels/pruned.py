@@ -187,7 +187,7 @@ def _insert_exact(ex, i, js, m, kd, ki, c):
     the top list ``(kd, ki)`` (``c`` filled); returns the new count. The
     next rows are prefetched. (Float rows went four at a time when a float
     distance was one latency-bound chain; ``sqdist_float`` sums in eight
-    lanes now, and the four-row form cost ~2 s of compile time.)"""
+    lanes now, and the four-row form cost compile time: docs/benchmarks.md.)"""
     X = ex.index_rows
     for t in range(min(m, _PF_SEEDS)):
         _prefetch_row(X, js[t])
