@@ -370,10 +370,6 @@ def test_gather_rows_and_exact_first_tile(family):
     assert bits[rows].all() and bits.sum() == len(rows) * nb
 
 
-needs_vnni = pytest.mark.skipif(not amx.available_int8("avx512"),
-                                reason="no AVX-512 VNNI here: the int8 first stage cannot run")
-
-
 def _int8_operands(rng, nq, n, d, K, family="avx512"):
     """Stage-1 vectors of varied magnitude (zero rows, tiny and huge ones)
     and the int8 operand the numba kernels make of them."""
@@ -460,26 +456,31 @@ def test_int8_first_stage_keys_are_within_their_bounds(nq32, n, d, q, seed, fami
         np.testing.assert_array_equal(OK[r, :len(real)], G[r, real])
 
 
-@needs_vnni
-def test_int8_filter_plan_checks_its_arrays():
+@pytest.mark.parametrize("family", INT8_FILTER_FAMILIES_HERE)
+def test_int8_filter_plan_checks_its_arrays(family):
     rng = np.random.default_rng(4)
-    _, _, _, (B8, XN, XS, XC, *_), (A8, QN, QG, *_) = _int8_operands(rng, 64, 100, 30, 64)
+    _, _, _, (B8, XN, XS, XC, *_), (A8, QN, QG, *_) = _int8_operands(rng, 64, 100, 30, 64,
+                                                                     family)
     T = np.zeros(64, np.float32)
     OK = np.empty((64, 128), np.float32)
     OJ = np.empty((64, 128), np.int32)
     CNT = np.empty(64, np.int32)
-    plan = amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+
+    def plan_of(*arrays):
+        return amx.Int8FilterPlan(*arrays, T, OK, OJ, CNT, family=family)
+
+    plan = plan_of(A8, B8, QN, QG, XN, XS, XC)
     for bad in ((0, 96, 0, 32), (0, 16, 0, 32), (0, 32, 16, 32), (0, 32, 96, 64)):
         with pytest.raises(ValueError, match="do not fit"):
             plan(*bad)
     with pytest.raises(ValueError, match="do not fit"):
-        amx.Int8FilterPlan(A8, B8, QN[:32], QG, XN, XS, XC, T, OK, OJ, CNT)
+        plan_of(A8, B8, QN[:32], QG, XN, XS, XC)
     with pytest.raises(ValueError, match="do not fit"):
-        amx.Int8FilterPlan(A8, B8, QN, QG, XN[:64], XS, XC, T, OK, OJ, CNT)
+        plan_of(A8, B8, QN, QG, XN[:64], XS, XC)
     with pytest.raises(TypeError, match="C-contiguous"):
-        amx.Int8FilterPlan(A8, B8, QN, QG, XN, XS.astype(np.float64), XC, T, OK, OJ, CNT)
+        plan_of(A8, B8, QN, QG, XN, XS.astype(np.float64), XC)
     with pytest.raises(TypeError, match="C-contiguous"):
-        amx.Int8FilterPlan(A8.view(np.int8), B8, QN, QG, XN, XS, XC, T, OK, OJ, CNT)
+        plan_of(A8.view(np.int8), B8, QN, QG, XN, XS, XC)
 
 
 @pytest.mark.skipif(not amx.available_int8("avx2"), reason="no AVX2 here")
