@@ -171,7 +171,8 @@ def test_warmup_fills_the_cache_for_later_processes(tmp_path):
 def test_search_kernels_compile_once_for_uint8_float32_and_float64(tmp_path):
     """The pruned search's large kernels take float rows as byte views:
     searches of uint8, float32 and float64 indexes compile each of them
-    once (an int16 index, which they take as it is, adds one), and every
+    once (an int16 index, which they take as it is, adds one), no kernel is
+    compiled for a constant argument (numba's Literal types), and every
     answer equals sklearn's brute force."""
     code = textwrap.dedent("""
         import json
@@ -190,11 +191,22 @@ def test_search_kernels_compile_once_for_uint8_float32_and_float64(tmp_path):
             ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(X.astype(np.float64))
             rd, ri = ref.kneighbors(Q.astype(np.float64))
             np.testing.assert_allclose(d, rd, rtol=1e-6, atol=1e-6)
+            # (the radius search's kernels: for the constant-argument check)
+            index.radius_neighbors(Q[:5], float(d[:5, -1].max()))
             counts.append([len(f.signatures) for f in (pruned.scan_collect, pruned.scan_sparse,
                                                        pruned.pruned_block)])
-        print("JSON" + json.dumps(counts))
+        # a constant argument makes numba compile a version of its own
+        import importlib, pkgutil, numba, fastnn.kernels
+        literal = [f"{m.name}.{name}: {s}"
+                   for m in pkgutil.iter_modules(fastnn.kernels.__path__)
+                   for name, d in vars(importlib.import_module("fastnn.kernels." + m.name)).items()
+                   if isinstance(d, numba.core.registry.CPUDispatcher)
+                   for s in map(str, d.signatures) if "Literal" in s or "Omitted" in s]
+        print("JSON" + json.dumps(dict(counts=counts, literal=literal)))
     """)
-    counts = _kernels(_run(code, tmp_path))
+    out = _kernels(_run(code, tmp_path))
+    assert not out["literal"], "\n".join(out["literal"])
+    counts = out["counts"]
     # (scan_sparse runs on the int8 / bfloat16 first stages only)
     scan_collect, scan_sparse, block = zip(*counts)
     assert scan_collect == (1, 1, 1, 2) and block == (1, 1, 1, 2), counts

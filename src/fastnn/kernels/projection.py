@@ -288,7 +288,8 @@ def stage1_int8_index(W, E1, perm, p0, p1, row, Bp, XN, XS, XC, F, a8, h_last):
         if p + _PF < p1:
             _prefetch_row(W, perm[p + _PF])     # (rows in cluster order: random)
         j = perm[p]
-        F[j], nrm, s, h_last[j], total = _int8_row(W[j], E1[j], row, 0, INT8_LEVELS)
+        F[j], nrm, s, h_last[j], total = _int8_row(W[j], E1[j], row, np.int64(0),
+                                                   np.int64(INT8_LEVELS))
         a8[j] = math.sqrt(nrm)
         XN[p] = nrm
         XS[p] = s

@@ -643,7 +643,7 @@ def _stage1_survivors(b, i, thr, bounds, st, stage2, keys_out, rows_out):
     m1p = stage2.first_components + 1
     lim1 = _lim(thr, bounds.scale, stage2.f32_key_add[i], stage2.f32_key_slack[i])
     for j in range(W1.shape[0]):
-        key = _sq_l2_part(wq, W1[j], 0, m1p)
+        key = _sq_l2_part(wq, W1[j], np.int64(0), m1p)
         if key <= lim1:
             rows_out[nc] = j
             keys_out[nc] = key
@@ -700,10 +700,10 @@ def _stage2_bounds(i, thr, nc, over, bounds, stage2, cb_k, cb_i, cb_d):
         j = cb_i[t]
         zx = Z2[j]
         ax = aux[j]
-        key = _sq_l2_part(wq, W1[j], 0, m1p) if recompute else cb_k[t]
+        key = _sq_l2_part(wq, W1[j], np.int64(0), m1p) if recompute else cb_k[t]
         d1 = rqk - (np.float64(W1[j, m1]) if over or recompute else ax[2])
         f = fq + f_x * ax[3]
-        part = (key - d1 * d1) + _sq_l2_part(zq, zx, 0, h)
+        part = (key - d1 * d1) + _sq_l2_part(zq, zx, np.int64(0), h)
         dr = rq[i, 0] - ax[0]
         lb = _lb_dist(part + dr * dr, sl, pad2[i, 0] + f, scale)
         if lb > sqrt_thr:

@@ -5,7 +5,7 @@ same exact functions as every other backend, sorted by (distance, row)."""
 import numpy as np
 from numba import njit
 
-from .distances import _prefetch_row, sqdist, topk_insert
+from .distances import _prefetch_row, sqdist, sqdist_float, topk_insert
 from .dot import dot_exact
 from .manhattan import l1dist
 from .pruned import _squared_reach
@@ -80,7 +80,7 @@ def pairs_within(q_vectors, x_vectors, vector_limits, Q, X, query_ids, query_of_
     ``query_of_pair[t]``, index row ``row_of_pair[t]``) that are neighbours:
     with vectors (``q_vectors`` not empty: the int8 bound's float32 vectors
     per chunk query and per index row), the squared distance of the pair's
-    vectors (``sqdist``, float64 sums) must lie within
+    vectors (``sqdist_float``, float64 sums) must lie within
     ``vector_limits[query]`` first; then the exact distance of query row
     ``Q[query_ids[query]]`` and ``X[row]`` (squared Euclidean or Manhattan,
     ``metric_code``) within ``limit``. The neighbours are written from
@@ -101,8 +101,7 @@ def pairs_within(q_vectors, x_vectors, vector_limits, Q, X, query_ids, query_of_
                 if t + PAIR_PREFETCH_AHEAD < b1:
                     _prefetch_row(x_vectors, row_of_pair[t + PAIR_PREFETCH_AHEAD])
                 i = query_of_pair[t]
-                if sqdist(q_vectors[i], x_vectors[row_of_pair[t]], False, False) \
-                        <= vector_limits[i]:
+                if sqdist_float(q_vectors[i], x_vectors[row_of_pair[t]]) <= vector_limits[i]:
                     kept[n_kept] = t
                     n_kept += 1
         else:
